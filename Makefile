@@ -1,0 +1,46 @@
+# The two commands of the README quickstart: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+DEMO_DATA := demo-data/images
+
+.PHONY: demo test lint typecheck pytest bench system-deps install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Runtime + dev dependencies (pinned in pyproject.toml), the project itself in editable mode.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# exiftool builds the demo's metadata and is the tests' independent metadata reader.
+system-deps:
+	@command -v exiftool >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libimage-exiftool-perl; }
+
+demo: system-deps install
+	$(BIN)/python -m pipelines.demo_data $(DEMO_DATA)
+	rm -rf demo-output
+	time $(BIN)/anonymize run --conf conf/base.yaml --conf conf/dataset/demo.yaml
+
+lint: install
+	$(BIN)/ruff check pipelines transforms expectations tests benchmarks
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: system-deps install
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+bench: install
+	$(BIN)/python benchmarks/throughput.py
+
+clean:
+	rm -rf demo-data demo-output .pytest_cache .mypy_cache .ruff_cache

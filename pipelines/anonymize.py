@@ -1,0 +1,156 @@
+"""The anonymization job: wiring only. Each stage lives in its own module under transforms/.
+
+read shards -> decode + normalise -> detect -> replace + strip metadata + encode -> re-detect ->
+verify -> group by shard -> commit (outputs, then manifest) -> run summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+
+from pipelines.config import config_sha256
+from pipelines.options import AnonymizeOptions, parse_rgb, parse_thresholds
+from transforms.commit import CommitShard, ShardResult
+from transforms.decode import DecodeAndNormalise
+from transforms.detection import (
+    DetectorFactory,
+    FaceDetectionHandler,
+    MtcnnFactory,
+    MtcnnSettings,
+    default_torch_threads,
+    mtcnn_info,
+)
+from transforms.manifest import RunInfo, committed_shards
+from transforms.records import ShardSpec
+from transforms.replacement import ReplaceFaces, ReplacementPolicy
+from transforms.shards import plan_shards, read_shard
+from transforms.verification import VerifyOutput
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What a run will do, decided before any work: the shards to process and those skipped."""
+
+    run_id: str
+    shards: tuple[ShardSpec, ...]
+    skipped: tuple[ShardSpec, ...]
+    run_info: RunInfo
+
+
+def detector_factory_for(options: AnonymizeOptions) -> DetectorFactory:
+    """The detector factory the options ask for."""
+    workers = options.view_as(DirectOptions).direct_num_workers or 1
+    threads = options.torch_threads or default_torch_threads(workers)
+    settings = MtcnnSettings(
+        min_face_size=options.detector_min_face_size,
+        thresholds=parse_thresholds(options.detector_thresholds, "detector_thresholds"),
+        device=options.detector_device,
+        torch_threads=threads,
+    )
+    return MtcnnFactory(settings)
+
+
+def replacement_policy_for(options: AnonymizeOptions) -> ReplacementPolicy:
+    return ReplacementPolicy(
+        method=options.method,
+        box_margin=options.box_margin,
+        blur_sigma_factor=options.blur_sigma_factor,
+        solid_color=parse_rgb(options.solid_color, "solid_color"),
+        pixelate_blocks=options.pixelate_blocks,
+        score_threshold=options.detector_score_threshold,
+    )
+
+
+def plan_job(options: AnonymizeOptions, detector_info: dict[str, str] | None = None,
+             run_id: str | None = None) -> JobPlan:
+    """List the input shards and skip those already committed in the output (resume)."""
+    shards = plan_shards(options)
+    done = committed_shards(options.output, options.s3_endpoint)
+    todo = tuple(s for s in shards if s.shard_id not in done)
+    skipped = tuple(s for s in shards if s.shard_id in done)
+    run_info = RunInfo(
+        run_id=run_id or uuid.uuid4().hex,
+        config_sha256=config_sha256(options),
+        detector=detector_info if detector_info is not None else mtcnn_info(),
+    )
+    return JobPlan(run_info.run_id, todo, skipped, run_info)
+
+
+def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: JobPlan,
+                   detector_factory: DetectorFactory) -> beam.PCollection[ShardResult]:
+    """Add the job's stages to ``pipeline``; returns the per-shard commit results."""
+    endpoint = options.s3_endpoint
+    max_pixels = options.max_image_pixels
+    detect = FaceDetectionHandler(detector_factory, options.detector_batch_size, max_pixels)
+    verify = FaceDetectionHandler(detector_factory, options.detector_batch_size, max_pixels,
+                                  mode="verify",
+                                  verify_threshold=options.verify_score_threshold)
+    records = (
+        pipeline
+        | "ListShards" >> beam.Create(list(plan.shards))
+        | "SpreadShards" >> beam.Reshuffle()
+        | "ReadShards" >> beam.FlatMap(read_shard, endpoint)
+        | "SpreadRecords" >> beam.Reshuffle()
+    )
+    read_counts = (
+        records
+        | "KeyForCount" >> beam.Map(lambda r: (r.shard_id, 1))
+        | "CountRead" >> beam.CombinePerKey(sum)
+    )
+    processed = (
+        records
+        | "Decode" >> beam.ParDo(DecodeAndNormalise(max_pixels, options.min_image_side))
+        | "Detect" >> RunInference(detect)
+        | "Replace" >> beam.ParDo(
+            ReplaceFaces(replacement_policy_for(options), max_pixels, options.jpeg_quality))
+        | "Redetect" >> RunInference(verify)
+        | "Verify" >> beam.ParDo(VerifyOutput(max_pixels))
+        | "KeyByShard" >> beam.Map(lambda r: (r.shard_id, r))
+    )
+    return (
+        {"records": processed, "read_count": read_counts}
+        | "GroupShard" >> beam.CoGroupByKey()
+        | "Commit" >> beam.ParDo(CommitShard(
+            {s.shard_id: s for s in plan.shards}, options.output, plan.run_info, endpoint))
+    )
+
+
+def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None = None,
+        detector_factory: DetectorFactory | None = None,
+        options: AnonymizeOptions | None = None,
+        plan: JobPlan | None = None) -> tuple[beam.runners.runner.PipelineResult | None, JobPlan]:
+    """Run the job to completion.
+
+    Args:
+        argv: pipeline flags (used when ``options`` is not given).
+        test_pipeline: a pipeline to build on instead of a new one (tests).
+        detector_factory: a detector to use instead of the configured one (tests, benchmarks).
+        options: already-validated options.
+        plan: an already-made plan (the launcher makes it to fail early on a bad input).
+
+    Returns:
+        The pipeline result (``None`` when every shard was already committed) and the plan.
+    """
+    if options is None:
+        options = PipelineOptions(list(argv or [])).view_as(AnonymizeOptions)
+    factory = detector_factory or detector_factory_for(options)
+    if plan is None:
+        plan = plan_job(options, detector_info=factory.info())
+    LOG.info("run %s: %d shards to process, %d already committed", plan.run_id,
+             len(plan.shards), len(plan.skipped))
+    if not plan.shards:
+        return None, plan
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    build_pipeline(pipeline, options, plan, factory)
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result, plan

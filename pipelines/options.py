@@ -1,0 +1,142 @@
+"""Typed pipeline options for the anonymization job.
+
+Every setting of the job is declared once in ``OPTION_SPECS``; ``AnonymizeOptions`` turns the
+specs into Beam ``PipelineOptions`` flags, and ``pipelines.config`` turns YAML into those flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One job setting: its name (also the YAML key and the ``--flag``), type and default."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+REPLACEMENT_METHODS = ("gaussian", "solid", "pixelate")
+LOW_SECURITY_METHODS = frozenset({"pixelate"})
+INPUT_FORMATS = ("auto", "images", "webdataset", "parquet")
+
+OPTION_SPECS: tuple[OptionSpec, ...] = (
+    # Where data comes from and goes to.
+    OptionSpec("input", str, None, "Input URI: a folder, glob, tar shard pattern or Parquet files."),
+    OptionSpec("output", str, None, "Output prefix (local path or fsspec URL)."),
+    OptionSpec("input_format", str, "auto", "Input layout.", choices=INPUT_FORMATS),
+    OptionSpec("shard_size", int, 256, "Images per output shard for image-folder input.", minimum=1),
+    OptionSpec("image_column", str, "image", "Parquet column that holds the image."),
+    OptionSpec("s3_endpoint", str, "", "Endpoint of an S3-compatible store (empty: AWS)."),
+    # Decoding.
+    OptionSpec("max_image_pixels", int, 50_000_000, "Larger images are quarantined.", minimum=1),
+    OptionSpec("min_image_side", int, 1, "Images with a smaller side are quarantined.", minimum=1),
+    # Detection.
+    OptionSpec("detector", str, "mtcnn", "Face detector.", choices=("mtcnn",)),
+    OptionSpec("detector_device", str, "auto", "Torch device.", choices=("auto", "cpu", "cuda")),
+    OptionSpec("detector_batch_size", int, 8, "Images per detector batch.", minimum=1),
+    OptionSpec("detector_min_face_size", int, 20, "Smallest face searched for, px.", minimum=8),
+    OptionSpec("detector_thresholds", str, "0.6,0.7,0.7", "MTCNN P/R/O-Net thresholds."),
+    OptionSpec("detector_score_threshold", float, 0.7, "Faces under it are not replaced.", minimum=0.0, maximum=1.0),
+    OptionSpec("torch_threads", int, 0, "Torch threads per worker (0: cores / workers).", minimum=0),
+    # Replacement.
+    OptionSpec("method", str, "gaussian", "Face replacement method.", choices=REPLACEMENT_METHODS),
+    OptionSpec("allow_low_security", bool, False, "Allow reversible methods such as pixelate."),
+    OptionSpec("box_margin", float, 0.2, "Box growth as a share of its diagonal.", minimum=0.1, maximum=1.0),
+    OptionSpec("blur_sigma_factor", float, 0.2, "Blur sigma as a share of the largest face diagonal.",
+               minimum=0.1, maximum=1.0),
+    OptionSpec("solid_color", str, "128,128,128", "RGB fill colour of the solid mask."),
+    OptionSpec("pixelate_blocks", int, 8, "Mosaic blocks across a face.", minimum=2),
+    # Encoding and verification.
+    OptionSpec("jpeg_quality", int, 95, "JPEG/WebP quality of re-encoded outputs.", minimum=50, maximum=100),
+    OptionSpec("verify_score_threshold", float, 0.9,
+               "A face re-detected on an output above this score quarantines the record.",
+               minimum=0.0, maximum=1.0),
+)
+
+SPECS_BY_NAME = {spec.name: spec for spec in OPTION_SPECS}
+
+
+def parse_bool(text: str) -> bool:
+    """Parse a boolean flag value strictly."""
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+class AnonymizeOptions(PipelineOptions):
+    """All settings of the anonymization job, as Beam pipeline options."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        for spec in OPTION_SPECS:
+            arg_type: Any = parse_bool if spec.type is bool else spec.type
+            parser.add_argument(
+                f"--{spec.name}",
+                dest=spec.name,
+                type=arg_type,
+                default=spec.default,
+                choices=spec.choices,
+                help=spec.help,
+            )
+
+
+def parse_rgb(text: str, field: str) -> tuple[int, int, int]:
+    """Parse ``"r,g,b"`` into a colour, naming ``field`` when it is malformed."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"{field}: expected 'r,g,b' integers, got {text!r}") from None
+    if len(values) != 3 or any(not 0 <= v <= 255 for v in values):
+        raise ValueError(f"{field}: expected three integers 0-255, got {text!r}")
+    return values[0], values[1], values[2]
+
+
+def parse_thresholds(text: str, field: str) -> tuple[float, float, float]:
+    """Parse the three MTCNN stage thresholds."""
+    try:
+        values = tuple(float(p) for p in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"{field}: expected three numbers, got {text!r}") from None
+    if len(values) != 3 or any(not 0.0 < v < 1.0 for v in values):
+        raise ValueError(f"{field}: expected three numbers in (0, 1), got {text!r}")
+    return values[0], values[1], values[2]
+
+
+def validate(options: AnonymizeOptions) -> None:
+    """Check every setting before any work starts.
+
+    Raises:
+        ValueError: naming the first field that is missing or out of range.
+    """
+    for spec in OPTION_SPECS:
+        value = getattr(options, spec.name)
+        if spec.name in ("input", "output"):
+            if not value:
+                raise ValueError(f"{spec.name}: required, not set")
+            continue
+        if spec.minimum is not None and value < spec.minimum:
+            raise ValueError(f"{spec.name}: must be >= {spec.minimum}, got {value!r}")
+        if spec.maximum is not None and value > spec.maximum:
+            raise ValueError(f"{spec.name}: must be <= {spec.maximum}, got {value!r}")
+    parse_rgb(options.solid_color, "solid_color")
+    parse_thresholds(options.detector_thresholds, "detector_thresholds")
+    if options.method in LOW_SECURITY_METHODS and not options.allow_low_security:
+        raise ValueError(
+            f"method: {options.method!r} is reversible (low security); "
+            "set allow_low_security: true to use it"
+        )

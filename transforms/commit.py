@@ -1,0 +1,72 @@
+"""Commit a shard exactly once: check nothing was lost, write its outputs, then its manifest.
+
+The manifest is written last and atomically, so a shard is committed if and only if its
+manifest exists; a re-run skips committed shards and redoes the others with the same names.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+
+from transforms.io_images import write_image_shard
+from transforms.manifest import RunInfo, manifest_row, write_manifest
+from transforms.records import Record, ShardSpec
+
+ShardWriter = Callable[[ShardSpec, Sequence[Record], str, str], dict[str, str]]
+WRITERS: dict[str, ShardWriter] = {"images": write_image_shard}
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What committing one shard did, for the run summary."""
+
+    shard_id: str
+    inputs: int
+    published: int
+    quarantined: int
+
+
+class LostRecordsError(RuntimeError):
+    """The records that reached the commit are not the records that were read."""
+
+
+def check_complete(shard_id: str, records: Sequence[Record], read_count: int) -> None:
+    """Raise ``LostRecordsError`` unless each record read arrived exactly once."""
+    indices = [record.index for record in records]
+    if len(indices) != read_count or len(set(indices)) != read_count:
+        raise LostRecordsError(
+            f"shard {shard_id}: {read_count} records read but {len(indices)} arrived "
+            f"({len(set(indices))} distinct); refusing to commit")
+
+
+class CommitShard(beam.DoFn):
+    """Write one shard's published records and then its manifest (the commit marker).
+
+    Input: ``(shard_id, {"records": [Record...], "read_count": [n]})`` from a CoGroupByKey.
+    Output: a ``ShardResult``.
+    """
+
+    def __init__(self, specs: Mapping[str, ShardSpec], output: str, run: RunInfo,
+                 s3_endpoint: str = "") -> None:
+        self._specs = dict(specs)
+        self._output = output
+        self._run = run
+        self._endpoint = s3_endpoint
+
+    def process(self, element: tuple[str, Mapping[str, Iterable[Any]]]) -> Iterator[ShardResult]:
+        shard_id, grouped = element
+        records = sorted(grouped["records"], key=lambda r: r.index)
+        read_counts = list(grouped["read_count"])
+        check_complete(shard_id, records, sum(read_counts))
+        spec = self._specs[shard_id]
+        written = WRITERS[spec.format](spec, records, self._output, self._endpoint)
+        now = datetime.datetime.now(datetime.UTC)
+        rows = [manifest_row(r, written.get(r.record_id), self._run, now) for r in records]
+        write_manifest(rows, self._output, shard_id, self._endpoint)
+        published = sum(1 for row in rows if row["status"] == "published")
+        yield ShardResult(shard_id, len(rows), published, len(rows) - published)

@@ -1,0 +1,133 @@
+"""The Parquet manifest: one row per input record, published or quarantined, with the reason.
+
+Each shard's manifest is ``<output>/manifest/<shard_id>.parquet``, written last, atomically: it
+is the shard's commit marker. Together the files form one Parquet dataset.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from transforms.records import Record
+from transforms.storage import filesystem, join, write_atomic
+
+FACE_TYPE = pa.struct([
+    ("x1", pa.float32()), ("y1", pa.float32()), ("x2", pa.float32()), ("y2", pa.float32()),
+    ("score", pa.float32()), ("detector", pa.string()),
+])
+DETECTOR_TYPE = pa.struct([
+    ("name", pa.string()), ("version", pa.string()), ("weights_sha256", pa.string()),
+])
+MANIFEST_SCHEMA = pa.schema([
+    ("record_id", pa.string()),
+    ("shard_id", pa.string()),
+    ("shard_index", pa.int32()),
+    ("source_uri", pa.string()),
+    ("relative_path", pa.string()),
+    ("source_sha256", pa.string()),
+    ("output_uri", pa.string()),
+    ("output_sha256", pa.string()),
+    ("status", pa.string()),
+    ("reason", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("source_format", pa.string()),
+    ("faces", pa.list_(FACE_TYPE)),
+    ("face_count", pa.int32()),
+    ("method", pa.string()),
+    ("security_level", pa.string()),
+    ("residual_faces", pa.int32()),
+    ("metadata_removed", pa.list_(pa.string())),
+    ("metadata_remaining", pa.list_(pa.string())),
+    ("pixel_change", pa.float32()),
+    ("detector", DETECTOR_TYPE),
+    ("run_id", pa.string()),
+    ("config_sha256", pa.string()),
+    ("processed_at", pa.timestamp("us", tz="UTC")),
+])
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What every manifest row of a run shares."""
+
+    run_id: str
+    config_sha256: str
+    detector: Mapping[str, str]
+
+
+def manifest_row(record: Record, output_uri: str | None, run: RunInfo,
+                 processed_at: Any) -> dict[str, Any]:
+    """The manifest row of one record. Quarantined rows never carry an output."""
+    published = output_uri is not None and not record.is_quarantined
+    return {
+        "record_id": record.record_id,
+        "shard_id": record.shard_id,
+        "shard_index": record.index,
+        "source_uri": record.source_uri,
+        "relative_path": record.relative_path,
+        "source_sha256": record.source_sha256 or None,
+        "output_uri": output_uri if published else None,
+        "output_sha256": record.output_sha256 if published else None,
+        "status": "published" if published else "quarantined",
+        "reason": record.reason or None,
+        "width": record.width or None,
+        "height": record.height or None,
+        "source_format": record.source_format or None,
+        "faces": [face.as_row() for face in record.faces],
+        "face_count": len(record.faces),
+        "method": record.method or None,
+        "security_level": record.security_level or None,
+        "residual_faces": record.residual_faces if record.residual_faces >= 0 else None,
+        "metadata_removed": list(record.metadata_removed),
+        "metadata_remaining": list(record.metadata_remaining),
+        "pixel_change": record.pixel_change if record.pixel_change >= 0 else None,
+        "detector": dict(run.detector),
+        "run_id": run.run_id,
+        "config_sha256": run.config_sha256,
+        "processed_at": processed_at,
+    }
+
+
+def manifest_path(output_root: str, shard_id: str) -> str:
+    return join(output_root, "manifest", f"{shard_id}.parquet")
+
+
+def write_manifest(rows: Sequence[Mapping[str, Any]], output: str, shard_id: str,
+                   s3_endpoint: str = "") -> str:
+    """Write one shard's manifest atomically; returns its path."""
+    table = pa.Table.from_pylist(list(rows), schema=MANIFEST_SCHEMA)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    fs, root = filesystem(output, s3_endpoint)
+    path = manifest_path(root, shard_id)
+    write_atomic(fs, path, buffer.getvalue())
+    return path
+
+
+def committed_shards(output: str, s3_endpoint: str = "") -> set[str]:
+    """Shard ids whose manifest exists, i.e. that were committed."""
+    fs, root = filesystem(output, s3_endpoint)
+    folder = join(root, "manifest")
+    if not fs.exists(folder):
+        return set()
+    return {p.rsplit("/", 1)[-1][: -len(".parquet")]
+            for p in fs.ls(folder, detail=False) if p.endswith(".parquet")}
+
+
+def read_manifests(output: str, s3_endpoint: str = "") -> pa.Table:
+    """All manifest rows of an output, as one table (empty if none)."""
+    fs, root = filesystem(output, s3_endpoint)
+    folder = join(root, "manifest")
+    files = sorted(p for p in fs.ls(folder, detail=False) if p.endswith(".parquet")) \
+        if fs.exists(folder) else []
+    tables = [pq.read_table(io.BytesIO(fs.cat_file(p)), schema=MANIFEST_SCHEMA) for p in files]
+    if not tables:
+        return MANIFEST_SCHEMA.empty_table()
+    return pa.concat_tables(tables)

@@ -1,0 +1,99 @@
+"""The small value types that flow between stages: encoded bytes, never decoded arrays."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+PUBLISHED = "published"
+QUARANTINED = "quarantined"
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face in original-image pixel coordinates."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    score: float
+    detector: str = "mtcnn"
+    landmarks: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def width(self) -> float:
+        return self.x2 - self.x1
+
+    @property
+    def height(self) -> float:
+        return self.y2 - self.y1
+
+    @property
+    def diagonal(self) -> float:
+        return float((self.width**2 + self.height**2) ** 0.5)
+
+    @property
+    def short_side(self) -> float:
+        return min(self.width, self.height)
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "x1": float(self.x1), "y1": float(self.y1), "x2": float(self.x2),
+            "y2": float(self.y2), "score": float(self.score), "detector": self.detector,
+        }
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """One input shard and where its output goes; the unit of commit and resume."""
+
+    shard_id: str
+    format: str
+    input_uris: tuple[str, ...]
+    relative_paths: tuple[str, ...]
+    output_name: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """One input image as it travels through the job.
+
+    ``data`` holds the current encoded bytes: the source bytes until the replace stage, the
+    anonymized output after it. ``extras`` carries sidecars or columns through unchanged.
+    """
+
+    shard_id: str
+    index: int
+    record_id: str
+    source_uri: str
+    relative_path: str
+    source_sha256: str
+    data: bytes
+    extras: tuple[tuple[str, Any], ...] = ()
+    width: int = 0
+    height: int = 0
+    source_format: str = ""
+    faces: tuple[Face, ...] = ()
+    method: str = ""
+    security_level: str = ""
+    metadata_removed: tuple[str, ...] = ()
+    residual_faces: int = -1
+    metadata_remaining: tuple[str, ...] = ()
+    output_sha256: str = ""
+    pixel_change: float = -1.0
+    status: str = ""
+    reason: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def replace(self, **changes: Any) -> Record:
+        return dataclasses.replace(self, **changes)
+
+    def quarantine(self, reason: str) -> Record:
+        """This record, marked quarantined; its bytes are dropped so they can never be written."""
+        return dataclasses.replace(self, status=QUARANTINED, reason=reason, data=b"")
+
+    @property
+    def is_quarantined(self) -> bool:
+        return self.status == QUARANTINED

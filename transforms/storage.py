@@ -1,0 +1,63 @@
+"""Storage through fsspec: local paths, s3:// (s3fs, with an S3-compatible endpoint option),
+gs:// (gcsfs). Credentials come from each backend's standard environment; none is ever logged
+or written to a manifest. Writes are atomic: staging then rename on local disk, a single
+object put on object stores (an object appears whole or not at all)."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from typing import Any
+
+import fsspec
+from fsspec import AbstractFileSystem
+
+
+def storage_options(uri: str, s3_endpoint: str = "") -> dict[str, Any]:
+    """fsspec options for ``uri``: only the endpoint, never credentials."""
+    if uri.startswith("s3://") and s3_endpoint:
+        return {"client_kwargs": {"endpoint_url": s3_endpoint}}
+    return {}
+
+
+def filesystem(uri: str, s3_endpoint: str = "") -> tuple[AbstractFileSystem, str]:
+    """The filesystem of ``uri`` and the path within it."""
+    fs, path = fsspec.core.url_to_fs(uri, **storage_options(uri, s3_endpoint))
+    return fs, path
+
+
+def is_local(fs: AbstractFileSystem) -> bool:
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+def join(*parts: str) -> str:
+    return posixpath.join(*parts)
+
+
+def to_uri(fs: AbstractFileSystem, path: str) -> str:
+    """A full URI for ``path`` on ``fs`` (protocol included for remote stores)."""
+    return str(fs.unstrip_protocol(path)) if not is_local(fs) else path
+
+
+def write_atomic(fs: AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old object or the whole new one."""
+    parent = posixpath.dirname(path)
+    if is_local(fs):
+        os.makedirs(parent, exist_ok=True)
+        staging = join(parent, f".staging-{uuid.uuid4().hex}-{posixpath.basename(path)}")
+        with open(staging, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staging, path)
+        return
+    fs.pipe_file(path, data)
+
+
+def remove_if_exists(fs: AbstractFileSystem, path: str) -> bool:
+    """Delete ``path`` if it exists; returns whether it did."""
+    if fs.exists(path):
+        fs.rm_file(path)
+        return True
+    return False
