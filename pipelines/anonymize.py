@@ -86,12 +86,17 @@ def plan_job(options: AnonymizeOptions, detector_info: dict[str, str] | None = N
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: JobPlan,
-                   detector_factory: DetectorFactory) -> beam.PCollection[ShardResult]:
-    """Add the job's stages to ``pipeline``; returns the per-shard commit results."""
+                   detector_factory: DetectorFactory,
+                   verify_factory: DetectorFactory | None = None) -> beam.PCollection[ShardResult]:
+    """Add the job's stages to ``pipeline``; returns the per-shard commit results.
+
+    ``verify_factory`` is the detector that re-checks outputs (the detection one by default).
+    """
     endpoint = options.s3_endpoint
     max_pixels = options.max_image_pixels
     detect = FaceDetectionHandler(detector_factory, options.detector_batch_size, max_pixels)
-    verify = FaceDetectionHandler(detector_factory, options.detector_batch_size, max_pixels,
+    verify = FaceDetectionHandler(verify_factory or detector_factory, options.detector_batch_size,
+                                  max_pixels,
                                   mode="verify",
                                   verify_threshold=options.verify_score_threshold)
     records = (
@@ -127,6 +132,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
 def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None = None,
         detector_factory: DetectorFactory | None = None,
         options: AnonymizeOptions | None = None,
+        verify_factory: DetectorFactory | None = None,
         plan: JobPlan | None = None) -> tuple[beam.runners.runner.PipelineResult | None, JobPlan]:
     """Run the job to completion.
 
@@ -134,6 +140,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         argv: pipeline flags (used when ``options`` is not given).
         test_pipeline: a pipeline to build on instead of a new one (tests).
         detector_factory: a detector to use instead of the configured one (tests, benchmarks).
+        verify_factory: the detector that re-checks outputs (default: the detection one).
         options: already-validated options.
         plan: an already-made plan (the launcher makes it to fail early on a bad input).
 
@@ -150,7 +157,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     if not plan.shards:
         return None, plan
     pipeline = test_pipeline or beam.Pipeline(options=options)
-    build_pipeline(pipeline, options, plan, factory)
+    build_pipeline(pipeline, options, plan, factory, verify_factory)
     result = pipeline.run()
     result.wait_until_finish()
     return result, plan

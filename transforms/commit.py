@@ -22,6 +22,18 @@ WRITERS: dict[str, ShardWriter] = {"images": write_image_shard}
 
 
 @dataclass(frozen=True)
+class GateVerdict:
+    """A shard gate's decision: ``failed`` names the failed checks (empty when it passed)."""
+
+    failed: tuple[str, ...] = ()
+
+
+# A gate sees the shard's provisional manifest rows (status ``published`` for verified
+# records) before anything is written, and may refuse the whole shard.
+ShardGate = Callable[[ShardSpec, Sequence[Mapping[str, Any]]], GateVerdict]
+
+
+@dataclass(frozen=True)
 class ShardResult:
     """What committing one shard did, for the run summary."""
 
@@ -52,11 +64,12 @@ class CommitShard(beam.DoFn):
     """
 
     def __init__(self, specs: Mapping[str, ShardSpec], output: str, run: RunInfo,
-                 s3_endpoint: str = "") -> None:
+                 s3_endpoint: str = "", gate: ShardGate | None = None) -> None:
         self._specs = dict(specs)
         self._output = output
         self._run = run
         self._endpoint = s3_endpoint
+        self._gate = gate
 
     def process(self, element: tuple[str, Mapping[str, Iterable[Any]]]) -> Iterator[ShardResult]:
         shard_id, grouped = element
@@ -64,8 +77,15 @@ class CommitShard(beam.DoFn):
         read_counts = list(grouped["read_count"])
         check_complete(shard_id, records, sum(read_counts))
         spec = self._specs[shard_id]
-        written = WRITERS[spec.format](spec, records, self._output, self._endpoint)
         now = datetime.datetime.now(datetime.UTC)
+        if self._gate is not None:
+            provisional = [manifest_row(r, "" if not r.is_quarantined else None, self._run, now)
+                           for r in records]
+            verdict = self._gate(spec, provisional)
+            if verdict.failed:
+                reason = "gate:" + ",".join(verdict.failed)
+                records = [r if r.is_quarantined else r.quarantine(reason) for r in records]
+        written = WRITERS[spec.format](spec, records, self._output, self._endpoint)
         rows = [manifest_row(r, written.get(r.record_id), self._run, now) for r in records]
         write_manifest(rows, self._output, shard_id, self._endpoint)
         published = sum(1 for row in rows if row["status"] == "published")

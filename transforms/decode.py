@@ -96,7 +96,7 @@ def load_normalized(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
     except Image.UnidentifiedImageError:
         raise ImageRejected("undecodable", "not a recognised image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        reason = "truncated" if "truncated" in str(error) else "undecodable"
+        reason = "truncated" if "truncated" in str(error).lower() else "undecodable"
         raise ImageRejected(reason, str(error)) from None
     try:
         image = _to_srgb(image)

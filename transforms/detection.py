@@ -209,6 +209,9 @@ class FaceDetectionHandler(ModelHandler[Record, Record, Detector]):
         images: list[Image.Image] = []
         positions: list[int] = []
         for i, record in enumerate(batch):
+            if record.is_quarantined:
+                out[i] = record
+                continue
             try:
                 image, _ = load_normalized(record.data, self._max_pixels)
             except ImageRejected as rejected:

@@ -1,0 +1,41 @@
+"""Test detectors: picklable factories that raise, miss, or return fixed boxes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from PIL import Image
+
+from transforms.records import Face
+
+
+class _Fixed:
+    name = "fixed"
+
+    def __init__(self, boxes: Sequence[tuple[float, float, float, float, float]],
+                 raise_on_width: int | None) -> None:
+        self._boxes = boxes
+        self._raise_on_width = raise_on_width
+
+    def detect(self, images: Sequence[Image.Image]) -> list[list[Face]]:
+        if self._raise_on_width is not None and any(i.width == self._raise_on_width for i in images):
+            raise RuntimeError("detector exploded")
+        return [[Face(*box, detector=self.name) for box in self._boxes] for _ in images]
+
+    def info(self) -> dict[str, str]:
+        return {"name": self.name, "version": "test", "weights_sha256": ""}
+
+
+class FixedBoxesFactory:
+    """Every image gets the same boxes (x1, y1, x2, y2, score)."""
+
+    def __init__(self, boxes: Sequence[tuple[float, float, float, float, float]] = (),
+                 raise_on_width: int | None = None) -> None:
+        self.boxes = tuple(boxes)
+        self.raise_on_width = raise_on_width
+
+    def __call__(self) -> _Fixed:
+        return _Fixed(self.boxes, self.raise_on_width)
+
+    def info(self) -> dict[str, str]:
+        return {"name": "fixed", "version": "test", "weights_sha256": ""}
