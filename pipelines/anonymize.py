@@ -31,6 +31,7 @@ from transforms.manifest import RunInfo, committed_shards
 from transforms.records import ShardSpec
 from transforms.replacement import ReplaceFaces, ReplacementPolicy
 from transforms.shards import plan_shards, read_shard
+from transforms.staging import StageOutput, remove_staging
 from transforms.verification import VerifyOutput
 
 LOG = logging.getLogger(__name__)
@@ -104,7 +105,6 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
         | "ListShards" >> beam.Create(list(plan.shards))
         | "SpreadShards" >> beam.Reshuffle()
         | "ReadShards" >> beam.FlatMap(read_shard, endpoint)
-        | "SpreadRecords" >> beam.Reshuffle()
     )
     read_counts = (
         records
@@ -119,6 +119,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
             ReplaceFaces(replacement_policy_for(options), max_pixels, options.jpeg_quality))
         | "Redetect" >> RunInference(verify)
         | "Verify" >> beam.ParDo(VerifyOutput(max_pixels))
+        | "Stage" >> beam.ParDo(StageOutput(options.output, plan.run_id, endpoint))
         | "KeyByShard" >> beam.Map(lambda r: (r.shard_id, r))
     )
     return (
@@ -156,6 +157,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
              len(plan.shards), len(plan.skipped))
     if not plan.shards:
         return None, plan
+    remove_staging(options.output, options.s3_endpoint)  # leftovers of a killed earlier run
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build_pipeline(pipeline, options, plan, factory, verify_factory)
     result = pipeline.run()

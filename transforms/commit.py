@@ -14,11 +14,17 @@ from typing import Any
 import apache_beam as beam
 
 from transforms.io_images import write_image_shard
+from transforms.io_parquet import write_parquet_shard
+from transforms.io_webdataset import write_tar_shard
 from transforms.manifest import RunInfo, manifest_row, write_manifest
 from transforms.records import Record, ShardSpec
+from transforms.staging import read_staged, remove_staging
 
-ShardWriter = Callable[[ShardSpec, Sequence[Record], str, str], dict[str, str]]
-WRITERS: dict[str, ShardWriter] = {"images": write_image_shard}
+# (spec, records in order, output, s3 endpoint, load anonymized bytes) -> record_id: output URI
+ShardWriter = Callable[[ShardSpec, Sequence[Record], str, str, Callable[[Record], bytes]], dict[str, str]]
+WRITERS: dict[str, ShardWriter] = {
+    "images": write_image_shard, "webdataset": write_tar_shard, "parquet": write_parquet_shard,
+}
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,9 @@ class CommitShard(beam.DoFn):
         self._endpoint = s3_endpoint
         self._gate = gate
 
+    def _load(self, record: Record) -> bytes:
+        return read_staged(record, self._endpoint, self._output)
+
     def process(self, element: tuple[str, Mapping[str, Iterable[Any]]]) -> Iterator[ShardResult]:
         shard_id, grouped = element
         records = sorted(grouped["records"], key=lambda r: r.index)
@@ -85,8 +94,9 @@ class CommitShard(beam.DoFn):
             if verdict.failed:
                 reason = "gate:" + ",".join(verdict.failed)
                 records = [r if r.is_quarantined else r.quarantine(reason) for r in records]
-        written = WRITERS[spec.format](spec, records, self._output, self._endpoint)
+        written = WRITERS[spec.format](spec, records, self._output, self._endpoint, self._load)
         rows = [manifest_row(r, written.get(r.record_id), self._run, now) for r in records]
         write_manifest(rows, self._output, shard_id, self._endpoint)
+        remove_staging(self._output, self._endpoint, self._run.run_id, shard_id)
         published = sum(1 for row in rows if row["status"] == "published")
         yield ShardResult(shard_id, len(rows), published, len(rows) - published)

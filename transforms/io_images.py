@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from transforms.records import Record, ShardSpec
 from transforms.storage import filesystem, join, remove_if_exists, to_uri, write_atomic
@@ -79,8 +79,8 @@ def read_image_shard(spec: ShardSpec, s3_endpoint: str = "") -> Iterator[Record]
             relative_path=rel, source_sha256=hashlib.sha256(data).hexdigest(), data=data)
 
 
-def write_image_shard(spec: ShardSpec, records: Sequence[Record], output: str,
-                      s3_endpoint: str = "") -> dict[str, str]:
+def write_image_shard(spec: ShardSpec, records: Sequence[Record], output: str, s3_endpoint: str,
+                      load: Callable[[Record], bytes]) -> dict[str, str]:
     """Write the shard's published records under ``<output>/data/``, each atomically.
 
     Any file a crashed earlier attempt left for a record that is not published now is removed.
@@ -95,6 +95,6 @@ def write_image_shard(spec: ShardSpec, records: Sequence[Record], output: str,
         if record.is_quarantined:
             remove_if_exists(fs, path)
             continue
-        write_atomic(fs, path, record.data)
+        write_atomic(fs, path, load(record))
         written[record.record_id] = to_uri(fs, path)
     return written

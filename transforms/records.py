@@ -54,6 +54,7 @@ class ShardSpec:
     input_uris: tuple[str, ...]
     relative_paths: tuple[str, ...]
     output_name: str
+    image_column: str = ""
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class Record:
     residual_faces: int = -1
     metadata_remaining: tuple[str, ...] = ()
     output_sha256: str = ""
+    staged_path: str = ""
     pixel_change: float = -1.0
     status: str = ""
     reason: str = ""

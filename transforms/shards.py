@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 from pipelines.options import AnonymizeOptions
 from transforms.io_images import plan_image_shards, read_image_shard
+from transforms.io_parquet import plan_parquet_shards, read_parquet_shard
+from transforms.io_webdataset import plan_tar_shards, read_tar_shard
 from transforms.records import Record, ShardSpec
 
 
@@ -24,12 +26,12 @@ def plan_shards(options: AnonymizeOptions) -> list[ShardSpec]:
     fmt = options.input_format if options.input_format != "auto" else detect_format(options.input)
     if fmt == "images":
         return plan_image_shards(options.input, options.shard_size, options.s3_endpoint)
-    raise ValueError(f"input_format: {fmt!r} is not supported yet")
+    if fmt == "webdataset":
+        return plan_tar_shards(options.input, options.s3_endpoint)
+    return plan_parquet_shards(options.input, options.image_column, options.s3_endpoint)
 
 
 def read_shard(spec: ShardSpec, s3_endpoint: str = "") -> Iterator[Record]:
     """Yield the records of one shard, in order."""
-    if spec.format == "images":
-        yield from read_image_shard(spec, s3_endpoint)
-        return
-    raise ValueError(f"unknown shard format {spec.format!r}")
+    readers = {"images": read_image_shard, "webdataset": read_tar_shard, "parquet": read_parquet_shard}
+    yield from readers[spec.format](spec, s3_endpoint)

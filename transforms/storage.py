@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import shutil
 import uuid
 from typing import Any
 
@@ -53,6 +54,20 @@ def write_atomic(fs: AbstractFileSystem, path: str, data: bytes) -> None:
         os.replace(staging, path)
         return
     fs.pipe_file(path, data)
+
+
+def write_atomic_from_file(fs: AbstractFileSystem, path: str, local_file: str) -> None:
+    """Publish a finished local file at ``path`` atomically (rename, or one object upload)."""
+    parent = posixpath.dirname(path)
+    if is_local(fs):
+        os.makedirs(parent, exist_ok=True)
+        staging = join(parent, f".staging-{uuid.uuid4().hex}-{posixpath.basename(path)}")
+        shutil.copyfile(local_file, staging)
+        with open(staging, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(staging, path)
+        return
+    fs.put_file(local_file, path)
 
 
 def remove_if_exists(fs: AbstractFileSystem, path: str) -> bool:
