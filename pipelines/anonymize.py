@@ -15,6 +15,8 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
+from expectations.gate import GxShardGate
+from expectations.suites import GateThresholds
 from pipelines.config import config_sha256
 from pipelines.options import AnonymizeOptions, parse_rgb, parse_thresholds
 from transforms.commit import CommitShard, ShardResult
@@ -126,7 +128,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
         {"records": processed, "read_count": read_counts}
         | "GroupShard" >> beam.CoGroupByKey()
         | "Commit" >> beam.ParDo(CommitShard(
-            {s.shard_id: s for s in plan.shards}, options.output, plan.run_info, endpoint))
+            {s.shard_id: s for s in plan.shards}, options.output, plan.run_info, endpoint,
+            gate=GxShardGate(GateThresholds.from_options(options), options.output, plan.run_id, endpoint)))
     )
 
 

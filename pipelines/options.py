@@ -62,6 +62,13 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("verify_score_threshold", float, 0.9,
                "A face re-detected on an output above this score quarantines the record.",
                minimum=0.0, maximum=1.0),
+    # The Great Expectations shard gate (expectations/): a failing shard is quarantined whole.
+    OptionSpec("gate_max_quarantine_share", float, 1.0,
+               "Largest share of a shard's records that may be quarantined before the gate fails it (1: no bound).",
+               minimum=0.0, maximum=1.0),
+    OptionSpec("gate_min_identity_distance", float, 0.6,
+               "Replaced faces must be farther than this from their original in identity space (where computed).",
+               minimum=0.0),
 )
 
 SPECS_BY_NAME = {spec.name: spec for spec in OPTION_SPECS}

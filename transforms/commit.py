@@ -7,11 +7,13 @@ manifest exists; a re-run skips committed shards and redoes the others with the 
 from __future__ import annotations
 
 import datetime
+import io
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
+from PIL import Image
 
 from transforms.io_images import write_image_shard
 from transforms.io_parquet import write_parquet_shard
@@ -35,7 +37,8 @@ class GateVerdict:
 
 
 # A gate sees the shard's provisional manifest rows (status ``published`` for verified
-# records) before anything is written, and may refuse the whole shard.
+# records) before anything is written, and may refuse the whole shard. Published rows also carry
+# ``output_decodes``, ``output_width`` and ``output_height`` (see ``output_facts``).
 ShardGate = Callable[[ShardSpec, Sequence[Mapping[str, Any]]], GateVerdict]
 
 
@@ -47,6 +50,16 @@ class ShardResult:
     inputs: int
     published: int
     quarantined: int
+
+
+def output_facts(data: bytes) -> dict[str, Any]:
+    """Gate-only facts of an anonymized output: whether it decodes, and its size."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return {"output_decodes": True, "output_width": image.width, "output_height": image.height}
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return {"output_decodes": False, "output_width": None, "output_height": None}
 
 
 class LostRecordsError(RuntimeError):
@@ -89,7 +102,7 @@ class CommitShard(beam.DoFn):
         now = datetime.datetime.now(datetime.UTC)
         if self._gate is not None:
             provisional = [manifest_row(r, "" if not r.is_quarantined else None, self._run, now)
-                           for r in records]
+                           | ({} if r.is_quarantined else output_facts(self._load(r))) for r in records]
             verdict = self._gate(spec, provisional)
             if verdict.failed:
                 reason = "gate:" + ",".join(verdict.failed)
