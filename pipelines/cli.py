@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from pipelines.anonymize import detector_factory_for, plan_job, run
+from pipelines.anonymize import detector_factory_for, plan_job, reference_run_config, run
 from pipelines.config import ConfigError, build_options, job_settings
 from transforms.manifest import read_manifests
 from transforms.summary import summarise, write_summary
@@ -31,14 +31,15 @@ def cmd_run(conf: Sequence[str], overrides: Sequence[str], beam_argv: Sequence[s
         options, _ = build_options(conf, overrides, beam_argv)
         factory = detector_factory_for(options)
         plan = plan_job(options, detector_info=factory.info())  # fails early on a bad input
-    except (ConfigError, FileNotFoundError, ValueError) as error:
+        reference = reference_run_config(options)  # fails early on missing reference weights
+    except (ConfigError, FileNotFoundError, PermissionError, ValueError) as error:
         print(f"anonymize: config error: {error}", file=sys.stderr)
         return 2
     started = time.monotonic()
     run(options=options, detector_factory=factory, plan=plan)
     elapsed = time.monotonic() - started
     manifest = read_manifests(options.output, options.s3_endpoint)
-    summary = summarise(manifest, plan.shards + plan.skipped)
+    summary = summarise(manifest, plan.shards + plan.skipped, reference)
     summary["settings"] = job_settings(options) | {"s3_endpoint": None}
     summary["detector"] = dict(plan.run_info.detector)
     summary["wall_seconds"] = round(elapsed, 2)

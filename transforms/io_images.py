@@ -11,7 +11,7 @@ import posixpath
 from collections.abc import Callable, Iterator, Sequence
 
 from transforms.records import Record, ShardSpec
-from transforms.storage import filesystem, join, remove_if_exists, to_uri, write_atomic
+from transforms.storage import filesystem, join, path_kind, remove_if_exists, to_uri, write_atomic
 
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif",
@@ -38,15 +38,16 @@ def plan_image_shards(input_uri: str, shard_size: int, s3_endpoint: str = "") ->
         FileNotFoundError: the input matches no image file.
     """
     fs, path = filesystem(input_uri, s3_endpoint)
-    if any(c in path for c in "*?["):
+    kind = "glob" if any(c in path for c in "*?[") else path_kind(fs, path, input_uri)
+    if kind == "glob":
         candidates = [p for p in fs.glob(path) if fs.isfile(p)]
-    elif fs.isdir(path):
+    elif kind == "directory":
         candidates = list(fs.find(path))
-    elif fs.isfile(path):
+    elif kind == "file":
         candidates = [path]
     else:
         raise FileNotFoundError(f"input: nothing found at {input_uri}")
-    root = _root_of(path) if not fs.isfile(path) else posixpath.dirname(path)
+    root = posixpath.dirname(path) if kind == "file" else _root_of(path)
     files = sorted(p for p in candidates
                    if posixpath.splitext(p)[1].lower() in IMAGE_EXTENSIONS)
     if not files:

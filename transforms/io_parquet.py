@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from transforms.io_images import record_id_for
 from transforms.records import Record, ShardSpec
-from transforms.storage import filesystem, join, to_uri, write_atomic_from_file
+from transforms.storage import filesystem, join, path_kind, to_uri, write_atomic_from_file
 
 READ_BATCH_ROWS = 16
 WRITE_BATCH_ROWS = 64
@@ -54,11 +54,12 @@ def plan_parquet_shards(input_uri: str, image_column: str, s3_endpoint: str = ""
         ValueError: a file lacks the image column.
     """
     fs, path = filesystem(input_uri, s3_endpoint)
-    if any(c in path for c in "*?["):
+    kind = "glob" if any(c in path for c in "*?[") else path_kind(fs, path, input_uri)
+    if kind == "glob":
         paths = sorted(fs.glob(path))
-    elif fs.isdir(path):
+    elif kind == "directory":
         paths = sorted(p for p in fs.find(path) if p.endswith(".parquet"))
-    elif fs.isfile(path):
+    elif kind == "file":
         paths = [path]
     else:
         raise FileNotFoundError(f"input: nothing found at {input_uri}")

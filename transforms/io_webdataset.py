@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from transforms.io_images import IMAGE_EXTENSIONS, record_id_for
 from transforms.records import Record, ShardSpec
-from transforms.storage import filesystem, join, to_uri, write_atomic_from_file
+from transforms.storage import filesystem, join, path_kind, to_uri, write_atomic_from_file
 
 _BRACE = re.compile(r"\{([^{}]*)\}")
 
@@ -59,7 +59,7 @@ def plan_tar_shards(input_uri: str, s3_endpoint: str = "") -> list[ShardSpec]:
         fs, path = filesystem(uri, s3_endpoint)
         if any(c in path for c in "*?["):
             paths.extend(sorted(fs.glob(path)))
-        elif fs.isfile(path):
+        elif path_kind(fs, path, uri) == "file":
             paths.append(path)
         else:
             raise FileNotFoundError(f"input: shard not found: {uri}")

@@ -28,6 +28,22 @@ def filesystem(uri: str, s3_endpoint: str = "") -> tuple[AbstractFileSystem, str
     return fs, path
 
 
+def path_kind(fs: AbstractFileSystem, path: str, uri: str) -> str:
+    """``file``, ``directory`` or ``missing``; access problems raise instead of looking missing.
+
+    Raises:
+        PermissionError: the store refused access (wrong credentials or no permission); the
+            message names the URI, never the credentials.
+    """
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        return "missing"
+    except PermissionError:
+        raise PermissionError(f"input: access denied to {uri} (check the store's credentials)") from None
+    return "directory" if info.get("type") == "directory" else "file"
+
+
 def is_local(fs: AbstractFileSystem) -> bool:
     return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
