@@ -18,10 +18,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# exiftool builds the demo's metadata and is the tests' independent metadata reader.
+# exiftool builds the demo's metadata and is the tests' independent metadata reader; headless
+# chromium opens the validation report in the report tests.
 system-deps:
 	@command -v exiftool >/dev/null 2>&1 || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libimage-exiftool-perl; }
+	@command -v chromium >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 demo: system-deps install
 	$(BIN)/python -m pipelines.demo_data $(DEMO_DATA)

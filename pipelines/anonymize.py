@@ -10,6 +10,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
@@ -19,6 +20,7 @@ from expectations.gate import GxShardGate
 from expectations.suites import GateThresholds
 from pipelines.config import config_sha256
 from pipelines.options import AnonymizeOptions, parse_rgb, parse_thresholds
+from transforms.accuracy import ReferenceClassifierHandler, ReferenceSampling, ReferenceSpec, sample_cutoff, sample_key
 from transforms.commit import CommitShard, ShardResult
 from transforms.decode import DecodeAndNormalise
 from transforms.detection import (
@@ -60,6 +62,29 @@ def detector_factory_for(options: AnonymizeOptions) -> DetectorFactory:
         torch_threads=threads,
     )
     return MtcnnFactory(settings)
+
+
+def reference_spec_for(options: AnonymizeOptions) -> ReferenceSpec | None:
+    """The reference classifier the options ask for, or None when ``reference_model`` is empty."""
+    if not options.reference_model:
+        return None
+    workers = options.view_as(DirectOptions).direct_num_workers or 1
+    return ReferenceSpec(options.reference_model, options.reference_weights, options.reference_device,
+                         options.torch_threads or default_torch_threads(workers))
+
+
+def reference_run_config(options: AnonymizeOptions) -> dict[str, Any] | None:
+    """What the run summary needs of the reference model (None when off); reads the weights.
+
+    Raises:
+        FileNotFoundError, ValueError: missing or mismatched weights (before any work).
+    """
+    spec = reference_spec_for(options)
+    if spec is None:
+        return None
+    return {"model": spec.info(), "sample_size": options.reference_sample_size,
+            "sample_seed": options.reference_sample_seed,
+            "min_top1_agreement": options.gate_min_top1_agreement}
 
 
 def replacement_policy_for(options: AnonymizeOptions) -> ReplacementPolicy:
@@ -113,14 +138,33 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
         | "KeyForCount" >> beam.Map(lambda r: (r.shard_id, 1))
         | "CountRead" >> beam.CombinePerKey(sum)
     )
-    processed = (
+    # Accuracy impact: Replace keeps the reference views of sampled records, Classify runs the model.
+    reference = reference_spec_for(options)
+    sampling = ReferenceSampling(options.reference_sample_size, options.reference_sample_seed) \
+        if reference is not None else None
+    replace = ReplaceFaces(replacement_policy_for(options), max_pixels, options.jpeg_quality, sampling)
+    replace_step = beam.ParDo(replace)
+    if sampling is not None and sampling.sample_size > 0:
+        cutoff = (
+            records
+            | "SampleKeys" >> beam.Map(lambda r, seed: sample_key(r.record_id, seed), sampling.seed)
+            | "SmallestKeys" >> beam.combiners.Top.Smallest(sampling.sample_size)
+            | "SampleCutoff" >> beam.Map(sample_cutoff)
+        )
+        replace_step = beam.ParDo(replace, sample_cutoff=beam.pvalue.AsSingleton(cutoff))
+    verified = (
         records
         | "Decode" >> beam.ParDo(DecodeAndNormalise(max_pixels, options.min_image_side))
         | "Detect" >> RunInference(detect)
-        | "Replace" >> beam.ParDo(
-            ReplaceFaces(replacement_policy_for(options), max_pixels, options.jpeg_quality))
+        | "Replace" >> replace_step
         | "Redetect" >> RunInference(verify)
         | "Verify" >> beam.ParDo(VerifyOutput(max_pixels))
+    )
+    if reference is not None:
+        verified = verified | "Classify" >> RunInference(
+            ReferenceClassifierHandler(reference, options.reference_batch_size, options.label_field))
+    processed = (
+        verified
         | "Stage" >> beam.ParDo(StageOutput(options.output, plan.run_id, endpoint))
         | "KeyByShard" >> beam.Map(lambda r: (r.shard_id, r))
     )

@@ -8,6 +8,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+from expectations.report import ReportResult, build_report
+from expectations.suites import GateThresholds
 from pipelines.anonymize import detector_factory_for, plan_job, reference_run_config, run
 from pipelines.config import ConfigError, build_options, job_settings
 from transforms.manifest import read_manifests
@@ -22,6 +24,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="YAML config; repeat to merge left to right")
     run_cmd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                          help="override one setting; repeatable")
+    report_cmd = commands.add_parser("report", help="rebuild the validation report of a finished run")
+    report_cmd.add_argument("output", help="the run's output prefix (local path or fsspec URL)")
+    report_cmd.add_argument("--s3-endpoint", default="", help="endpoint of an S3-compatible store")
     return parser
 
 
@@ -47,13 +52,37 @@ def cmd_run(conf: Sequence[str], overrides: Sequence[str], beam_argv: Sequence[s
     folder = write_summary(summary, options.output, options.s3_endpoint)
     print(f"run {plan.run_id}: {summary['inputs']} records, {summary['published']} published, "
           f"{summary['quarantined']} quarantined in {elapsed:.1f} s")
+    report = build_report(options.output, options.s3_endpoint, plan.shards + plan.skipped, summary,
+                          GateThresholds.from_options(options))
     print(f"outputs: {options.output}/data  manifest: {options.output}/manifest  "
-          f"report: {folder}/summary.html")
+          f"report: {report.index} (summary: {folder}/summary.html)")
     if not summary["passed"]:
         failed = [name for name, ok in summary["checks"].items() if not ok]
         print(f"anonymize: run checks FAILED: {', '.join(failed)}", file=sys.stderr)
         return 1
-    return 0
+    return _report_status(report)
+
+
+def _report_status(report: ReportResult) -> int:
+    """0 when every shard gate, run expectation and run check passed; else 1, saying what failed."""
+    if report.failed_shards:
+        print(f"anonymize: shards FAILED the gate (quarantined): {', '.join(report.failed_shards)}",
+              file=sys.stderr)
+    if report.run_failed or report.summary_failed:
+        print(f"anonymize: run expectations FAILED: {', '.join(report.run_failed + report.summary_failed)}",
+              file=sys.stderr)
+    return 0 if report.passed else 1
+
+
+def cmd_report(output: str, s3_endpoint: str = "") -> int:
+    """Rebuild ``<output>/report/`` from the run's manifests and kept validation results."""
+    try:
+        report = build_report(output, s3_endpoint)
+    except (FileNotFoundError, PermissionError, ValueError) as error:
+        print(f"anonymize: cannot build the report of {output}: {error}", file=sys.stderr)
+        return 2
+    print(f"report: {report.index} ({'PASSED' if report.passed else 'FAILED'})")
+    return _report_status(report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, rest = _parser().parse_known_args(argv)
     if args.command == "run":
         return cmd_run(args.conf, args.set, rest)
+    if args.command == "report":
+        return cmd_report(args.output, args.s3_endpoint)
     return 2
 
 

@@ -69,6 +69,22 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("gate_min_identity_distance", float, 0.6,
                "Replaced faces must be farther than this from their original in identity space (where computed).",
                minimum=0.0),
+    # Accuracy impact (transforms/accuracy.py): a reference classifier on originals and outputs.
+    OptionSpec("reference_model", str, "",
+               "Reference classifier: a torchvision architecture name, or 'torchscript' (empty: off)."),
+    OptionSpec("reference_weights", str, "",
+               "Weights (state dict) or TorchScript file, path or URL (empty: bundled MobileNetV2 ImageNet)."),
+    OptionSpec("reference_device", str, "auto", "Torch device of the reference model.",
+               choices=("auto", "cpu", "cuda")),
+    OptionSpec("reference_batch_size", int, 16, "Images per reference-model batch.", minimum=1),
+    OptionSpec("reference_sample_size", int, 0,
+               "Images the reference model sees, picked by hash of record id and seed (0: all).", minimum=0),
+    OptionSpec("reference_sample_seed", int, 0, "Seed of the reference sample.", minimum=0),
+    OptionSpec("label_field", str, "",
+               "Where a record's integer label is: a sidecar or column name ('cls', 'label') or 'json:key'."),
+    OptionSpec("gate_min_top1_agreement", float, 0.5,
+               "The run fails when reference top-1 agreement (original vs anonymized) is below this.",
+               minimum=0.0, maximum=1.0),
 )
 
 SPECS_BY_NAME = {spec.name: spec for spec in OPTION_SPECS}
@@ -142,6 +158,10 @@ def validate(options: AnonymizeOptions) -> None:
             raise ValueError(f"{spec.name}: must be <= {spec.maximum}, got {value!r}")
     parse_rgb(options.solid_color, "solid_color")
     parse_thresholds(options.detector_thresholds, "detector_thresholds")
+    if options.reference_model:
+        from transforms.accuracy import ReferenceSpec
+
+        ReferenceSpec(options.reference_model, options.reference_weights, options.reference_device)
     if options.method in LOW_SECURITY_METHODS and not options.allow_low_security:
         raise ValueError(
             f"method: {options.method!r} is reversible (low security); "

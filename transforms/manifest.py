@@ -46,6 +46,15 @@ MANIFEST_SCHEMA = pa.schema([
     ("metadata_removed", pa.list_(pa.string())),
     ("metadata_remaining", pa.list_(pa.string())),
     ("pixel_change", pa.float32()),
+    ("psnr", pa.float32()),
+    ("ssim", pa.float32()),
+    ("psnr_outside_faces", pa.float32()),
+    ("ssim_outside_faces", pa.float32()),
+    ("reference_label", pa.int32()),
+    ("reference_top5_original", pa.list_(pa.int32())),
+    ("reference_top5_anonymized", pa.list_(pa.int32())),
+    ("reference_top1_prob_original", pa.float32()),
+    ("reference_top1_prob_anonymized", pa.float32()),
     ("detector", DETECTOR_TYPE),
     ("run_id", pa.string()),
     ("config_sha256", pa.string()),
@@ -60,6 +69,11 @@ class RunInfo:
     run_id: str
     config_sha256: str
     detector: Mapping[str, str]
+
+
+def _measured(value: float) -> float | None:
+    """A metric for the manifest: None when not measured (-1) or undefined (NaN)."""
+    return None if value != value or value == -1.0 else float(value)
 
 
 def manifest_row(record: Record, output_uri: str | None, run: RunInfo,
@@ -88,6 +102,14 @@ def manifest_row(record: Record, output_uri: str | None, run: RunInfo,
         "metadata_removed": list(record.metadata_removed),
         "metadata_remaining": list(record.metadata_remaining),
         "pixel_change": record.pixel_change if record.pixel_change >= 0 else None,
+        **{name: _measured(getattr(record, name))
+           for name in ("psnr", "ssim", "psnr_outside_faces", "ssim_outside_faces")},
+        "reference_label": record.reference_label if record.reference_top5_original and
+        record.reference_label >= 0 else None,
+        "reference_top5_original": list(record.reference_top5_original) or None,
+        "reference_top5_anonymized": list(record.reference_top5_anonymized) or None,
+        "reference_top1_prob_original": _measured(record.reference_top1_prob_original),
+        "reference_top1_prob_anonymized": _measured(record.reference_top1_prob_anonymized),
         "detector": dict(run.detector),
         "run_id": run.run_id,
         "config_sha256": run.config_sha256,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image
 
@@ -14,3 +17,122 @@ def pixel_change(original: Image.Image, anonymized: Image.Image) -> float:
     b = np.asarray(anonymized.convert("RGB"), dtype=np.int16)
     changed = np.any(a != b, axis=-1)
     return float(changed.mean()) if changed.size else 0.0
+
+
+# --- Image quality of the output against the original (PSNR, SSIM, inside and outside faces) ---
+
+PSNR_CAP_DB = 100.0
+"""PSNR of identical pixels (MSE 0) has no finite value; it is reported as this cap."""
+
+_SSIM_WINDOW = 7
+_SSIM_K1, _SSIM_K2, _DATA_RANGE = 0.01, 0.03, 255.0
+
+
+def _rgb(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.float32)
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def psnr(original: np.ndarray, other: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Peak signal-to-noise ratio in dB (peak 255) over all channels of the pixels in ``mask``.
+
+    Args:
+        original, other: arrays of the same shape (H, W) or (H, W, C), values 0-255.
+        mask: optional (H, W) booleans; only those pixels count.
+
+    Returns:
+        The PSNR, ``PSNR_CAP_DB`` for identical pixels, or NaN when ``mask`` selects nothing.
+
+    Raises:
+        ValueError: when the shapes differ.
+    """
+    if original.shape != other.shape:
+        raise ValueError(f"shapes differ: {original.shape} vs {other.shape}")
+    diff = original.astype(np.float64) - other.astype(np.float64)
+    if mask is not None:
+        diff = diff[mask]
+    if diff.size == 0:
+        return float("nan")
+    mse = float(np.mean(diff * diff))
+    if mse == 0.0:
+        return PSNR_CAP_DB
+    return min(PSNR_CAP_DB, 10.0 * float(np.log10(_DATA_RANGE**2 / mse)))
+
+
+def ssim_map(original: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """The SSIM map of two grey images (Wang et al. 2004: 7x7 uniform window, sample
+    covariance, K1 0.01, K2 0.03, range 255; as scikit-image's ``structural_similarity``)."""
+    from scipy.ndimage import uniform_filter
+
+    if original.shape != other.shape or original.ndim != 2:
+        raise ValueError(f"expected two grey images of one shape, got {original.shape}, {other.shape}")
+    x = original.astype(np.float64)
+    y = other.astype(np.float64)
+    n = _SSIM_WINDOW * _SSIM_WINDOW
+    cov_norm = n / (n - 1)
+    ux = uniform_filter(x, _SSIM_WINDOW)
+    uy = uniform_filter(y, _SSIM_WINDOW)
+    vx = cov_norm * (uniform_filter(x * x, _SSIM_WINDOW) - ux * ux)
+    vy = cov_norm * (uniform_filter(y * y, _SSIM_WINDOW) - uy * uy)
+    vxy = cov_norm * (uniform_filter(x * y, _SSIM_WINDOW) - ux * uy)
+    c1 = (_SSIM_K1 * _DATA_RANGE) ** 2
+    c2 = (_SSIM_K2 * _DATA_RANGE) ** 2
+    return ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+
+
+def ssim(original: np.ndarray, other: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean SSIM of two grey images over the windows that lie wholly inside ``mask`` (image borders
+    of half a window excluded, as scikit-image does); NaN when no window is left."""
+    from scipy.ndimage import minimum_filter
+
+    values = ssim_map(original, other)
+    keep = np.zeros(values.shape, dtype=bool)
+    pad = (_SSIM_WINDOW - 1) // 2
+    keep[pad:values.shape[0] - pad, pad:values.shape[1] - pad] = True
+    if mask is not None:
+        keep &= minimum_filter(mask.astype(np.uint8), _SSIM_WINDOW, mode="constant", cval=1).astype(bool)
+    return float(values[keep].mean()) if keep.any() else float("nan")
+
+
+@dataclass(frozen=True)
+class ImageQuality:
+    """PSNR (dB) and SSIM of an output against its original, whole image and outside the faces.
+
+    Values are NaN where undefined (no pixel outside the replaced regions).
+    """
+
+    psnr: float
+    ssim: float
+    psnr_outside_faces: float
+    ssim_outside_faces: float
+
+
+def outside_mask(size: tuple[int, int], regions: Sequence[tuple[int, int, int, int]]) -> np.ndarray:
+    """(H, W) booleans: True outside every ``(x1, y1, x2, y2)`` region (the replaced areas)."""
+    width, height = size
+    mask = np.ones((height, width), dtype=bool)
+    for x1, y1, x2, y2 in regions:
+        mask[max(0, y1):max(0, y2), max(0, x1):max(0, x2)] = False
+    return mask
+
+
+def image_quality(original: Image.Image, output: Image.Image,
+                  regions: Sequence[tuple[int, int, int, int]]) -> ImageQuality:
+    """Compare the decoded, re-encoded ``output`` with the ``original``.
+
+    Outside the replaced ``regions`` the only change is the encoder's, so a low figure there means
+    the encoder settings lose too much. SSIM is computed on luma (BT.601), PSNR on RGB.
+
+    Raises:
+        ValueError: when the sizes differ.
+    """
+    if original.size != output.size:
+        raise ValueError(f"sizes differ: {original.size} vs {output.size}")
+    a, b = _rgb(original), _rgb(output)
+    mask = outside_mask(original.size, regions)
+    la, lb = _luma(a), _luma(b)
+    return ImageQuality(psnr=psnr(a, b), ssim=ssim(la, lb),
+                        psnr_outside_faces=psnr(a, b, mask), ssim_outside_faces=ssim(la, lb, mask))

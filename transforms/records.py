@@ -85,6 +85,19 @@ class Record:
     output_sha256: str = ""
     staged_path: str = ""
     pixel_change: float = -1.0
+    # Output quality against the original (NaN where undefined; -1 until measured).
+    psnr: float = -1.0
+    ssim: float = -1.0
+    psnr_outside_faces: float = -1.0
+    ssim_outside_faces: float = -1.0
+    # Reference classifier (transforms/accuracy.py): input views of original + output until
+    # classified, then top-5 class indices of both; label -1 when none.
+    reference_views: bytes = b""
+    reference_label: int = -1
+    reference_top5_original: tuple[int, ...] = ()
+    reference_top5_anonymized: tuple[int, ...] = ()
+    reference_top1_prob_original: float = -1.0
+    reference_top1_prob_anonymized: float = -1.0
     status: str = ""
     reason: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -94,7 +107,7 @@ class Record:
 
     def quarantine(self, reason: str) -> Record:
         """This record, marked quarantined; its bytes are dropped so they can never be written."""
-        return dataclasses.replace(self, status=QUARANTINED, reason=reason, data=b"")
+        return dataclasses.replace(self, status=QUARANTINED, reason=reason, data=b"", reference_views=b"")
 
     @property
     def is_quarantined(self) -> bool:

@@ -13,9 +13,10 @@ import apache_beam as beam
 from PIL import Image, ImageDraw, ImageFilter
 
 from pipelines.options import LOW_SECURITY_METHODS, REPLACEMENT_METHODS
+from transforms.accuracy import ReferenceSampling, pack_views
 from transforms.decode import ImageRejected, load_normalized
 from transforms.metadata import encode_clean
-from transforms.metrics import pixel_change
+from transforms.metrics import image_quality, pixel_change
 from transforms.records import Face, Record
 
 Box = tuple[int, int, int, int]
@@ -136,14 +137,20 @@ class ReplaceFaces(beam.DoFn):
     The output record's ``data`` is the anonymized, metadata-free image; the manifest fields
     ``method``, ``security_level`` and ``metadata_removed`` are set. A record whose image cannot
     be re-decoded or re-encoded is quarantined.
+
+    The decoded output is compared with the original (PSNR, SSIM, whole and outside the replaced
+    regions). With ``reference`` set, sampled records also carry both images' reference-model
+    views (``sample_cutoff`` is the sampling side input; None: every record).
     """
 
-    def __init__(self, policy: ReplacementPolicy, max_pixels: int, quality: int) -> None:
+    def __init__(self, policy: ReplacementPolicy, max_pixels: int, quality: int,
+                 reference: ReferenceSampling | None = None) -> None:
         self._policy = policy
         self._max_pixels = max_pixels
         self._quality = quality
+        self._reference = reference
 
-    def process(self, record: Record) -> Iterator[Record]:
+    def process(self, record: Record, sample_cutoff: int | None = None) -> Iterator[Record]:
         if record.is_quarantined:
             yield record
             return
@@ -153,6 +160,12 @@ class ReplaceFaces(beam.DoFn):
             anonymized = replace_faces(image, faces, self._policy)
             encoded, removed = encode_clean(anonymized, record.data, fmt, self._quality)
             changed = pixel_change(image, anonymized)
+            output, _ = load_normalized(encoded, self._max_pixels)
+            width, height = image.size
+            regions = [grown_box(f, self._policy.box_margin, width, height) for f in faces]
+            quality = image_quality(image, output, regions)
+            views = pack_views(image, output) if self._reference is not None and \
+                self._reference.selected(record.record_id, sample_cutoff) else b""
         except ImageRejected as rejected:
             yield record.quarantine(f"replace:{rejected.reason}")
             return
@@ -162,4 +175,6 @@ class ReplaceFaces(beam.DoFn):
         yield record.replace(
             data=encoded, faces=faces, method=self._policy.method,
             security_level=self._policy.security_level, metadata_removed=tuple(removed),
-            pixel_change=changed)
+            pixel_change=changed, psnr=quality.psnr, ssim=quality.ssim,
+            psnr_outside_faces=quality.psnr_outside_faces, ssim_outside_faces=quality.ssim_outside_faces,
+            reference_views=views)

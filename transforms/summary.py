@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from transforms.accuracy import accuracy_impact
 from transforms.records import ShardSpec
 from transforms.storage import filesystem, join, write_atomic
 
@@ -29,10 +30,24 @@ def size_band(short_side: float) -> str:
     return SIZE_BANDS[-1][2]
 
 
-def summarise(manifest: pa.Table, planned: Sequence[ShardSpec]) -> dict[str, Any]:
+def image_quality_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Min, median and mean of each per-image quality metric over published rows."""
+    figures: dict[str, Any] = {}
+    for name in ("pixel_change", "psnr", "ssim", "psnr_outside_faces", "ssim_outside_faces"):
+        values = sorted(float(r[name]) for r in rows if r["status"] == "published" and r.get(name) is not None)
+        figures[name] = {"n": len(values), "min": values[0] if values else None,
+                         "median": values[len(values) // 2] if values else None,
+                         "mean": sum(values) / len(values) if values else None}
+    return figures
+
+
+def summarise(manifest: pa.Table, planned: Sequence[ShardSpec],
+              reference: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Figures of a run and its invariant checks, from all its manifest rows.
 
-    ``planned`` is every shard of the input (processed now or committed earlier).
+    ``planned`` is every shard of the input (processed now or committed earlier). ``reference``
+    (``model``, ``sample_size``, ``sample_seed``, ``min_top1_agreement``) is given when a reference
+    model ran: the accuracy impact is added, and its top-1 agreement bound becomes a check.
     """
     rows = manifest.to_pylist()
     statuses = collections.Counter(row["status"] for row in rows)
@@ -64,6 +79,12 @@ def summarise(manifest: pa.Table, planned: Sequence[ShardSpec]) -> dict[str, Any
         "no_published_metadata": all(
             not row["metadata_remaining"] for row in rows if row["status"] == "published"),
     }
+    accuracy = None
+    if reference is not None:
+        accuracy = accuracy_impact(rows, **reference)
+        # Nothing classified while something was published means the reference model did not run.
+        checks["reference_top1_agreement_at_least_bound"] = bool(accuracy["passed"]) if \
+            accuracy["passed"] is not None else published == 0
     run_ids = sorted({row["run_id"] for row in rows})
     return {
         "generated_at": datetime.datetime.now(datetime.UTC).isoformat(),
@@ -78,6 +99,8 @@ def summarise(manifest: pa.Table, planned: Sequence[ShardSpec]) -> dict[str, Any
         "methods": dict(methods),
         "missing_shards": missing_shards,
         "duplicate_records": duplicates,
+        "image_quality": image_quality_summary(rows),
+        "accuracy_impact": accuracy,
         "checks": checks,
         "passed": all(checks.values()),
     }
@@ -87,6 +110,88 @@ def _table(pairs: Mapping[str, Any]) -> str:
     cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
                     for k, v in pairs.items())
     return f"<table>{cells}</table>"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else ("-" if value is None else str(value))
+
+
+def _rate_text(rate: Mapping[str, Any] | None, scale: float = 1.0) -> str:
+    if not rate or rate.get("value") is None:
+        return "-"
+    low, high = rate["ci95"]
+    return f"{_fmt(rate['value'] * scale)} (95% CI {_fmt(low * scale)} to {_fmt(high * scale)}, n={rate['n']})"
+
+
+def _delta_bars(per_class: Sequence[Mapping[str, Any]], key: str, scale: float) -> str:
+    """An inline SVG bar per class (worst first): the per-class plot, without scripts."""
+    shown = list(per_class)[:20]
+    if not shown:
+        return ""
+    row, label_w, bar_w = 18, 220, 300
+    bars = []
+    for i, entry in enumerate(shown):
+        value = float(entry[key]) * scale
+        width = min(bar_w / 2, abs(value) / 100.0 * bar_w / 2)
+        x = label_w + bar_w / 2 - (width if value < 0 else 0)
+        colour = "#a00" if value < 0 else "#060"
+        name = html.escape(f"{entry['class']} {entry['name']} (n={entry['count']})")
+        bars.append(f'<text x="0" y="{i * row + 13}" font-size="12">{name}</text>'
+                    f'<rect x="{x:.1f}" y="{i * row + 3}" width="{width:.1f}" height="12" fill="{colour}"/>'
+                    f'<text x="{label_w + bar_w + 6}" y="{i * row + 13}" font-size="12">{value:+.1f}</text>')
+    axis = label_w + bar_w / 2
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 60}" '
+            f'height="{len(shown) * row + 4}"><line x1="{axis}" y1="0" x2="{axis}" '
+            f'y2="{len(shown) * row}" stroke="#333"/>{"".join(bars)}</svg>')
+
+
+def _accuracy_html(accuracy: Mapping[str, Any] | None) -> str:
+    if not accuracy:
+        return "<h2>Accuracy impact</h2><p>No reference model configured (reference_model).</p>"
+    figures = {
+        "reference model": accuracy["model"].get("model"),
+        "weights": accuracy["model"].get("weights"),
+        "sample size (0: all) / seed": f"{accuracy['sample_size']} / {accuracy['sample_seed']}",
+        "images classified / labelled": f"{accuracy['images_classified']} / {accuracy['images_labelled']}",
+        "top-1 agreement": _rate_text(accuracy["top1_agreement"]),
+        "top-5 agreement": _rate_text(accuracy["top5_agreement"]),
+        "required top-1 agreement": accuracy["min_top1_agreement"],
+    }
+    for k in ("top1", "top5"):
+        if f"{k}_accuracy_original" in accuracy:
+            delta = accuracy[f"{k}_accuracy_delta_points"]
+            figures[f"{k} accuracy original"] = _rate_text(accuracy[f"{k}_accuracy_original"])
+            figures[f"{k} accuracy anonymized"] = _rate_text(accuracy[f"{k}_accuracy_anonymized"])
+            figures[f"{k} accuracy delta, points"] = (
+                f"{_fmt(delta['value'])} (95% bootstrap CI {_fmt(delta['ci95'][0])} to {_fmt(delta['ci95'][1])})")
+    by_label = accuracy["per_class_by"] == "label"
+    head = ("<tr><th>class</th><th>name</th><th>count</th><th>top-1 agreement</th>"
+            + ("<th>top-1 acc. original</th><th>top-1 acc. anonymized</th><th>delta, points</th>"
+               if by_label else "") + "</tr>")
+    cells = []
+    for entry in accuracy["per_class"]:
+        extra = "".join(f"<td>{_fmt(entry[k])}</td>" for k in (
+            "top1_accuracy_original", "top1_accuracy_anonymized", "top1_delta_points")) if by_label else ""
+        cells.append(f"<tr><td>{entry['class']}</td><td>{html.escape(str(entry['name']))}</td>"
+                     f"<td>{entry['count']}</td><td>{_fmt(entry['top1_agreement'])}</td>{extra}</tr>")
+    plot_key, scale, what = (("top1_delta_points", 1.0, "top-1 accuracy delta, points")
+                             if by_label else ("top1_agreement", 100.0, "top-1 agreement, %"))
+    return (f"<h2>Accuracy impact</h2>{_table(figures)}"
+            f"<h3>Per class (by {'label' if by_label else 'original top-1 prediction'}, worst first)</h3>"
+            f"<p>{what}, 20 worst classes</p>{_delta_bars(accuracy['per_class'], plot_key, scale)}"
+            f"<table>{head}{''.join(cells)}</table>")
+
+
+def _quality_html(quality: Mapping[str, Mapping[str, Any]] | None) -> str:
+    if not quality:
+        return ""
+    head = "<tr><th>metric</th><th>n</th><th>min</th><th>median</th><th>mean</th></tr>"
+    cells = "".join(f"<tr><th>{html.escape(name)}</th>"
+                    + "".join(f"<td>{_fmt(fig[k])}</td>" for k in ("n", "min", "median", "mean")) + "</tr>"
+                    for name, fig in quality.items())
+    return ("<h2>Image quality of published outputs vs originals</h2><p>PSNR in dB (identical: 100), "
+            "SSIM on luma; outside faces = outside the replaced regions, where only the encoder "
+            f"changes pixels.</p><table>{head}{cells}</table>")
 
 
 def render_html(summary: Mapping[str, Any]) -> str:
@@ -106,6 +211,8 @@ th,td{{border:1px solid #999;padding:4px 8px;text-align:left}}
 <h2>Faces per size band (shorter side, px)</h2>{_table(summary["faces_per_size_band"])}
 <h2>Methods</h2>{_table(summary["methods"])}
 <h2>Quarantine reasons</h2>{_table(summary["quarantine_reasons"])}
+{_quality_html(summary.get("image_quality"))}
+{_accuracy_html(summary.get("accuracy_impact"))}
 </body></html>
 """
 

@@ -1,0 +1,254 @@
+"""The validation report under ``<output>/report/``: the page a data steward reads first.
+
+``index.html`` (the run summary: verdict, pass/fail per shard, counts, faces per size band,
+methods, quarantine reasons, a small gallery of anonymized outputs with the detected boxes
+drawn) links to a Great Expectations Data Docs page per validation under ``validations/``.
+Every link is relative and nothing references the network, so the folder works opened from
+disk or from object storage. Built from the manifests and kept validation results only, so
+``anonymize report <output>`` rebuilds it for any finished run.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import html
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image, ImageDraw
+
+from expectations.datadocs import render_validation_page
+from expectations.gate import RUN_VALIDATION, read_validations, write_validation
+from expectations.suites import (
+    GateThresholds,
+    run_expectations,
+    run_figures,
+    run_frame,
+)
+from expectations.validate import failed_names, validate_frame
+from transforms.manifest import read_manifests
+from transforms.records import ShardSpec
+from transforms.storage import filesystem, join, write_atomic
+from transforms.summary import summarise, write_summary
+
+GALLERY_SIZE = 6
+THUMBNAIL_SIDE = 360
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What building the report found: the overall verdict and where the index page is."""
+
+    passed: bool
+    index: str
+    failed_shards: tuple[str, ...] = ()
+    run_failed: tuple[str, ...] = ()
+    summary_failed: tuple[str, ...] = ()
+    pages: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _thresholds_of(validations: Mapping[str, Mapping[str, Any]]) -> GateThresholds:
+    for name in sorted(validations, reverse=True):
+        kept = validations[name].get("thresholds")
+        if validations[name].get("level") == "shard" and kept:
+            return GateThresholds(**kept)
+    return GateThresholds()
+
+
+def _read_output(uri: str, s3_endpoint: str) -> bytes | None:
+    if "#" in uri:  # a member of a tar or Parquet shard: not shown in the gallery
+        return None
+    fs, path = filesystem(uri, s3_endpoint)
+    try:
+        return bytes(fs.cat_file(path))
+    except (OSError, ValueError):
+        return None
+
+
+def gallery_image(data: bytes, faces: Sequence[Mapping[str, Any]]) -> bytes:
+    """A thumbnail of an anonymized output with its detected boxes drawn, as a metadata-free JPEG."""
+    with Image.open(io.BytesIO(data)) as opened:
+        image = opened.convert("RGB")
+    draw = ImageDraw.Draw(image)
+    width = max(2, round(max(image.size) / 200))
+    for face in faces:
+        draw.rectangle((face["x1"], face["y1"], face["x2"], face["y2"]), outline=(255, 0, 64), width=width)
+    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def _gallery(rows: Sequence[Mapping[str, Any]], s3_endpoint: str) -> list[tuple[Mapping[str, Any], bytes]]:
+    published = [row for row in rows if row["status"] == "published" and row.get("output_uri")]
+    published.sort(key=lambda row: (-(row.get("face_count") or 0), row["shard_id"], row["shard_index"]))
+    shown: list[tuple[Mapping[str, Any], bytes]] = []
+    for row in published:
+        if len(shown) == GALLERY_SIZE:
+            break
+        data = _read_output(row["output_uri"], s3_endpoint)
+        if data is None:
+            continue
+        try:
+            shown.append((row, gallery_image(data, row.get("faces") or [])))
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+    return shown
+
+
+def _cell(value: Any) -> str:
+    return f"<td>{html.escape(str(value))}</td>"
+
+
+def _pairs(pairs: Mapping[str, Any], empty: str = "none") -> str:
+    if not pairs:
+        return f"<p>{html.escape(empty)}</p>"
+    body = "".join(f"<tr><th>{html.escape(str(k))}</th>{_cell(v)}</tr>" for k, v in pairs.items())
+    return f"<table>{body}</table>"
+
+
+def _mark(ok: bool) -> str:
+    return '<span class="pass">PASS</span>' if ok else '<span class="fail">FAIL</span>'
+
+
+def render_index(summary: Mapping[str, Any], shards: Sequence[Mapping[str, Any]], run: Mapping[str, Any],
+                 gallery: Sequence[tuple[str, Mapping[str, Any]]], passed: bool,
+                 reasons_why: Sequence[str]) -> str:
+    """The steward's page. ``shards``: one entry per planned shard; ``gallery``: (file, row)."""
+    verdict = "SAFE TO RELEASE" if passed else "NOT SAFE TO RELEASE"
+    why = "".join(f"<li>{html.escape(line)}</li>" for line in reasons_why)
+    shard_rows = "".join(
+        "<tr>"
+        + _cell(s["shard_id"])
+        + f"<td>{_mark(s['passed'])}</td>"
+        + _cell(s["inputs"]) + _cell(s["published"]) + _cell(s["quarantined"])
+        + _cell(", ".join(s["failed"]) or "-")
+        + (f'<td><a href="{html.escape(s["page"])}">validation</a></td>' if s.get("page") else "<td>missing</td>")
+        + "</tr>" for s in shards)
+    run_rows = "".join(
+        f"<tr><th>{html.escape(item['name'])}</th><td>{_mark(item['success'])}</td>"
+        f"{_cell(item['description'])}</tr>" for item in run.get("expectations", []))
+    figures = {k: v for k, v in (run.get("figures") or {}).items()}
+    tiles = "".join(
+        f'<figure><img src="{html.escape(name)}" alt="anonymized output {i + 1}">'
+        f"<figcaption>{html.escape(str(row['relative_path']))} ({row.get('face_count') or 0} faces, "
+        f"{html.escape(str(row.get('method') or '-'))})</figcaption></figure>"
+        for i, (name, row) in enumerate(gallery))
+    counts = {k: summary[k] for k in ("shards", "inputs", "published", "quarantined", "faces_total")}
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Anonymization run report</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}
+table{{border-collapse:collapse;margin:.5em 0 1.5em}}th,td{{border:1px solid #bbb;padding:4px 8px;text-align:left}}
+.pass{{color:#060;font-weight:bold}}.fail{{color:#a00;font-weight:bold}}
+h1 .verdict{{padding:.1em .4em;border-radius:4px;color:#fff}}.ok{{background:#060}}.bad{{background:#a00}}
+.gallery{{display:flex;flex-wrap:wrap;gap:1em}}figure{{margin:0;max-width:{THUMBNAIL_SIDE}px}}
+figcaption{{font-size:.85em;color:#555}}</style></head>
+<body>
+<h1>Anonymization run: <span id="verdict" class="verdict {'ok' if passed else 'bad'}">{verdict}</span></h1>
+<p>Runs: {html.escape(", ".join(summary.get("run_ids", [])))}. Report built
+{html.escape(datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"))}.</p>
+{f"<h2>Why not</h2><ul id='why'>{why}</ul>" if why else ""}
+<h2>Shards (Great Expectations gate)</h2>
+<table id="shards"><tr><th>shard</th><th>gate</th><th>inputs</th><th>published</th><th>quarantined</th>
+<th>failed expectations</th><th>Data Docs</th></tr>{shard_rows}</table>
+<h2>Run-level expectations {_mark(bool(run.get("passed")))}</h2>
+<table id="run">{run_rows}</table>
+<p><a href="{html.escape(str(run.get("page", "")))}">Run validation (Data Docs)</a> &middot;
+<a href="summary.html">Run summary checks</a></p>
+<h2>Counts</h2>{_pairs(counts)}
+<h2>Faces per size band (shorter side, px)</h2>{_pairs(summary["faces_per_size_band"])}
+<h2>Methods used</h2>{_pairs(summary["methods"])}
+<h2>Quarantine reasons</h2>{_pairs(summary["quarantine_reasons"], "no record was quarantined")}
+<h2>Gate thresholds</h2>{_pairs(run.get("thresholds") or {})}
+<h2>Run figures</h2>{_pairs(figures)}
+<h2>Gallery: anonymized outputs with the detected boxes drawn</h2>
+<div class="gallery">{tiles or "<p>no published image output to show</p>"}</div>
+</body></html>
+"""
+
+
+def build_report(output: str, s3_endpoint: str = "", planned: Sequence[ShardSpec] | None = None,
+                 summary: Mapping[str, Any] | None = None, thresholds: GateThresholds | None = None,
+                 extra_figures: Mapping[str, Any] | None = None) -> ReportResult:
+    """Validate the run, render every Data Docs page and the index page; returns the verdict.
+
+    Args:
+        output: the run's output prefix.
+        s3_endpoint: endpoint of an S3-compatible store.
+        planned: every shard of the input (default: the shards the manifests and validations name).
+        summary: the run summary already written by ``anonymize run`` (default: made and written here).
+        thresholds: the gate thresholds (default: those kept with the shard validations).
+        extra_figures: run-level figures of later stages (accuracy impact, recall, ...).
+    """
+    manifest = read_manifests(output, s3_endpoint)
+    rows = manifest.to_pylist()
+    validations = {k: v for k, v in read_validations(output, s3_endpoint).items() if k != RUN_VALIDATION}
+    if planned is None:
+        names = sorted({row["shard_id"] for row in rows} | set(validations))
+        planned = [ShardSpec(name, "", (), (), "") for name in names]
+    planned_ids = [spec.shard_id for spec in planned]
+    if summary is None:
+        summary = summarise(manifest, planned)
+        write_summary(summary, output, s3_endpoint)
+    thresholds = thresholds or _thresholds_of(validations)
+
+    figures = run_figures(rows, planned_ids, validations, summary, extra_figures)
+    expectations = run_expectations(figures, thresholds)
+    result = validate_frame("run", run_frame(figures), expectations,
+                            {"level": "run", "thresholds": thresholds.as_dict()})
+    run_failed = failed_names(result)
+    run_record = {
+        "level": "run", "name": RUN_VALIDATION, "passed": not run_failed, "failed": run_failed,
+        "thresholds": thresholds.as_dict(), "figures": figures, "run_ids": summary.get("run_ids", []),
+        "validated_at": datetime.datetime.now(datetime.UTC).isoformat(), "gx_result": result,
+    }
+    write_validation(run_record, output, RUN_VALIDATION, s3_endpoint)
+
+    fs, root = filesystem(output, s3_endpoint)
+    folder = join(root, "report")
+    pages: list[str] = []
+    for name, record in [*validations.items(), (RUN_VALIDATION, run_record)]:
+        path = join(folder, "validations", f"{name}.html")
+        write_atomic(fs, path, render_validation_page(record["gx_result"], back_link="../index.html").encode())
+        pages.append(path)
+
+    per_shard: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for row in rows:
+        per_shard[row["shard_id"]][row["status"]] += 1
+    shards = []
+    for shard_id in planned_ids:
+        kept = validations.get(shard_id)
+        counts = per_shard.get(shard_id, collections.Counter())
+        shards.append({
+            "shard_id": shard_id, "passed": bool(kept and kept.get("passed")),
+            "failed": list(kept.get("failed", [])) if kept else ["no validation result"],
+            "inputs": sum(counts.values()), "published": counts["published"], "quarantined": counts["quarantined"],
+            "page": f"validations/{shard_id}.html" if kept else "",
+        })
+    descriptions = {item["expectation_config"]["meta"]["name"]: item for item in result["results"]}
+    run_view = {
+        "passed": not run_failed, "thresholds": thresholds.as_dict(), "figures": figures,
+        "page": f"validations/{RUN_VALIDATION}.html",
+        "expectations": [{"name": name, "success": item["success"],
+                          "description": item["expectation_config"].get("description") or ""}
+                         for name, item in descriptions.items()],
+    }
+    gallery: list[tuple[str, Mapping[str, Any]]] = []
+    for i, (row, image) in enumerate(_gallery(rows, s3_endpoint)):
+        name = f"gallery/{i:02d}.jpg"
+        write_atomic(fs, join(folder, name), image)
+        gallery.append((name, row))
+
+    failed_shards = tuple(s["shard_id"] for s in shards if not s["passed"])
+    summary_failed = tuple(name for name, ok in summary.get("checks", {}).items() if not ok)
+    why = [f"shard {s['shard_id']} failed its gate ({', '.join(s['failed'])}); its records are quarantined"
+           for s in shards if not s["passed"]]
+    why += [f"run expectation failed: {name}" for name in run_failed if name != "no_shard_failed_gate"]
+    why += [f"run check failed: {name}" for name in summary_failed]
+    passed = not failed_shards and not run_failed and not summary_failed
+    index = join(folder, "index.html")
+    write_atomic(fs, index, render_index(summary, shards, run_view, gallery, passed, why).encode())
+    return ReportResult(passed, index, failed_shards, tuple(run_failed), summary_failed, tuple(pages))
