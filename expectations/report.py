@@ -218,7 +218,7 @@ def build_report(output: str, s3_endpoint: str = "", planned: Sequence[ShardSpec
     per_shard: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for row in rows:
         per_shard[row["shard_id"]][row["status"]] += 1
-    shards = []
+    shards: list[dict[str, Any]] = []
     for shard_id in planned_ids:
         kept = validations.get(shard_id)
         counts = per_shard.get(shard_id, collections.Counter())
@@ -242,7 +242,7 @@ def build_report(output: str, s3_endpoint: str = "", planned: Sequence[ShardSpec
         write_atomic(fs, join(folder, name), image)
         gallery.append((name, row))
 
-    failed_shards = tuple(s["shard_id"] for s in shards if not s["passed"])
+    failed_shards = tuple(str(s["shard_id"]) for s in shards if not s["passed"])
     summary_failed = tuple(name for name, ok in summary.get("checks", {}).items() if not ok)
     why = [f"shard {s['shard_id']} failed its gate ({', '.join(s['failed'])}); its records are quarantined"
            for s in shards if not s["passed"]]
