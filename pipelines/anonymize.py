@@ -95,6 +95,10 @@ def replacement_policy_for(options: AnonymizeOptions) -> ReplacementPolicy:
         solid_color=parse_rgb(options.solid_color, "solid_color"),
         pixelate_blocks=options.pixelate_blocks,
         score_threshold=options.detector_score_threshold,
+        synthetic_generator=options.synthetic_generator,
+        synthetic_generator_size=options.synthetic_generator_size,
+        synthetic_seed=options.synthetic_seed,
+        synthetic_attempts=options.synthetic_attempts,
     )
 
 
@@ -142,7 +146,9 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
     reference = reference_spec_for(options)
     sampling = ReferenceSampling(options.reference_sample_size, options.reference_sample_seed) \
         if reference is not None else None
-    replace = ReplaceFaces(replacement_policy_for(options), max_pixels, options.jpeg_quality, sampling)
+    replace = ReplaceFaces(replacement_policy_for(options), max_pixels, options.jpeg_quality, sampling,
+                           identity_check=options.identity_check,
+                           identity_threshold=options.identity_threshold, s3_endpoint=endpoint)
     replace_step = beam.ParDo(replace)
     if sampling is not None and sampling.sample_size > 0:
         cutoff = (
@@ -158,7 +164,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
         | "Detect" >> RunInference(detect)
         | "Replace" >> replace_step
         | "Redetect" >> RunInference(verify)
-        | "Verify" >> beam.ParDo(VerifyOutput(max_pixels))
+        | "Verify" >> beam.ParDo(VerifyOutput(max_pixels, options.verify_score_threshold,
+                                              options.identity_threshold))
     )
     if reference is not None:
         verified = verified | "Classify" >> RunInference(
@@ -209,4 +216,5 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     build_pipeline(pipeline, options, plan, factory, verify_factory)
     result = pipeline.run()
     result.wait_until_finish()
+    remove_staging(options.output, options.s3_endpoint)
     return result, plan

@@ -15,6 +15,7 @@ from typing import Any
 import apache_beam as beam
 from PIL import Image
 
+from transforms.failpoints import failpoint
 from transforms.io_images import write_image_shard
 from transforms.io_parquet import write_parquet_shard
 from transforms.io_webdataset import write_tar_shard
@@ -109,7 +110,9 @@ class CommitShard(beam.DoFn):
                 records = [r if r.is_quarantined else r.quarantine(reason) for r in records]
         written = WRITERS[spec.format](spec, records, self._output, self._endpoint, self._load)
         rows = [manifest_row(r, written.get(r.record_id), self._run, now) for r in records]
+        failpoint("before_manifest")
         write_manifest(rows, self._output, shard_id, self._endpoint)
+        failpoint("after_commit")
         remove_staging(self._output, self._endpoint, self._run.run_id, shard_id)
         published = sum(1 for row in rows if row["status"] == "published")
         yield ShardResult(shard_id, len(rows), published, len(rows) - published)
