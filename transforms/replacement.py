@@ -1,4 +1,5 @@
-"""Replace faces: size-adaptive Gaussian blur (default), solid mask, or pixelation (low security).
+"""Replace faces: size-adaptive Gaussian blur (default), solid mask, pixelation (low security), or
+synthetic faces (transforms/synthesis.py).
 
 Every face's detected box is always fully replaced; the margin around it (hair, ears) is an
 ellipse feathered at its outer edge only, so no seam shows and no original face pixel remains.
@@ -10,14 +11,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import apache_beam as beam
+import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from pipelines.options import LOW_SECURITY_METHODS, REPLACEMENT_METHODS
 from transforms.accuracy import ReferenceSampling, pack_views
 from transforms.decode import ImageRejected, load_normalized
+from transforms.identity import CHECKED, SKIPPED, IdentityEmbedder
 from transforms.metadata import encode_clean
 from transforms.metrics import image_quality, pixel_change
 from transforms.records import Face, Record
+from transforms.synthesis import FaceGenerator, GeneratorError, face_seed, load_generator, synthesize_faces
 
 Box = tuple[int, int, int, int]
 
@@ -32,6 +36,10 @@ class ReplacementPolicy:
     solid_color: tuple[int, int, int] = (128, 128, 128)
     pixelate_blocks: int = 8
     score_threshold: float = 0.7
+    synthetic_generator: str = ""
+    synthetic_generator_size: int = 128
+    synthetic_seed: int = 0
+    synthetic_attempts: int = 3
 
     def __post_init__(self) -> None:
         if self.method not in REPLACEMENT_METHODS:
@@ -43,6 +51,12 @@ class ReplacementPolicy:
                 f"blur_sigma_factor must be >= 0.1 (ImageNet recipe), got {self.blur_sigma_factor}")
         if self.pixelate_blocks < 2:
             raise ValueError(f"pixelate_blocks must be >= 2, got {self.pixelate_blocks}")
+        if self.synthetic_generator_size < 16:
+            raise ValueError(f"synthetic_generator_size must be >= 16, got {self.synthetic_generator_size}")
+        if self.synthetic_seed < 0:
+            raise ValueError(f"synthetic_seed must be >= 0, got {self.synthetic_seed}")
+        if self.synthetic_attempts < 1:
+            raise ValueError(f"synthetic_attempts must be >= 1, got {self.synthetic_attempts}")
 
     @property
     def security_level(self) -> str:
@@ -101,18 +115,29 @@ def _pixelated_region(image: Image.Image, region: Box, face: Face, blocks: int) 
 
 
 def replace_faces(image: Image.Image, faces: Sequence[Face],
-                  policy: ReplacementPolicy) -> Image.Image:
+                  policy: ReplacementPolicy, generator: FaceGenerator | None = None,
+                  seeds: Sequence[int] | None = None) -> Image.Image:
     """Return a copy of ``image`` with every face replaced under ``policy``.
 
     Args:
         image: an upright RGB or RGBA image.
         faces: the faces to replace, in the image's pixel coordinates.
         policy: the method and its strength.
+        generator: the face generator of method ``synthetic`` (default: the policy's).
+        seeds: one seed per face for method ``synthetic`` (default: from the policy's seed).
     """
     result = image.copy()
     if not faces:
         return result
     width, height = image.size
+    if policy.method == "synthetic":
+        if generator is None:
+            generator = load_generator(policy.synthetic_generator, policy.synthetic_generator_size)
+        if seeds is None:
+            seeds = [face_seed(policy.synthetic_seed, "", i) for i in range(len(faces))]
+        regions = [grown_box(face, policy.box_margin, width, height) for face in faces]
+        boxes = [face_box(face, width, height) for face in faces]
+        return synthesize_faces(result, faces, regions, boxes, generator, seeds)
     sigma = policy.blur_sigma_factor * max(face.diagonal for face in faces)
     for face in faces:
         region = grown_box(face, policy.box_margin, width, height)
@@ -144,11 +169,51 @@ class ReplaceFaces(beam.DoFn):
     """
 
     def __init__(self, policy: ReplacementPolicy, max_pixels: int, quality: int,
-                 reference: ReferenceSampling | None = None) -> None:
+                 reference: ReferenceSampling | None = None, identity_check: bool = False,
+                 identity_threshold: float = 0.6, s3_endpoint: str = "") -> None:
+        if identity_threshold < 0.6:
+            raise ValueError(f"identity_threshold must be >= 0.6, got {identity_threshold}")
         self._policy = policy
         self._max_pixels = max_pixels
         self._quality = quality
         self._reference = reference
+        self._identity_check = identity_check
+        self._identity_threshold = identity_threshold
+        self._s3_endpoint = s3_endpoint
+        self._generator: FaceGenerator | None = None
+        self._embedder: IdentityEmbedder | None = None
+
+    def setup(self) -> None:
+        if self._policy.method == "synthetic":
+            self._generator = load_generator(self._policy.synthetic_generator,
+                                             self._policy.synthetic_generator_size, self._s3_endpoint)
+        if self._identity_check:
+            self._embedder = IdentityEmbedder()
+
+    def _anonymize(self, record: Record, image: Image.Image, fmt: str,
+                   faces: tuple[Face, ...]) -> tuple[Image.Image, bytes, list[str], list[float]]:
+        """Replace, encode and measure identity distances on the decoded output. A synthetic face
+        that still matches its original is generated again with the next seed, up to
+        ``synthetic_attempts`` times (only its distance to the original is used)."""
+        policy = self._policy
+        attempts = policy.synthetic_attempts if policy.method == "synthetic" and self._embedder else 1
+        tries = [0] * len(faces)
+        original = np.asarray(image.convert("RGB")) if self._embedder and faces else None
+        for _ in range(attempts):
+            seeds = [face_seed(policy.synthetic_seed, f"{record.record_id}#{t}" if t else record.record_id, i)
+                     for i, t in enumerate(tries)]
+            anonymized = replace_faces(image, faces, policy, self._generator, seeds)
+            encoded, removed = encode_clean(anonymized, record.data, fmt, self._quality)
+            if original is None or self._embedder is None:
+                return anonymized, encoded, removed, []
+            decoded, _ = load_normalized(encoded, self._max_pixels)
+            distances = self._embedder.distances(original, np.asarray(decoded.convert("RGB")), faces)
+            matching = [i for i, d in enumerate(distances) if d <= self._identity_threshold]
+            if not matching:
+                break
+            for i in matching:
+                tries[i] += 1
+        return anonymized, encoded, removed, distances
 
     def process(self, record: Record, sample_cutoff: int | None = None) -> Iterator[Record]:
         if record.is_quarantined:
@@ -157,8 +222,7 @@ class ReplaceFaces(beam.DoFn):
         faces = tuple(f for f in record.faces if f.score >= self._policy.score_threshold)
         try:
             image, fmt = load_normalized(record.data, self._max_pixels)
-            anonymized = replace_faces(image, faces, self._policy)
-            encoded, removed = encode_clean(anonymized, record.data, fmt, self._quality)
+            anonymized, encoded, removed, distances = self._anonymize(record, image, fmt, faces)
             changed = pixel_change(image, anonymized)
             output, _ = load_normalized(encoded, self._max_pixels)
             width, height = image.size
@@ -169,10 +233,20 @@ class ReplaceFaces(beam.DoFn):
         except ImageRejected as rejected:
             yield record.quarantine(f"replace:{rejected.reason}")
             return
+        except GeneratorError as error:
+            yield record.quarantine(f"replace:generator_failed:{type(error).__name__}")
+            return
         except (OSError, ValueError) as error:
             yield record.quarantine(f"replace:encode_failed:{type(error).__name__}")
             return
+        except RuntimeError as error:  # dlib reports its failures as RuntimeError
+            yield record.quarantine(f"replace:identity_failed:{type(error).__name__}")
+            return
         yield record.replace(
+            identity_check=CHECKED if self._embedder is not None else SKIPPED,
+            identity_distances=tuple(distances),
+            generator=self._generator.name if self._generator is not None else "",
+        ).replace(
             data=encoded, faces=faces, method=self._policy.method,
             security_level=self._policy.security_level, metadata_removed=tuple(removed),
             pixel_change=changed, psnr=quality.psnr, ssim=quality.ssim,

@@ -16,6 +16,8 @@ from typing import Any
 import pyarrow as pa
 
 from transforms.accuracy import accuracy_impact
+from transforms.identity import MATCH_THRESHOLD as IDENTITY_MATCH_THRESHOLD
+from transforms.identity import MODEL_NAME as IDENTITY_MODEL
 from transforms.records import ShardSpec
 from transforms.storage import filesystem, join, write_atomic
 
@@ -39,6 +41,40 @@ def image_quality_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                          "median": values[len(values) // 2] if values else None,
                          "mean": sum(values) / len(values) if values else None}
     return figures
+
+
+def identity_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per method: faces replaced, identity distances to the originals (checked faces), how many
+    still match (distance <= 0.6), faces skipped, and the share re-detected as a face."""
+    per: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        method = row.get("method")
+        faces = row.get("faces") or []
+        if not method or not faces:
+            continue
+        entry = per.setdefault(method, {"faces": 0, "checked": 0, "skipped": 0, "distances": [],
+                                        "redetect_checked": 0, "redetected": 0})
+        entry["faces"] += len(faces)
+        distances = row.get("face_identity_distances") or []
+        if row.get("identity_check") == "checked":
+            entry["checked"] += len(distances)
+            entry["distances"].extend(float(d) for d in distances)
+        else:
+            entry["skipped"] += len(faces)
+        scores = row.get("face_redetected_scores") or []
+        entry["redetect_checked"] += len(scores)
+        entry["redetected"] += sum(1 for score in scores if score > 0)
+    out: dict[str, Any] = {}
+    for method, entry in sorted(per.items()):
+        distances = entry.pop("distances")
+        checked = entry.pop("redetect_checked")
+        out[method] = entry | {
+            "mean_distance": sum(distances) / len(distances) if distances else None,
+            "min_distance": min(distances) if distances else None,
+            "matching": sum(1 for d in distances if d <= IDENTITY_MATCH_THRESHOLD),
+            "redetected_share": entry["redetected"] / checked if checked else None,
+        }
+    return out
 
 
 def summarise(manifest: pa.Table, planned: Sequence[ShardSpec],
@@ -79,6 +115,9 @@ def summarise(manifest: pa.Table, planned: Sequence[ShardSpec],
         "no_published_metadata": all(
             not row["metadata_remaining"] for row in rows if row["status"] == "published"),
     }
+    checks["no_published_identity_match"] = all(
+        all(float(d) > IDENTITY_MATCH_THRESHOLD for d in row.get("face_identity_distances") or [])
+        for row in rows if row["status"] == "published")
     accuracy = None
     if reference is not None:
         accuracy = accuracy_impact(rows, **reference)
@@ -100,6 +139,7 @@ def summarise(manifest: pa.Table, planned: Sequence[ShardSpec],
         "missing_shards": missing_shards,
         "duplicate_records": duplicates,
         "image_quality": image_quality_summary(rows),
+        "identity": identity_summary(rows),
         "accuracy_impact": accuracy,
         "checks": checks,
         "passed": all(checks.values()),
@@ -194,6 +234,23 @@ def _quality_html(quality: Mapping[str, Mapping[str, Any]] | None) -> str:
             f"changes pixels.</p><table>{head}{cells}</table>")
 
 
+def _identity_html(identity: Mapping[str, Mapping[str, Any]] | None) -> str:
+    if not identity:
+        return ""
+    keys = ("faces", "checked", "skipped", "mean_distance", "min_distance", "matching", "redetected_share")
+    head = "<tr><th>method</th>" + "".join(f"<th>{k.replace('_', ' ')}</th>" for k in keys) + "</tr>"
+    def num(value: Any) -> str:
+        return f"{value:.3f}" if isinstance(value, float) else ("-" if value is None else str(value))
+
+    cells = "".join(f"<tr><th>{html.escape(method)}</th>" + "".join(f"<td>{num(fig[k])}</td>" for k in keys)
+                    + "</tr>" for method, fig in identity.items())
+    return (f"<h2>Identity evidence</h2><p>Distance between each replaced face and its original in "
+            f"{html.escape(IDENTITY_MODEL)} embedding space; at or under {IDENTITY_MATCH_THRESHOLD} the model "
+            "says same person (such records are quarantined as verify:identity_match). Re-detected share: "
+            "replaced faces the verification detector still finds as a face (a useful synthetic substitute keeps "
+            f"it high).</p><table>{head}{cells}</table>")
+
+
 def render_html(summary: Mapping[str, Any]) -> str:
     """A self-contained page (no scripts, no external assets) a data steward can read."""
     verdict = "PASSED" if summary["passed"] else "FAILED"
@@ -212,6 +269,7 @@ th,td{{border:1px solid #999;padding:4px 8px;text-align:left}}
 <h2>Methods</h2>{_table(summary["methods"])}
 <h2>Quarantine reasons</h2>{_table(summary["quarantine_reasons"])}
 {_quality_html(summary.get("image_quality"))}
+{_identity_html(summary.get("identity"))}
 {_accuracy_html(summary.get("accuracy_impact"))}
 </body></html>
 """

@@ -1,5 +1,13 @@
-"""Verify each output before it may be published: no face re-detected, no metadata left,
-the output decodes to the input's dimensions. Any failure quarantines the record."""
+"""Verify each output before it may be published: no face re-detected, no replaced face that
+still matches its original's identity, no metadata left, the output decodes to the input's
+dimensions. Any failure quarantines the record.
+
+Synthetic faces are meant to be found by a detector. A face re-detected on a ``synthetic`` output
+is not a leak only when all of these hold: the identity check ran on the record; the re-detected
+box overlaps a replaced face's box (IoU >= ``SUBSTITUTE_IOU``), each replaced face explaining at
+most one re-detection; and that replaced face's identity distance to its original is above the
+identity threshold. Any other re-detected face above the verification score is residual.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +18,48 @@ from collections.abc import Iterator
 import apache_beam as beam
 
 from transforms.decode import ImageRejected, load_normalized
+from transforms.identity import CHECKED
 from transforms.metadata import remaining_metadata
-from transforms.records import Record
+from transforms.records import Face, Record
+
+SUBSTITUTE_IOU = 0.4
+
+
+def iou(a: Face, b: Face) -> float:
+    """Intersection over union of two face boxes."""
+    w = min(a.x2, b.x2) - max(a.x1, b.x1)
+    h = min(a.y2, b.y2) - max(a.y1, b.y1)
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    union = a.width * a.height + b.width * b.height - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def redetection_scores(replaced: tuple[Face, ...], found: tuple[Face, ...]) -> tuple[float, ...]:
+    """Per replaced face, the best score of a face found on the output overlapping it (0: none)."""
+    return tuple(max((f.score for f in found if iou(r, f) >= SUBSTITUTE_IOU), default=0.0) for r in replaced)
+
+
+def leaked_faces(record: Record, verify_threshold: float, identity_threshold: float) -> int:
+    """Faces found on the output at or above ``verify_threshold`` that are not proven substitutes."""
+    found = [f for f in record.output_faces if f.score >= verify_threshold]
+    # A handler that reported a count but no boxes: nothing can be excused (fail closed).
+    if len(found) != record.residual_faces:
+        return max(record.residual_faces, len(found))
+    provable = record.method == "synthetic" and record.identity_check == CHECKED and \
+        len(record.identity_distances) == len(record.faces)
+    if not provable:
+        return len(found)
+    free = [i for i, d in enumerate(record.identity_distances) if d > identity_threshold]
+    leaks = 0
+    for face in sorted(found, key=lambda f: -f.score):
+        best = max(free, key=lambda i: iou(record.faces[i], face), default=None)
+        if best is not None and iou(record.faces[best], face) >= SUBSTITUTE_IOU:
+            free.remove(best)
+        else:
+            leaks += 1
+    return leaks
 
 
 class VerifyOutput(beam.DoFn):
@@ -20,8 +68,12 @@ class VerifyOutput(beam.DoFn):
     Expects ``residual_faces`` already set by the verification detector run.
     """
 
-    def __init__(self, max_pixels: int) -> None:
+    def __init__(self, max_pixels: int, verify_threshold: float = 0.9, identity_threshold: float = 0.6) -> None:
+        if identity_threshold < 0.6:
+            raise ValueError(f"identity_threshold must be >= 0.6, got {identity_threshold}")
         self._max_pixels = max_pixels
+        self._verify_threshold = verify_threshold
+        self._identity_threshold = identity_threshold
 
     def process(self, record: Record) -> Iterator[Record]:
         if record.is_quarantined:
@@ -29,6 +81,13 @@ class VerifyOutput(beam.DoFn):
             return
         if record.residual_faces < 0:
             yield record.quarantine("verify:not_checked_for_faces")
+            return
+        record = record.replace(
+            redetected_scores=redetection_scores(record.faces, record.output_faces),
+            residual_faces=leaked_faces(record, self._verify_threshold, self._identity_threshold))
+        if record.identity_check == CHECKED and any(
+                d <= self._identity_threshold for d in record.identity_distances):
+            yield record.quarantine("verify:identity_match")
             return
         if record.residual_faces > 0:
             yield record.quarantine("verify:residual_faces")

@@ -1,0 +1,213 @@
+"""Synthetic faces and identity evidence: no original pixel leaks, faces no longer match, verification rules."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from transforms.decode import load_normalized
+from transforms.identity import CHECKED, SKIPPED, IdentityEmbedder
+from transforms.records import Face, Record
+from transforms.replacement import ReplaceFaces, ReplacementPolicy
+from transforms.summary import identity_summary
+from transforms.synthesis import GeneratorError, ParametricFaceGenerator, load_generator, synthesize_faces
+from transforms.verification import VerifyOutput, leaked_faces
+
+GOLDEN = Path(__file__).parent / "golden" / "parametric_face_seed7.png"
+THRESHOLD = 0.6
+
+
+def _golden_input() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[0:96, 0:96]
+    crop = np.stack([60 + xx, 90 + yy // 2, 140 - xx // 2], -1).astype(np.uint8)
+    mask = ((xx - 48) / 40.0) ** 2 + ((yy - 50) / 46.0) ** 2 <= 1.0
+    crop[mask] = 0
+    marks = np.array([[36.0, 40.0], [60.0, 40.0], [48.0, 54.0], [38.0, 68.0], [58.0, 68.0]])
+    return crop, mask, marks
+
+
+def test_default_generator_golden_image() -> None:
+    crop, mask, marks = _golden_input()
+    out = ParametricFaceGenerator().generate(crop, mask, marks, seed=7)
+    assert out.shape == crop.shape and out.dtype == np.uint8
+    if not GOLDEN.exists():  # first run writes it; committed afterwards
+        Image.fromarray(out).save(GOLDEN)
+    golden = np.asarray(Image.open(GOLDEN).convert("RGB"), np.int16)
+    assert np.abs(out.astype(np.int16) - golden).max() <= 2
+    # Outside the mask the generator returns the crop as given; another seed is another face.
+    assert np.array_equal(out[~mask], crop[~mask])
+    other = ParametricFaceGenerator().generate(crop, mask, marks, seed=8)
+    assert np.abs(other.astype(np.int16) - out).mean() > 3
+
+
+class _FlatModule:
+    """Source of a TorchScript generator: the masked region painted a flat skin tone."""
+
+    @staticmethod
+    def script(wrong_shape: bool = False) -> bytes:
+        import torch
+
+        class Flat(torch.nn.Module):
+            def forward(self, image: torch.Tensor, mask: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+                fill = torch.tensor([0.5, 0.1, -0.1]).view(1, 3, 1, 1)
+                out = image * (1 - mask) + fill * mask
+                return out[:, :, :8, :8] if wrong_shape else out
+
+        example = (torch.zeros(1, 3, 64, 64), torch.ones(1, 1, 64, 64), torch.zeros(1, 5, 2))
+        buffer = io.BytesIO()
+        torch.jit.save(torch.jit.trace(Flat(), example), buffer)
+        return buffer.getvalue()
+
+
+def _face_image() -> tuple[Image.Image, Face]:
+    from skimage import data
+
+    image = Image.fromarray(data.astronaut()).convert("RGB")
+    marks = ((186.0, 112.0), (232.0, 105.0), (212.0, 135.0), (194.0, 165.0), (237.0, 160.0))
+    return image, Face(164.0, 64.0, 262.0, 194.0, 0.99, "fixed", marks)
+
+
+@pytest.mark.parametrize("generator_kind", ["parametric", "torchscript"])
+def test_no_original_pixel_inside_the_mask_reaches_the_output(generator_kind: str, tmp_path: Path) -> None:
+    image, face = _face_image()
+    if generator_kind == "torchscript":
+        path = tmp_path / "flat.pt"
+        path.write_bytes(_FlatModule.script())
+        generator = load_generator(str(path), 64)
+    else:
+        generator = ParametricFaceGenerator()
+    region, box = (140, 38, 286, 220), (164, 64, 262, 194)
+    first = np.asarray(synthesize_faces(image, [face], [region], [box], generator, [3]))
+    # Same surroundings, entirely different pixels inside the replaced region: same output.
+    scrambled = np.array(image)
+    rng = np.random.default_rng(0)
+    scrambled[region[1]:region[3], region[0]:region[2]] = rng.integers(0, 256, (182, 146, 3), dtype=np.uint8)
+    # Only the hard mask (box + inscribed ellipse) may differ from the original; keep the rest.
+    from transforms.synthesis import ellipse_mask
+
+    hard = np.asarray(ellipse_mask((146, 182), (24, 26, 122, 156))) > 0
+    keep = np.array(image)[region[1]:region[3], region[0]:region[2]]
+    patch = scrambled[region[1]:region[3], region[0]:region[2]]
+    patch[~hard] = keep[~hard]
+    second = np.asarray(synthesize_faces(Image.fromarray(scrambled), [face], [region], [box], generator, [3]))
+    assert np.array_equal(first, second)
+    assert not np.array_equal(first, np.asarray(image))  # the face region did change
+
+
+def test_generator_with_the_wrong_shape_fails_before_any_image(tmp_path: Path) -> None:
+    from pipelines.config import build_options
+
+    path = tmp_path / "bad.pt"
+    path.write_bytes(_FlatModule.script(wrong_shape=True))
+    with pytest.raises(GeneratorError, match=r"synthetic_generator: .* returned shape \(1, 3, 8, 8\)"):
+        load_generator(str(path), 64)
+    conf = str(Path(__file__).resolve().parents[1] / "conf" / "base.yaml")
+    with pytest.raises(ValueError, match="synthetic_generator"):
+        build_options([conf], [f"input={tmp_path}", f"output={tmp_path / 'out'}", "method=synthetic",
+                               f"synthetic_generator={path}"], ["--runner=DirectRunner"])
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    with pytest.raises(GeneratorError, match="not a TorchScript file"):
+        load_generator(str(tmp_path / "junk.pt"), 64)
+
+
+@pytest.fixture(scope="module")
+def demo_faces(demo_images: Path) -> list[tuple[str, bytes, tuple[Face, ...]]]:
+    from transforms.detection import MtcnnDetector, MtcnnSettings
+
+    detector = MtcnnDetector(MtcnnSettings(torch_threads=1))
+    out = []
+    for name in ("people/astronaut.jpg", "people/cameraman.png", "people/two-people.jpg", "people/four-people.jpg"):
+        data = (demo_images / name).read_bytes()
+        image, _ = load_normalized(data, 10**8)
+        faces = tuple(f for f in detector.detect([image])[0] if f.score >= 0.7)
+        out.append((name, data, faces))
+    assert sum(len(f) for *_, f in out) >= 8
+    return out
+
+
+@pytest.mark.parametrize("method", ["gaussian", "solid", "synthetic"])
+def test_replaced_faces_no_longer_match_their_originals(
+        method: str, demo_faces: list[tuple[str, bytes, tuple[Face, ...]]]) -> None:
+    replace = ReplaceFaces(ReplacementPolicy(method=method), 10**8, 95, identity_check=True)
+    replace.setup()
+    checked = 0
+    for name, data, faces in demo_faces:
+        record = Record("s", 0, name, name, name, "", data, faces=faces)
+        (out,) = list(replace.process(record))
+        assert out.identity_check == CHECKED and len(out.identity_distances) == len(faces)
+        # Blur and solid: every face of 20 px or more (under ~20 px a face is not identifiable,
+        # DESIGN.md). Synthetic (the parametric default): every face of 40 px or more; a smaller one
+        # that still matches is caught by verification, which quarantines the record.
+        smallest = 20 if method != "synthetic" else 40
+        for face, distance in zip(faces, out.identity_distances, strict=True):
+            if face.short_side >= smallest:
+                assert distance > THRESHOLD, (method, name, face.short_side, distance)
+                checked += 1
+        if any(d <= THRESHOLD for d in out.identity_distances):
+            verified = out.replace(residual_faces=0, width=out.width or 1, height=out.height or 1)
+            (result,) = list(VerifyOutput(10**8).process(verified))
+            assert result.reason == "verify:identity_match"
+    assert checked >= (7 if method != "synthetic" else 5)
+
+
+def test_an_unaltered_face_matches_itself(demo_faces: list[tuple[str, bytes, tuple[Face, ...]]]) -> None:
+    embedder = IdentityEmbedder()
+    name, data, faces = demo_faces[0]
+    image, _ = load_normalized(data, 10**8)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    again = np.asarray(Image.open(buffer).convert("RGB"))
+    assert embedder.distances(np.asarray(image), again, faces)[0] < 0.2
+    # And a mild blur still matches: the check can fail.
+    from PIL import ImageFilter
+
+    mild = np.asarray(image.filter(ImageFilter.GaussianBlur(2)))
+    assert embedder.distances(np.asarray(image), mild, faces)[0] < THRESHOLD
+
+
+def _verified(method: str, distances: tuple[float, ...], found: tuple[Face, ...], check: str = CHECKED) -> Record:
+    face = Face(10, 10, 60, 70, 0.99)
+    record = Record("s", 0, "r", "u", "r.jpg", "", b"", faces=(face,), method=method, identity_check=check,
+                    identity_distances=distances, output_faces=found,
+                    residual_faces=sum(1 for f in found if f.score >= 0.9))
+    return record
+
+
+def test_a_redetected_synthetic_face_is_excused_only_with_identity_proof() -> None:
+    same_place = (Face(12, 12, 58, 68, 0.98),)
+    elsewhere = (Face(100, 100, 150, 160, 0.98),)
+    assert leaked_faces(_verified("synthetic", (0.8,), same_place), 0.9, 0.6) == 0
+    assert leaked_faces(_verified("synthetic", (0.5,), same_place), 0.9, 0.6) == 1
+    assert leaked_faces(_verified("synthetic", (), same_place, SKIPPED), 0.9, 0.6) == 1
+    assert leaked_faces(_verified("synthetic", (0.8,), elsewhere), 0.9, 0.6) == 1
+    assert leaked_faces(_verified("synthetic", (0.8,), same_place + same_place), 0.9, 0.6) == 1
+    assert leaked_faces(_verified("gaussian", (0.8,), same_place), 0.9, 0.6) == 1
+
+
+def test_verification_quarantines_an_identity_match() -> None:
+    good = Image.new("RGB", (80, 90), (120, 110, 100))
+    buffer = io.BytesIO()
+    good.save(buffer, "PNG")
+    base = _verified("gaussian", (0.55,), ()).replace(data=buffer.getvalue(), width=80, height=90)
+    (out,) = list(VerifyOutput(10**8).process(base))
+    assert out.is_quarantined and out.reason == "verify:identity_match"
+    (out,) = list(VerifyOutput(10**8).process(base.replace(identity_distances=(0.75,))))
+    assert not out.is_quarantined and out.redetected_scores == (0.0,)
+
+
+def test_identity_summary_per_method() -> None:
+    rows = [
+        {"method": "synthetic", "faces": [{}, {}], "identity_check": "checked",
+         "face_identity_distances": [0.7, 0.9], "face_redetected_scores": [0.99, 0.0]},
+        {"method": "gaussian", "faces": [{}], "identity_check": "skipped",
+         "face_identity_distances": None, "face_redetected_scores": [0.0]},
+    ]
+    summary = identity_summary(rows)
+    assert summary["synthetic"]["mean_distance"] == pytest.approx(0.8)
+    assert summary["synthetic"]["min_distance"] == pytest.approx(0.7)
+    assert summary["synthetic"]["redetected_share"] == pytest.approx(0.5)
+    assert summary["gaussian"]["skipped"] == 1 and summary["gaussian"]["mean_distance"] is None

@@ -1,0 +1,89 @@
+"""Identity evidence: how far each replaced face is from the original, by a face-embedding model.
+
+The model is dlib's 128-D face-recognition ResNet (``dlib_face_recognition_resnet_model_v1``)
+with its 5-point shape predictor, both shipped in the ``face_recognition_models`` wheel (the
+68-point iBUG model in that package is not used: its training data is not for commercial use).
+Two faces closer than ``MATCH_THRESHOLD`` (0.6, dlib's published operating point) are the same
+person for this model.
+
+The distance of a replaced face is the smaller of two measurements: the anonymized image embedded
+with the original face's alignment (the attacker knows where the face was), and with an alignment
+found on the anonymized image itself. Both are taken at the detected box.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from transforms.records import Face
+
+MATCH_THRESHOLD = 0.6
+MODEL_NAME = "dlib_face_recognition_resnet_model_v1+shape_predictor_5_face_landmarks"
+CHECKED = "checked"
+SKIPPED = "skipped"
+
+
+def models_folder() -> str | None:
+    """The ``models`` folder of ``face_recognition_models``, without importing it (its
+    ``__init__`` needs ``pkg_resources``, which recent setuptools no longer ships)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = os.path.join(list(spec.submodule_search_locations)[0], "models")
+    return folder if os.path.isdir(folder) else None
+
+
+def identity_available() -> bool:
+    """Whether dlib and the model files are installed (the ``identity`` extra)."""
+    return importlib.util.find_spec("dlib") is not None and models_folder() is not None
+
+
+class IdentityEmbedder:
+    """dlib's face embedding at a known face box; load once per worker."""
+
+    def __init__(self) -> None:
+        folder = models_folder()
+        if folder is None or importlib.util.find_spec("dlib") is None:
+            raise RuntimeError("identity_check needs dlib and face_recognition_models "
+                               "(pip install 'dataset-anonymizer[identity]')")
+        import dlib
+
+        self._dlib = dlib
+        self._shape = dlib.shape_predictor(os.path.join(folder, "shape_predictor_5_face_landmarks.dat"))
+        self._net = dlib.face_recognition_model_v1(
+            os.path.join(folder, "dlib_face_recognition_resnet_model_v1.dat"))
+
+    def _rect(self, face: Face) -> object:
+        return self._dlib.rectangle(int(round(face.x1)), int(round(face.y1)),
+                                    int(round(face.x2)), int(round(face.y2)))
+
+    def embed(self, image: np.ndarray, face: Face) -> np.ndarray:
+        """The 128-D embedding of the face at ``face``'s box in ``image`` (H x W x 3 uint8 RGB)."""
+        image = np.ascontiguousarray(image)
+        shape = self._shape(image, self._rect(face))
+        return np.asarray(self._net.compute_face_descriptor(image, shape), np.float64)
+
+    def distances(self, original: np.ndarray, replaced: np.ndarray,
+                  faces: Sequence[Face]) -> list[float]:
+        """Per face, the identity distance between ``original`` and ``replaced`` (see the module)."""
+        original = np.ascontiguousarray(original)
+        replaced = np.ascontiguousarray(replaced)
+        out = []
+        for face in faces:
+            rect = self._rect(face)
+            shape = self._shape(original, rect)
+            reference = np.asarray(self._net.compute_face_descriptor(original, shape))
+            same_alignment = np.asarray(self._net.compute_face_descriptor(replaced, shape))
+            own = np.asarray(self._net.compute_face_descriptor(replaced, self._shape(replaced, rect)))
+            out.append(float(min(np.linalg.norm(reference - same_alignment),
+                                 np.linalg.norm(reference - own))))
+        return out
+
+
+def identity_model_info() -> str:
+    """The model's name for the manifest and the summary."""
+    return MODEL_NAME
