@@ -1,0 +1,129 @@
+"""The vectorized MTCNN: same detections as facenet-pytorch's, any batch, recall per size band."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipelines.labelled_faces import BandCounts, LabelledImage, generate_labelled_set, grow, score_image
+from transforms.fast_mtcnn import (
+    FAST_MTCNN,
+    FastMtcnnDetector,
+    FastMtcnnSettings,
+    _max_pool,
+    min_nms,
+)
+from transforms.records import Face
+
+SCORE = 0.7  # detector_score_threshold's default: faces under it are not replaced
+
+
+@pytest.fixture(scope="module")
+def labelled() -> list[LabelledImage]:
+    return [item for item, _ in generate_labelled_set(with_faces=48, faceless=12, seed=4)]
+
+
+@pytest.fixture(scope="module")
+def fast() -> FastMtcnnDetector:
+    return FastMtcnnDetector(FastMtcnnSettings(device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def stock_boxes(labelled: list[LabelledImage]) -> list[list[tuple[float, float, float, float, float]]]:
+    from facenet_pytorch import MTCNN
+
+    torch.set_num_threads(1)
+    model = MTCNN(keep_all=True, device="cpu")
+    out = []
+    for item in labelled:
+        boxes, probs = model.detect(item.image)
+        out.append([] if boxes is None else
+                   [(*(float(v) for v in b), float(p)) for b, p in zip(boxes, probs, strict=True)])
+    return out
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_max_pool_matches_torch_pooling() -> None:
+    for kernel in (2, 3):
+        for shape in [(22, 22), (23, 24), (46, 47), (11, 10), (5, 5), (4, 3)]:
+            x = torch.randn(3, 4, *shape)
+            expected = torch.nn.functional.max_pool2d(x, kernel, 2, ceil_mode=True)
+            assert torch.equal(_max_pool(x, kernel), expected), (kernel, shape)
+
+
+def test_min_nms_matches_facenet_numpy_nms() -> None:
+    from facenet_pytorch.models.utils.detect_face import batched_nms_numpy
+
+    generator = torch.Generator().manual_seed(3)
+    xy = torch.rand(60, 2, generator=generator) * 200
+    wh = torch.rand(60, 2, generator=generator) * 60 + 5
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    scores = torch.rand(60, generator=generator)
+    groups = torch.randint(0, 3, (60,), generator=generator)
+    expected = batched_nms_numpy(boxes, scores, groups, 0.7, "Min")
+    got = min_nms(boxes, scores, groups, 0.7)
+    assert sorted(got.tolist()) == sorted(expected.tolist())
+    assert 0 < len(got) < 60
+
+
+def test_agrees_with_stock_mtcnn(labelled: list[LabelledImage], fast: FastMtcnnDetector,
+                                 stock_boxes: list[list[tuple[float, ...]]]) -> None:
+    """IoU >= 0.9 for at least 99% of the boxes above the score threshold, both ways."""
+    matched = total = 0
+    for item, stock in zip(labelled, stock_boxes, strict=True):
+        mine = [(f.x1, f.y1, f.x2, f.y2, f.score) for f in fast.detect([item.image])[0]]
+        theirs = [b for b in stock if b[4] >= SCORE]
+        ours = [b for b in mine if b[4] >= SCORE]
+        for a, others in ((theirs, ours), (ours, theirs)):
+            for box in a:
+                total += 1
+                matched += max((_iou(box, o) for o in others), default=0.0) >= 0.9
+    assert total > 80
+    assert matched / total >= 0.99, f"{matched}/{total} boxes agree"
+
+
+def test_mixed_sizes_and_faceless_batch(labelled: list[LabelledImage], fast: FastMtcnnDetector) -> None:
+    with_face = next(item for item in labelled if item.boxes)
+    faceless = next(item for item in labelled if not item.boxes)
+    small = with_face.image.resize((400, 300))
+    tiny = Image.new("RGB", (9, 9), (90, 90, 90))
+    batch = [with_face.image, small, faceless.image, tiny]
+    together = fast.detect(batch)
+    alone = [fast.detect([image])[0] for image in batch]
+    assert len(together) == 4
+    assert together[2] == [] and together[3] == []
+    assert len(together[0]) >= 1 and len(together[1]) >= 1
+    for joint, single in zip(together, alone, strict=True):
+        assert len(joint) == len(single)
+        for a, b in zip(sorted(joint, key=lambda f: f.x1), sorted(single, key=lambda f: f.x1), strict=True):
+            assert np.allclose([a.x1, a.y1, a.x2, a.y2], [b.x1, b.y1, b.x2, b.y2], atol=0.5)
+    face = together[0][0]
+    assert isinstance(face, Face) and face.detector == FAST_MTCNN and len(face.landmarks) == 5
+    assert fast.detect([]) == [] and fast.detect([faceless.image]) == [[]]
+
+
+def test_recall_per_size_band(labelled: list[LabelledImage], fast: FastMtcnnDetector,
+                              stock_boxes: list[list[tuple[float, ...]]]) -> None:
+    """>= 0.99 for faces >= 40 px, >= 0.95 for 20-40 px; no more false positives than stock."""
+    counts = BandCounts.empty()
+    stock_fp = 0
+    for item, stock in zip(labelled, stock_boxes, strict=True):
+        boxes = [(f.x1, f.y1, f.x2, f.y2) for f in fast.detect([item.image])[0] if f.score >= SCORE]
+        score_image(counts, list(item.boxes), boxes, [grow(b, 1.2) for b in boxes])
+        if not item.boxes:
+            stock_fp += sum(1 for b in stock if b[4] >= SCORE)
+    assert counts.faces["20-40"] >= 15 and counts.faces["40-80"] >= 15 and counts.faces[">=80"] >= 10
+    assert counts.recall("40-80") >= 0.99 and counts.recall(">=80") >= 0.99, counts
+    assert counts.recall("20-40") >= 0.95, counts
+    assert counts.faceless_images == 12
+    assert counts.faceless_false_positives <= stock_fp
