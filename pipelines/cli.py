@@ -12,6 +12,7 @@ from expectations.report import ReportResult, build_report
 from expectations.suites import GateThresholds
 from pipelines.anonymize import detector_factory_for, plan_job, reference_run_config, run
 from pipelines.config import ConfigError, build_options, job_settings
+from pipelines.progress import ProgressBar
 from transforms.manifest import read_manifests
 from transforms.summary import summarise, write_summary
 
@@ -41,7 +42,9 @@ def cmd_run(conf: Sequence[str], overrides: Sequence[str], beam_argv: Sequence[s
         print(f"anonymize: config error: {error}", file=sys.stderr)
         return 2
     started = time.monotonic()
-    run(options=options, detector_factory=factory, plan=plan)
+    with ProgressBar(options.output, options.s3_endpoint, plan.run_id, len(plan.shards) + len(plan.skipped),
+                     len(plan.skipped)):
+        run(options=options, detector_factory=factory, plan=plan)
     elapsed = time.monotonic() - started
     manifest = read_manifests(options.output, options.s3_endpoint)
     summary = summarise(manifest, plan.shards + plan.skipped, reference)
