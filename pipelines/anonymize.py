@@ -19,7 +19,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 from expectations.gate import GxShardGate
 from expectations.suites import GateThresholds
 from pipelines.config import config_sha256
-from pipelines.options import AnonymizeOptions, parse_rgb, parse_thresholds
+from pipelines.options import AnonymizeOptions, parse_detector_extra, parse_rgb, parse_thresholds
 from transforms.accuracy import ReferenceClassifierHandler, ReferenceSampling, ReferenceSpec, sample_cutoff, sample_key
 from transforms.commit import CommitShard, ShardResult
 from transforms.decode import DecodeAndNormalise
@@ -31,6 +31,8 @@ from transforms.detection import (
     default_torch_threads,
     mtcnn_info,
 )
+from transforms.extra_detectors import HaarProfileFactory, HaarSettings, UnionFactory
+from transforms.fast_mtcnn import FastMtcnnFactory, FastMtcnnSettings
 from transforms.manifest import RunInfo, committed_shards
 from transforms.records import ShardSpec
 from transforms.replacement import ReplaceFaces, ReplacementPolicy
@@ -55,13 +57,22 @@ def detector_factory_for(options: AnonymizeOptions) -> DetectorFactory:
     """The detector factory the options ask for."""
     workers = options.view_as(DirectOptions).direct_num_workers or 1
     threads = options.torch_threads or default_torch_threads(workers)
-    settings = MtcnnSettings(
-        min_face_size=options.detector_min_face_size,
-        thresholds=parse_thresholds(options.detector_thresholds, "detector_thresholds"),
-        device=options.detector_device,
-        torch_threads=threads,
-    )
-    return MtcnnFactory(settings)
+    thresholds = parse_thresholds(options.detector_thresholds, "detector_thresholds")
+    main: DetectorFactory
+    if options.detector == "fast_mtcnn":
+        main = FastMtcnnFactory(FastMtcnnSettings(
+            min_face_size=options.detector_min_face_size, thresholds=thresholds,
+            scale_factor=options.detector_scale_factor, device=options.detector_device, torch_threads=threads))
+    else:
+        main = MtcnnFactory(MtcnnSettings(
+            min_face_size=options.detector_min_face_size, thresholds=thresholds,
+            device=options.detector_device, torch_threads=threads))
+    extra = parse_detector_extra(options.detector_extra, "detector_extra")
+    if not extra:
+        return main
+    extras = [HaarProfileFactory(HaarSettings(min_face_size=max(options.detector_min_face_size, 20)))
+              for name in extra if name == "haar_profile"]
+    return UnionFactory([main, *extras])
 
 
 def reference_spec_for(options: AnonymizeOptions) -> ReferenceSpec | None:

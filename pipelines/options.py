@@ -42,7 +42,12 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("max_image_pixels", int, 50_000_000, "Larger images are quarantined.", minimum=1),
     OptionSpec("min_image_side", int, 1, "Images with a smaller side are quarantined.", minimum=1),
     # Detection.
-    OptionSpec("detector", str, "mtcnn", "Face detector.", choices=("mtcnn",)),
+    OptionSpec("detector", str, "mtcnn", "Face detector (fast_mtcnn: the vectorized batched cascade).",
+               choices=("mtcnn", "fast_mtcnn")),
+    OptionSpec("detector_extra", str, "",
+               "Extra detectors whose faces are unioned with the main one's, comma-separated (haar_profile)."),
+    OptionSpec("detector_scale_factor", float, 0.709, "MTCNN pyramid step (closer to 1: denser, slower).",
+               minimum=0.5, maximum=0.95),
     OptionSpec("detector_device", str, "auto", "Torch device.", choices=("auto", "cpu", "cuda")),
     OptionSpec("detector_batch_size", int, 8, "Images per detector batch.", minimum=1),
     OptionSpec("detector_min_face_size", int, 20, "Smallest face searched for, px.", minimum=8),
@@ -151,6 +156,20 @@ def parse_thresholds(text: str, field: str) -> tuple[float, float, float]:
     return values[0], values[1], values[2]
 
 
+EXTRA_DETECTOR_NAMES = ("haar_profile",)
+
+
+def parse_detector_extra(text: str, field: str) -> tuple[str, ...]:
+    """Parse the comma-separated extra detector names (empty: none)."""
+    names = tuple(p.strip() for p in str(text).split(",") if p.strip())
+    for name in names:
+        if name not in EXTRA_DETECTOR_NAMES:
+            raise ValueError(f"{field}: unknown detector {name!r}; known: {', '.join(EXTRA_DETECTOR_NAMES)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{field}: a detector is named twice in {text!r}")
+    return names
+
+
 def validate(options: AnonymizeOptions) -> None:
     """Check every setting before any work starts.
 
@@ -169,6 +188,7 @@ def validate(options: AnonymizeOptions) -> None:
             raise ValueError(f"{spec.name}: must be <= {spec.maximum}, got {value!r}")
     parse_rgb(options.solid_color, "solid_color")
     parse_thresholds(options.detector_thresholds, "detector_thresholds")
+    parse_detector_extra(options.detector_extra, "detector_extra")
     if options.reference_model:
         from transforms.accuracy import ReferenceSpec
 

@@ -1,0 +1,91 @@
+"""The Haar profile detector, the union of detectors, and their wiring from the options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageOps
+from skimage import data
+
+from pipelines.anonymize import detector_factory_for
+from pipelines.config import build_options
+from tests.fakes import FixedBoxesFactory
+from transforms.extra_detectors import (
+    HAAR_PROFILE,
+    HaarProfileDetector,
+    HaarSettings,
+    UnionDetector,
+    UnionFactory,
+    merge_faces,
+)
+from transforms.fast_mtcnn import FastMtcnnDetector, FastMtcnnFactory, FastMtcnnSettings
+from transforms.records import Face
+
+BASE_CONF = str(Path(__file__).resolve().parents[1] / "conf" / "base.yaml")
+
+
+def _options(*settings: str) -> object:
+    options, _ = build_options([BASE_CONF], ["input=/tmp/in", "output=/tmp/out", *settings], [])
+    return options
+
+
+def test_haar_profile_boxes_mirror_with_the_image() -> None:
+    """The cameraman's turned face is found, and on the mirrored photo at the mirrored place."""
+    camera = Image.fromarray(data.camera()).convert("RGB")
+    detector = HaarProfileDetector(HaarSettings())
+    found, mirrored = detector.detect([camera, ImageOps.mirror(camera)])
+    assert len(found) == 1 and len(mirrored) == 1
+    face, other = found[0], mirrored[0]
+    assert face.detector == HAAR_PROFILE and face.score == 0.8
+    assert 150 < face.x1 < face.x2 < 300 and 80 < face.y1 < face.y2 < 220  # the face, not the tripod
+    assert (other.x1, other.x2) == (camera.width - face.x2, camera.width - face.x1)
+    assert detector.detect([Image.new("RGB", (10, 10))]) == [[]]
+
+
+def test_haar_settings_validate() -> None:
+    with pytest.raises(ValueError, match="min_neighbors"):
+        HaarSettings(min_neighbors=0)
+    with pytest.raises(ValueError, match="scale_factor"):
+        HaarSettings(scale_factor=1.0)
+
+
+def test_merge_keeps_best_box_and_names_every_finder() -> None:
+    faces = [Face(10, 10, 50, 50, 0.99, "fast_mtcnn"), Face(12, 8, 52, 50, 0.8, "haar_profile"),
+             Face(100, 100, 140, 140, 0.8, "haar_profile")]
+    merged = merge_faces(faces, 0.3)
+    assert len(merged) == 2
+    assert merged[0].detector == "fast_mtcnn+haar_profile" and merged[0].x1 == 10
+    assert merged[1].detector == "haar_profile"
+
+
+def test_union_adds_faces_the_main_detector_misses() -> None:
+    """A face only the second detector sees (a fake here) reaches the output, with its finder."""
+    astronaut = Image.fromarray(data.astronaut())
+    fast = FastMtcnnDetector(FastMtcnnSettings(device="cpu"))
+    missed = FixedBoxesFactory([(400, 400, 440, 440, 0.8)])()
+    union = UnionDetector([fast, missed])
+    faces = union.detect([astronaut])[0]
+    names = sorted(f.detector for f in faces)
+    assert names == ["fast_mtcnn", "fixed"]
+    assert union.name == "fast_mtcnn+fixed"
+    assert union.info()["name"] == "fast_mtcnn+fixed"
+
+
+def test_options_choose_the_detectors() -> None:
+    factory = detector_factory_for(_options("detector=fast_mtcnn"))  # type: ignore[arg-type]
+    assert isinstance(factory, FastMtcnnFactory) and factory.info()["name"] == "fast_mtcnn"
+    assert factory.settings.scale_factor == pytest.approx(0.709)
+    union = detector_factory_for(_options("detector=fast_mtcnn", "detector_extra=haar_profile",
+                                          "detector_scale_factor=0.8"))  # type: ignore[arg-type]
+    assert isinstance(union, UnionFactory)
+    assert union.info()["name"] == "fast_mtcnn+haar_profile"
+    assert union.factories[0].settings.scale_factor == pytest.approx(0.8)
+    assert union().name == "fast_mtcnn+haar_profile"
+
+
+def test_unknown_extra_detector_is_a_config_error() -> None:
+    from pipelines.options import validate
+
+    with pytest.raises(ValueError, match="detector_extra"):
+        validate(_options("detector_extra=haar_profile,retinaface"))  # type: ignore[arg-type]
