@@ -147,8 +147,9 @@ def test_replaced_faces_no_longer_match_their_originals(
             if face.short_side >= smallest:
                 assert distance > THRESHOLD, (method, name, face.short_side, distance)
                 checked += 1
-        if any(d <= THRESHOLD for d in out.identity_distances):
-            verified = out.replace(residual_faces=0, width=out.width or 1, height=out.height or 1)
+        if any(d <= THRESHOLD and f.short_side >= 20 for f, d in zip(faces, out.identity_distances, strict=True)):
+            size = Image.open(io.BytesIO(out.data)).size
+            verified = out.replace(residual_faces=0, width=size[0], height=size[1])
             (result,) = list(VerifyOutput(10**8).process(verified))
             assert result.reason == "verify:identity_match"
     assert checked >= (7 if method != "synthetic" else 5)
@@ -211,3 +212,44 @@ def test_identity_summary_per_method() -> None:
     assert summary["synthetic"]["min_distance"] == pytest.approx(0.7)
     assert summary["synthetic"]["redetected_share"] == pytest.approx(0.5)
     assert summary["gaussian"]["skipped"] == 1 and summary["gaussian"]["mean_distance"] is None
+
+
+def test_a_small_face_that_matches_is_measured_but_not_gated() -> None:
+    good = Image.new("RGB", (80, 90), (120, 110, 100))
+    buffer = io.BytesIO()
+    good.save(buffer, "PNG")
+    tiny = Face(10, 10, 28, 30, 0.95)
+    record = Record("s", 0, "r", "u", "r.jpg", "", buffer.getvalue(), width=80, height=90, faces=(tiny,),
+                    method="gaussian", identity_check=CHECKED, identity_distances=(0.5,), residual_faces=0)
+    (out,) = list(VerifyOutput(10**8).process(record))
+    assert not out.is_quarantined and out.identity_distances == (0.5,)
+
+
+@pytest.mark.slow
+def test_torchscript_generator_end_to_end(tmp_path: Path, demo_images: Path) -> None:
+    import shutil
+
+    from tests.fakes import FixedBoxesFactory
+    from tests.helpers import run_job
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(demo_images / "people" / "astronaut.jpg", folder / "astronaut.jpg")
+    model = tmp_path / "flat.pt"
+    model.write_bytes(_FlatModule.script())
+    # The fixed detector "finds" the face on the output too: a substitute, excused only with identity proof.
+    boxes = FixedBoxesFactory(boxes=[(164.0, 64.0, 262.0, 194.0, 0.99)])
+    rows = run_job(str(folder), str(tmp_path / "out"), boxes, method="synthetic",
+                   synthetic_generator=str(model), synthetic_generator_size=64).to_pylist()
+    (row,) = rows
+    assert row["status"] == "published", row["reason"]
+    assert row["generator"].startswith("torchscript:") and row["identity_check"] == "checked"
+    assert row["face_identity_distances"][0] > THRESHOLD and row["face_redetected_scores"] == [pytest.approx(0.99)]
+    out = np.asarray(Image.open(tmp_path / "out" / "data" / "astronaut.jpg").convert("RGB"), np.int16)
+    # The flat fill (0.5, 0.1, -0.1 in [-1, 1]) covers the face box's centre.
+    assert np.abs(out[120:140, 200:220].mean(axis=(0, 1)) - np.array([191, 140, 115])).max() < 12
+    # Without the identity check the same re-detected substitute cannot be proven new: quarantined.
+    rows = run_job(str(folder), str(tmp_path / "out2"), boxes, method="synthetic",
+                   synthetic_generator=str(model), synthetic_generator_size=64, identity_check=False).to_pylist()
+    assert rows[0]["status"] == "quarantined" and rows[0]["reason"] == "verify:residual_faces"
+    assert rows[0]["identity_check"] == "skipped"

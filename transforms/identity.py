@@ -22,6 +22,9 @@ import numpy as np
 from transforms.records import Face
 
 MATCH_THRESHOLD = 0.6
+# Faces whose box's shorter side is under this many px are measured but not gated: under ~20 px
+# a face is not identifiable (DESIGN.md), and the embedding of such a blob is not evidence.
+MIN_GATED_FACE = 20.0
 MODEL_NAME = "dlib_face_recognition_resnet_model_v1+shape_predictor_5_face_landmarks"
 CHECKED = "checked"
 SKIPPED = "skipped"

@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from transforms.identity import MIN_GATED_FACE
 from transforms.identity import MODEL_NAME as IDENTITY_MODEL
 from transforms.records import Record
 from transforms.storage import filesystem, join, write_atomic
@@ -114,7 +115,10 @@ def manifest_row(record: Record, output_uri: str | None, run: RunInfo,
         "identity_check": record.identity_check or None,
         "identity_model": IDENTITY_MODEL if record.identity_check == "checked" else None,
         "face_identity_distances": list(record.identity_distances) or None,
-        "min_identity_distance": min(record.identity_distances) if record.identity_distances else None,
+        # Over the gated faces (>= MIN_GATED_FACE px); every face's distance is in the list above.
+        "min_identity_distance": min(gated) if (gated := [
+            d for f, d in zip(record.faces, record.identity_distances, strict=False)
+            if f.short_side >= MIN_GATED_FACE]) else None,
         "face_redetected_scores": list(record.redetected_scores) or None,
         "generator": record.generator or None,
         **{name: _measured(getattr(record, name))

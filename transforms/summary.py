@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from transforms.accuracy import accuracy_impact
 from transforms.identity import MATCH_THRESHOLD as IDENTITY_MATCH_THRESHOLD
+from transforms.identity import MIN_GATED_FACE
 from transforms.identity import MODEL_NAME as IDENTITY_MODEL
 from transforms.records import ShardSpec
 from transforms.storage import filesystem, join, write_atomic
@@ -43,6 +44,12 @@ def image_quality_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return figures
 
 
+def _short_side(face: Mapping[str, Any]) -> float:
+    if not face or "x1" not in face:
+        return float("inf")
+    return float(min(face["x2"] - face["x1"], face["y2"] - face["y1"]))
+
+
 def identity_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Per method: faces replaced, identity distances to the originals (checked faces), how many
     still match (distance <= 0.6), faces skipped, and the share re-detected as a face."""
@@ -53,12 +60,15 @@ def identity_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if not method or not faces:
             continue
         entry = per.setdefault(method, {"faces": 0, "checked": 0, "skipped": 0, "distances": [],
-                                        "redetect_checked": 0, "redetected": 0})
+                                        "matching_gated": 0, "redetect_checked": 0, "redetected": 0})
         entry["faces"] += len(faces)
         distances = row.get("face_identity_distances") or []
         if row.get("identity_check") == "checked":
             entry["checked"] += len(distances)
             entry["distances"].extend(float(d) for d in distances)
+            entry["matching_gated"] += sum(
+                1 for f, d in zip(faces, distances, strict=False)
+                if float(d) <= IDENTITY_MATCH_THRESHOLD and _short_side(f) >= MIN_GATED_FACE)
         else:
             entry["skipped"] += len(faces)
         scores = row.get("face_redetected_scores") or []
@@ -116,7 +126,8 @@ def summarise(manifest: pa.Table, planned: Sequence[ShardSpec],
             not row["metadata_remaining"] for row in rows if row["status"] == "published"),
     }
     checks["no_published_identity_match"] = all(
-        all(float(d) > IDENTITY_MATCH_THRESHOLD for d in row.get("face_identity_distances") or [])
+        all(float(d) > IDENTITY_MATCH_THRESHOLD or _short_side(f) < MIN_GATED_FACE
+            for f, d in zip(row["faces"] or [], row.get("face_identity_distances") or [], strict=False))
         for row in rows if row["status"] == "published")
     accuracy = None
     if reference is not None:
@@ -237,7 +248,8 @@ def _quality_html(quality: Mapping[str, Mapping[str, Any]] | None) -> str:
 def _identity_html(identity: Mapping[str, Mapping[str, Any]] | None) -> str:
     if not identity:
         return ""
-    keys = ("faces", "checked", "skipped", "mean_distance", "min_distance", "matching", "redetected_share")
+    keys = ("faces", "checked", "skipped", "mean_distance", "min_distance", "matching", "matching_gated",
+            "redetected_share")
     head = "<tr><th>method</th>" + "".join(f"<th>{k.replace('_', ' ')}</th>" for k in keys) + "</tr>"
     def num(value: Any) -> str:
         return f"{value:.3f}" if isinstance(value, float) else ("-" if value is None else str(value))
@@ -246,7 +258,8 @@ def _identity_html(identity: Mapping[str, Mapping[str, Any]] | None) -> str:
                     + "</tr>" for method, fig in identity.items())
     return (f"<h2>Identity evidence</h2><p>Distance between each replaced face and its original in "
             f"{html.escape(IDENTITY_MODEL)} embedding space; at or under {IDENTITY_MATCH_THRESHOLD} the model "
-            "says same person (such records are quarantined as verify:identity_match). Re-detected share: "
+            f"says same person; such faces of {MIN_GATED_FACE:g} px or more (matching gated) are quarantined as "
+            "verify:identity_match, smaller ones are measured only. Re-detected share: "
             "replaced faces the verification detector still finds as a face (a useful synthetic substitute keeps "
             f"it high).</p><table>{head}{cells}</table>")
 
