@@ -108,7 +108,8 @@ def test_generator_with_the_wrong_shape_fails_before_any_image(tmp_path: Path) -
     conf = str(Path(__file__).resolve().parents[1] / "conf" / "base.yaml")
     with pytest.raises(ValueError, match="synthetic_generator"):
         build_options([conf], [f"input={tmp_path}", f"output={tmp_path / 'out'}", "method=synthetic",
-                               f"synthetic_generator={path}"], ["--runner=DirectRunner"])
+                               f"synthetic_generator={path}", "purpose=test", "legal_basis=legitimate_interests"],
+                              ["--runner=DirectRunner"])
     (tmp_path / "junk.pt").write_bytes(b"not a model")
     with pytest.raises(GeneratorError, match="not a TorchScript file"):
         load_generator(str(tmp_path / "junk.pt"), 64)
@@ -253,3 +254,23 @@ def test_torchscript_generator_end_to_end(tmp_path: Path, demo_images: Path) -> 
                    synthetic_generator=str(model), synthetic_generator_size=64, identity_check=False).to_pylist()
     assert rows[0]["status"] == "quarantined" and rows[0]["reason"] == "verify:residual_faces"
     assert rows[0]["identity_check"] == "skipped"
+
+
+def test_onnx_generator_loads_and_paints_the_mask(tmp_path: Path) -> None:
+    import torch
+
+    class Flat(torch.nn.Module):
+        def forward(self, image: torch.Tensor, mask: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+            return image * (1 - mask) + torch.tensor([0.5, 0.1, -0.1]).view(1, 3, 1, 1) * mask
+
+    path = tmp_path / "flat.onnx"
+    example = (torch.zeros(1, 3, 64, 64), torch.ones(1, 1, 64, 64), torch.zeros(1, 5, 2))
+    torch.onnx.export(Flat(), example, str(path), input_names=["image", "mask", "landmarks"], dynamo=False)
+    generator = load_generator(str(path), 64)
+    crop = np.full((80, 70, 3), 100, np.uint8)
+    mask = np.zeros((80, 70), bool)
+    mask[20:60, 15:55] = True
+    marks = np.array([[30, 35], [45, 35], [38, 45], [32, 52], [44, 52]], float)
+    out = generator.generate(np.where(mask[..., None], 0, crop).astype(np.uint8), mask, marks, 0)
+    assert generator.name.startswith("onnx:")
+    assert np.abs(out[40, 35].astype(int) - [191, 140, 114]).max() <= 3 and out[5, 5].tolist() == [100, 100, 100]

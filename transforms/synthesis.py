@@ -408,11 +408,15 @@ def _onnx_runner(data: bytes, uri: str) -> Callable[[np.ndarray, np.ndarray, np.
     except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types for a bad file
         raise GeneratorError(f"synthetic_generator: {uri!r} is not a loadable ONNX model: {error}") from None
     names = [i.name for i in session.get_inputs()]
-    if len(names) != 3:
+    # Inputs by name (exporters drop unused ones, e.g. landmarks), or three inputs by position.
+    by_name = set(names) <= {"image", "mask", "landmarks"} and {"image", "mask"} <= set(names)
+    if not by_name and len(names) != 3:
         raise GeneratorError(f"synthetic_generator: {uri!r} has inputs {names}, expected image, mask, landmarks")
 
     def run(image: np.ndarray, mask: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        return np.asarray(session.run(None, dict(zip(names, (image, mask, landmarks), strict=True)))[0])
+        values = {"image": image, "mask": mask, "landmarks": landmarks}
+        feed = {n: values[n] for n in names} if by_name else dict(zip(names, (image, mask, landmarks), strict=True))
+        return np.asarray(session.run(None, feed)[0])
 
     return run
 
