@@ -98,8 +98,9 @@ def test_mixed_sizes_and_faceless_batch(labelled: list[LabelledImage], fast: Fas
     small = with_face.image.resize((400, 300))
     tiny = Image.new("RGB", (9, 9), (90, 90, 90))
     batch = [with_face.image, small, faceless.image, tiny]
-    together = fast.detect(batch)
+    together = fast._detect_batch(batch)  # the whole-batch path CUDA takes, here on CPU
     alone = [fast.detect([image])[0] for image in batch]
+    assert fast.detect(batch) == alone
     assert len(together) == 4
     assert together[2] == [] and together[3] == []
     assert len(together[0]) >= 1 and len(together[1]) >= 1
