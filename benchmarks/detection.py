@@ -67,7 +67,9 @@ def configurations(threads: int, with_haar: bool) -> dict[str, tuple[Detect, int
     from transforms.fast_mtcnn import FastMtcnnDetector, FastMtcnnSettings
 
     torch.set_num_threads(threads)
-    ours = (lambda b: _grow_margin(b, 0.2))
+    def ours(box: Box) -> Box:
+        return _grow_margin(box, 0.2)
+
     stock = MTCNN(keep_all=True, device="cpu")
 
     def stock_detect(images: list[Image.Image]) -> list[list[tuple[float, float, float, float, float]]]:
