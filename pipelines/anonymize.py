@@ -14,12 +14,13 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from expectations.gate import GxShardGate
 from expectations.suites import GateThresholds
 from pipelines.config import config_sha256
 from pipelines.options import AnonymizeOptions, parse_detector_extra, parse_rgb, parse_thresholds
+from pipelines.runners import torch_threads_for
 from transforms.accuracy import ReferenceClassifierHandler, ReferenceSampling, ReferenceSpec, sample_cutoff, sample_key
 from transforms.commit import CommitShard, ShardResult
 from transforms.decode import DecodeAndNormalise
@@ -28,12 +29,12 @@ from transforms.detection import (
     FaceDetectionHandler,
     MtcnnFactory,
     MtcnnSettings,
-    default_torch_threads,
     mtcnn_info,
 )
 from transforms.extra_detectors import HaarProfileFactory, HaarSettings, UnionFactory
 from transforms.fast_mtcnn import FastMtcnnFactory, FastMtcnnSettings
 from transforms.manifest import RunInfo, committed_shards
+from transforms.observability import MeterDetections, MeterRead, MeterVerified
 from transforms.records import ShardSpec
 from transforms.replacement import ReplaceFaces, ReplacementPolicy
 from transforms.shards import plan_shards, read_shard
@@ -55,8 +56,7 @@ class JobPlan:
 
 def detector_factory_for(options: AnonymizeOptions) -> DetectorFactory:
     """The detector factory the options ask for."""
-    workers = options.view_as(DirectOptions).direct_num_workers or 1
-    threads = options.torch_threads or default_torch_threads(workers)
+    threads = torch_threads_for(options, options.torch_threads)
     thresholds = parse_thresholds(options.detector_thresholds, "detector_thresholds")
     main: DetectorFactory
     if options.detector == "fast_mtcnn":
@@ -79,9 +79,8 @@ def reference_spec_for(options: AnonymizeOptions) -> ReferenceSpec | None:
     """The reference classifier the options ask for, or None when ``reference_model`` is empty."""
     if not options.reference_model:
         return None
-    workers = options.view_as(DirectOptions).direct_num_workers or 1
     return ReferenceSpec(options.reference_model, options.reference_weights, options.reference_device,
-                         options.torch_threads or default_torch_threads(workers))
+                         torch_threads_for(options, options.torch_threads))
 
 
 def reference_run_config(options: AnonymizeOptions) -> dict[str, Any] | None:
@@ -137,16 +136,20 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
     """
     endpoint = options.s3_endpoint
     max_pixels = options.max_image_pixels
-    detect = FaceDetectionHandler(detector_factory, options.detector_batch_size, max_pixels)
+    share = options.detector_share_across_processes
+    detect = FaceDetectionHandler(detector_factory, options.detector_batch_size, max_pixels,
+                                  share_across_processes=share)
     verify = FaceDetectionHandler(verify_factory or detector_factory, options.detector_batch_size,
                                   max_pixels,
                                   mode="verify",
-                                  verify_threshold=options.verify_score_threshold)
+                                  verify_threshold=options.verify_score_threshold,
+                                  share_across_processes=share)
     records = (
         pipeline
         | "ListShards" >> beam.Create(list(plan.shards))
         | "SpreadShards" >> beam.Reshuffle()
         | "ReadShards" >> beam.FlatMap(read_shard, endpoint)
+        | "MeterRead" >> beam.ParDo(MeterRead())
     )
     read_counts = (
         records
@@ -173,6 +176,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
         records
         | "Decode" >> beam.ParDo(DecodeAndNormalise(max_pixels, options.min_image_side))
         | "Detect" >> RunInference(detect)
+        | "MeterDetections" >> beam.ParDo(MeterDetections())
         | "Replace" >> replace_step
         | "Redetect" >> RunInference(verify)
         | "Verify" >> beam.ParDo(VerifyOutput(max_pixels, options.verify_score_threshold,
@@ -183,6 +187,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
             ReferenceClassifierHandler(reference, options.reference_batch_size, options.label_field))
     processed = (
         verified
+        | "MeterVerified" >> beam.ParDo(MeterVerified())
         | "Stage" >> beam.ParDo(StageOutput(options.output, plan.run_id, endpoint))
         | "KeyByShard" >> beam.Map(lambda r: (r.shard_id, r))
     )

@@ -14,6 +14,7 @@ from pipelines.anonymize import detector_factory_for, plan_job, reference_run_co
 from pipelines.config import ConfigError, build_options, job_settings
 from pipelines.progress import ProgressBar
 from transforms.manifest import read_manifests
+from transforms.observability import format_metrics, metrics_summary
 from transforms.summary import summarise, write_summary
 
 
@@ -44,7 +45,7 @@ def cmd_run(conf: Sequence[str], overrides: Sequence[str], beam_argv: Sequence[s
     started = time.monotonic()
     with ProgressBar(options.output, options.s3_endpoint, plan.run_id, len(plan.shards) + len(plan.skipped),
                      len(plan.skipped)):
-        run(options=options, detector_factory=factory, plan=plan)
+        result, _ = run(options=options, detector_factory=factory, plan=plan)
     elapsed = time.monotonic() - started
     manifest = read_manifests(options.output, options.s3_endpoint)
     summary = summarise(manifest, plan.shards + plan.skipped, reference)
@@ -52,9 +53,12 @@ def cmd_run(conf: Sequence[str], overrides: Sequence[str], beam_argv: Sequence[s
     summary["detector"] = dict(plan.run_info.detector)
     summary["wall_seconds"] = round(elapsed, 2)
     summary["shards_skipped_as_committed"] = len(plan.skipped)
+    summary["metrics"] = metrics_summary(result) if result is not None else {}
     folder = write_summary(summary, options.output, options.s3_endpoint)
     print(f"run {plan.run_id}: {summary['inputs']} records, {summary['published']} published, "
           f"{summary['quarantined']} quarantined in {elapsed:.1f} s")
+    for line in format_metrics(summary["metrics"]) if result is not None else []:
+        print(line)
     report = build_report(options.output, options.s3_endpoint, plan.shards + plan.skipped, summary,
                           GateThresholds.from_options(options))
     print(f"outputs: {options.output}/data  manifest: {options.output}/manifest  "

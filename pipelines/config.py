@@ -17,6 +17,7 @@ import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.options import SPECS_BY_NAME, AnonymizeOptions, validate
+from pipelines.runners import check_runner_storage
 
 
 class ConfigError(ValueError):
@@ -136,6 +137,7 @@ def build_options(conf_uris: Iterable[str], overrides: Iterable[str] = (),
     options = AnonymizeOptions(argv)
     try:
         validate(options)
+        check_runner_storage(options, {"input": options.input, "output": options.output})
     except ValueError as error:
         raise ConfigError(str(error)) from None
     return options, merged
@@ -149,6 +151,7 @@ def job_settings(options: AnonymizeOptions) -> dict[str, Any]:
 def config_sha256(options: AnonymizeOptions) -> str:
     """A hash of the settings that decide the output, recorded with every manifest row."""
     settings = job_settings(options)
-    settings.pop("s3_endpoint", None)
+    for runtime_only in ("s3_endpoint", "torch_threads", "detector_share_across_processes"):
+        settings.pop(runtime_only, None)  # where and how fast, not what: same hash on every runner
     encoded = json.dumps(settings, sort_keys=True, default=str).encode()
     return hashlib.sha256(encoded).hexdigest()

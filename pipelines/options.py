@@ -53,7 +53,11 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("detector_min_face_size", int, 20, "Smallest face searched for, px.", minimum=8),
     OptionSpec("detector_thresholds", str, "0.6,0.7,0.7", "MTCNN P/R/O-Net thresholds."),
     OptionSpec("detector_score_threshold", float, 0.7, "Faces under it are not replaced.", minimum=0.0, maximum=1.0),
-    OptionSpec("torch_threads", int, 0, "Torch threads per worker (0: cores / workers).", minimum=0),
+    OptionSpec("torch_threads", int, 0,
+               "Torch threads per worker process (0: 1; parallelism comes from worker processes).",
+               minimum=0),
+    OptionSpec("detector_share_across_processes", bool, False,
+               "Load each detector once per worker machine, shared by its SDK processes (one copy in GPU memory)."),
     # Replacement.
     OptionSpec("method", str, "gaussian", "Face replacement method.", choices=REPLACEMENT_METHODS),
     OptionSpec("allow_low_security", bool, False, "Allow reversible methods such as pixelate."),

@@ -36,7 +36,8 @@ def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
     tar.addfile(info, io.BytesIO(payload))
 
 
-def write_tar_shards(folder: Path, shards: int, per_shard: int, seed: int = 0) -> list[Path]:
+def write_tar_shards(folder: Path, shards: int, per_shard: int, seed: int = 0,
+                     size: tuple[int, int] = (320, 240)) -> list[Path]:
     """``shard-000000.tar``...: each sample a .jpg plus .cls and .json sidecars."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -46,7 +47,7 @@ def write_tar_shards(folder: Path, shards: int, per_shard: int, seed: int = 0) -
             for i in range(per_shard):
                 key = f"sample{s:03d}{i:03d}"
                 n = seed + s * per_shard + i
-                _add(tar, f"{key}.jpg", jpeg(face_photo(n)))
+                _add(tar, f"{key}.jpg", jpeg(face_photo(n, size)))
                 _add(tar, f"{key}.cls", str(n % 10).encode())
                 _add(tar, f"{key}.json", json.dumps({"label": n % 10, "caption": f"photo {n}"}).encode())
         paths.append(path)

@@ -20,6 +20,7 @@ from transforms.io_images import write_image_shard
 from transforms.io_parquet import write_parquet_shard
 from transforms.io_webdataset import write_tar_shard
 from transforms.manifest import RunInfo, manifest_row, write_manifest
+from transforms.observability import meter_commit
 from transforms.records import Record, ShardSpec
 from transforms.staging import read_staged, remove_staging
 
@@ -112,6 +113,7 @@ class CommitShard(beam.DoFn):
         rows = [manifest_row(r, written.get(r.record_id), self._run, now) for r in records]
         failpoint("before_manifest")
         write_manifest(rows, self._output, shard_id, self._endpoint)
+        meter_commit(rows)
         failpoint("after_commit")
         remove_staging(self._output, self._endpoint, self._run.run_id, shard_id)
         published = sum(1 for row in rows if row["status"] == "published")

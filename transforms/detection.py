@@ -175,10 +175,13 @@ class FaceDetectionHandler(ModelHandler[Record, Record, Detector]):
     anonymized outputs and ``residual_faces`` counts faces at or above ``verify_threshold``.
     A record that cannot be decoded or detected is quarantined with the reason; a batch that
     fails is retried image by image so one bad image never takes its neighbours with it.
+    The model loads once per worker process (RunInference's ``shared.Shared`` handle), shared by
+    its threads; with ``share_across_processes`` once per machine (Beam's ``MultiProcessShared``).
     """
 
     def __init__(self, factory: DetectorFactory, batch_size: int, max_pixels: int,
-                 mode: str = "detect", verify_threshold: float = 0.9) -> None:
+                 mode: str = "detect", verify_threshold: float = 0.9,
+                 share_across_processes: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if mode not in ("detect", "verify"):
@@ -189,9 +192,14 @@ class FaceDetectionHandler(ModelHandler[Record, Record, Detector]):
         self._max_pixels = max_pixels
         self._mode = mode
         self._verify_threshold = verify_threshold
+        self._share_across_processes = share_across_processes
 
     def load_model(self) -> Detector:
         return self._factory()
+
+    def share_model_across_processes(self) -> bool:
+        """One model per worker machine, served to its SDK processes (GPU memory), when asked for."""
+        return self._share_across_processes
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         return {"min_batch_size": 1, "max_batch_size": self._batch_size}

@@ -1,0 +1,76 @@
+"""Config mistakes fail before any work, with a message naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.cli import main
+from pipelines.config import ConfigError, build_options, load_yaml
+
+BASE = str(Path(__file__).resolve().parents[1] / "conf" / "base.yaml")
+
+
+def _conf(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+ACCOUNTABILITY = ["purpose=testing the anonymizer", "legal_basis=legitimate_interests"]
+
+
+def _required(tmp_path: Path) -> list[str]:
+    return [f"input={tmp_path}", f"output={tmp_path}/out", *ACCOUNTABILITY]
+
+
+def test_files_merge_left_to_right_and_set_wins(tmp_path: Path) -> None:
+    conf = _conf(tmp_path, "method: solid\njpeg_quality: 80\ndetector:\n  batch_size: 4\n")
+    options, merged = build_options([BASE, conf], [*_required(tmp_path), "jpeg_quality=90"],
+                                    ["--direct_num_workers=2"])
+    assert options.method == "solid" and options.jpeg_quality == 90
+    assert options.detector_batch_size == 4  # nested YAML sections flatten to section_key
+    assert options.get_all_options()["direct_num_workers"] == 2  # Beam flags pass through
+    assert merged["method"] == "solid"
+
+
+@pytest.mark.parametrize(("text", "field"), [
+    ("no_such_setting: 1\n", "no_such_setting"),
+    ("jpeg_quality: high\n", "jpeg_quality"),
+    ("jpeg_quality: 12.5\n", "jpeg_quality"),
+    ("allow_low_security: maybe\n", "allow_low_security"),
+    ("method: smudge\n", "method"),
+    ("jpeg_quality: 20\n", "jpeg_quality"),
+    ("box_margin: 0.05\n", "box_margin"),
+    ("solid_color: '1,2'\n", "solid_color"),
+    ("detector_thresholds: '0.6,0.7'\n", "detector_thresholds"),
+    ("method: pixelate\n", "method"),
+])
+def test_bad_settings_name_the_field(tmp_path: Path, text: str, field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        build_options([BASE, _conf(tmp_path, text)], _required(tmp_path))
+
+
+def test_missing_input_names_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="input"):
+        build_options([BASE], [f"output={tmp_path}/out", *ACCOUNTABILITY])
+
+
+def test_unreadable_yaml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_yaml(_conf(tmp_path, "a: [1, 2\n"))
+    with pytest.raises(ConfigError, match="file not found"):
+        load_yaml(str(tmp_path / "absent.yaml"))
+
+
+def test_cli_config_errors_exit_2_before_any_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    extra = [arg for pair in ACCOUNTABILITY for arg in ("--set", pair)]
+    assert main(["run", "--conf", BASE, "--set", f"input={tmp_path}/nothing-here",
+                 "--set", f"output={out}", *extra]) == 2
+    assert "input" in capsys.readouterr().err
+    assert main(["run", "--conf", BASE, "--set", f"input={tmp_path}", "--set", f"output={out}",
+                 "--set", "bogus=1", *extra]) == 2
+    assert "bogus" in capsys.readouterr().err
+    assert not out.exists()

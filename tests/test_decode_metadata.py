@@ -1,0 +1,135 @@
+"""Decode + normalise, and metadata stripping checked at the container level and by exiftool."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageCms
+
+from tests.helpers import exiftool_tags, jpeg_bytes, linear_rgb_icc_profile
+from transforms.decode import ImageRejected, load_normalized
+from transforms.metadata import encode_clean, metadata_fields, remaining_metadata
+
+
+def _png(image: Image.Image, **kwargs: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", **kwargs)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("orientation", "expected_size"), [(1, (60, 40)), (6, (40, 60)), (3, (60, 40))])
+def test_exif_orientation_is_baked_into_pixels(orientation: int, expected_size: tuple[int, int]) -> None:
+    array = np.zeros((40, 60, 3), np.uint8)
+    array[:10, :10] = 255  # a white corner at top-left as stored
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    image, fmt = load_normalized(jpeg_bytes(Image.fromarray(array), exif=exif.tobytes()), 10**6)
+    assert fmt == "JPEG" and image.size == expected_size
+    pixels = np.asarray(image)
+    corner = {1: pixels[:8, :8], 6: pixels[:8, -8:], 3: pixels[-8:, -8:]}[orientation]
+    assert corner.mean() > 200
+
+
+@pytest.mark.parametrize("mode", ["P", "L", "LA", "RGBA", "I;16", "1", "CMYK"])
+def test_odd_modes_become_rgb_or_rgba(mode: str) -> None:
+    base = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), np.uint8))
+    if mode == "I;16":
+        image = Image.fromarray((np.arange(600, dtype=np.uint16).reshape(20, 30) * 100))
+        data = _png(image)
+    elif mode == "CMYK":
+        data = jpeg_bytes(base.convert("CMYK"))
+    else:
+        data = _png(base.convert(mode))
+    image, _ = load_normalized(data, 10**6)
+    assert image.mode in ("RGB", "RGBA")
+    assert image.mode == "RGBA" if mode in ("LA", "RGBA") else image.mode == "RGB"
+    if mode == "I;16":  # the 16-bit range is scaled, not clipped to white
+        values = np.asarray(image)[..., 0]
+        assert values.min() == 0 and values.max() == 255
+
+
+def test_icc_profile_is_converted_to_srgb_and_dropped() -> None:
+    grey = Image.new("RGB", (8, 8), (128, 128, 128))
+    data = _png(grey, icc_profile=linear_rgb_icc_profile())
+    image, _ = load_normalized(data, 10**6)
+    value = np.asarray(image)[0, 0, 0]
+    assert 180 <= value <= 195  # linear 0.5 is sRGB ~188: the profile was applied, not ignored
+    clean, removed = encode_clean(image, data, "PNG", 95)
+    assert "ICC_Profile" in removed or "PNG:iCCP" in removed
+    assert remaining_metadata(clean) == []
+    untagged, _ = load_normalized(_png(grey), 10**6)
+    assert np.asarray(untagged)[0, 0, 0] == 128  # untagged pixels are read as sRGB, unchanged
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (b"", "empty_file"),
+    (b"GIF89a" + b"\x00" * 20, "undecodable"),
+])
+def test_rejections_have_reasons(data: bytes, reason: str) -> None:
+    with pytest.raises(ImageRejected) as caught:
+        load_normalized(data, 10**6)
+    assert caught.value.reason == reason
+
+
+def test_decompression_bomb_and_unsupported_format() -> None:
+    with pytest.raises(ImageRejected, match="too_many_pixels"):
+        load_normalized(_png(Image.new("L", (2000, 2000))), 1_000_000)
+    buffer = io.BytesIO()
+    Image.new("RGB", (10, 10)).save(buffer, "TIFF")
+    with pytest.raises(ImageRejected, match="unsupported_format"):
+        load_normalized(buffer.getvalue(), 10**6)
+
+
+def _rich_jpeg() -> bytes:
+    exif = Image.Exif()
+    exif[0x010F] = "DemoCam"  # Make
+    exif[0x013B] = "Jane Example"  # Artist
+    return jpeg_bytes(Image.new("RGB", (32, 32), (10, 200, 10)), exif=exif.tobytes(),
+                      comment=b"secret comment", icc_profile=ImageCms.ImageCmsProfile(
+                          ImageCms.createProfile("sRGB")).tobytes(),
+                      xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://ns.adobe.com/xap/1.0/">'
+                          b"</rdf:RDF></x:xmpmeta>")
+
+
+def test_container_reader_finds_every_segment_and_clean_encoding_has_none() -> None:
+    data = _rich_jpeg()
+    found = remaining_metadata(data)
+    assert {"EXIF", "Comment", "ICC_Profile"} <= set(found)
+    names = metadata_fields(data)
+    assert "EXIF:Artist" in names and "EXIF:Make" in names
+    assert not any("Jane" in name for name in names)
+    image, fmt = load_normalized(data, 10**6)
+    for target in ("JPEG", "PNG", "WEBP"):
+        clean, removed = encode_clean(image, data, target, 95)
+        assert remaining_metadata(clean) == [], target
+        assert "EXIF:Artist" in removed
+
+
+def test_png_text_chunks_are_found_and_removed(tmp_path: Path) -> None:
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Author", "Jane Example")
+    info.add_itxt("Location", "Paris")
+    data = _png(Image.new("RGB", (16, 16)), pnginfo=info)
+    assert {"PNG:tEXt", "PNG:iTXt"} <= set(remaining_metadata(data))
+    image, _ = load_normalized(data, 10**6)
+    clean, removed = encode_clean(image, data, "PNG", 95)
+    assert "PNG:text:Author" in removed
+    path = tmp_path / "clean.png"
+    path.write_bytes(clean)
+    tags = exiftool_tags(path)
+    assert not [k for k in tags if k.startswith("PNG:") and k not in (
+        "PNG:ImageWidth", "PNG:ImageHeight", "PNG:BitDepth", "PNG:ColorType", "PNG:Compression",
+        "PNG:Filter", "PNG:Interlace")]
+
+
+def test_webp_metadata_chunks_are_reported() -> None:
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x013B] = "Jane Example"
+    Image.new("RGB", (16, 16)).save(buffer, "WEBP", exif=exif.tobytes())
+    assert "WebP:EXIF" in remaining_metadata(buffer.getvalue())
