@@ -37,7 +37,7 @@ def test_exif_orientation_is_baked_into_pixels(orientation: int, expected_size: 
 def test_odd_modes_become_rgb_or_rgba(mode: str) -> None:
     base = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), np.uint8))
     if mode == "I;16":
-        image = Image.fromarray((np.arange(600, dtype=np.uint16).reshape(20, 30) * 100))
+        image = Image.fromarray(np.arange(600, dtype=np.uint16).reshape(20, 30) * 100)
         data = _png(image)
     elif mode == "CMYK":
         data = jpeg_bytes(base.convert("CMYK"))
