@@ -26,7 +26,8 @@ BASE_CONF = str(Path(__file__).resolve().parents[1] / "conf" / "base.yaml")
 
 
 def _options(*settings: str) -> object:
-    options, _ = build_options([BASE_CONF], ["input=/tmp/in", "output=/tmp/out", *settings], [])
+    options, _ = build_options([BASE_CONF], ["input=/tmp/in", "output=/tmp/out", "purpose=test",
+                                              "legal_basis=legitimate_interests", *settings], [])
     return options
 
 
@@ -89,3 +90,18 @@ def test_unknown_extra_detector_is_a_config_error() -> None:
 
     with pytest.raises(ValueError, match="detector_extra"):
         validate(_options("detector_extra=haar_profile,retinaface"))  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_job_with_fast_mtcnn_publishes_and_records_finders(demo_images: Path, tmp_path: Path) -> None:
+    """The whole job (detect + verify) with fast_mtcnn: every record published, faces found,
+    each face names its detector, the manifest names it."""
+    from tests.helpers import run_job
+
+    table = run_job(str(demo_images), str(tmp_path / "out"), shard_size=4, detector="fast_mtcnn")
+    rows = table.to_pylist()
+    assert rows and all(row["status"] == "published" for row in rows), [r["reason"] for r in rows]
+    faces = [face for row in rows for face in row["faces"]]
+    assert len(faces) >= 9
+    assert all(face["detector"] == "fast_mtcnn" for face in faces)
+    assert rows[0]["detector"]["name"] == "fast_mtcnn"
