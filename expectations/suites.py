@@ -95,7 +95,7 @@ def shard_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         "metadata_remaining_count": [len(row.get("metadata_remaining") or ()) for row in rows],
         "output_decodes": [bool(row.get("output_decodes", False)) for row in rows],
         "dimensions_match": [dims_match(row) for row in rows],
-        "is_quarantined": [1.0 if row.get("status") != "published" else 0.0 for row in rows],
+        "is_quarantined": [1.0 if row.get("status") == "quarantined" else 0.0 for row in rows],
     }
     for name in identity_columns(rows):
         data[name] = [float(row[name]) if isinstance(row.get(name), int | float) else math.nan for row in rows]
@@ -120,11 +120,12 @@ def shard_expectations(thresholds: GateThresholds, expected: int,
     """The per-shard suite: what must hold before a shard may be published."""
     items: list[Expectation] = [
         _named(gxe.ExpectTableRowCountToEqual(
-            value=expected, description="Every record of the shard is accounted for (published + quarantined)."),
+            value=expected,
+            description="Every record of the shard is accounted for (published + quarantined + excluded)."),
             "records_accounted_for"),
         _named(gxe.ExpectColumnValuesToBeInSet(
-            column="status", value_set=["published", "quarantined"],
-            description="Every record is either published or quarantined."), "records_accounted_for"),
+            column="status", value_set=["published", "quarantined", "excluded"],
+            description="Every record is published, quarantined, or excluded (objection)."), "records_accounted_for"),
         _named(gxe.ExpectColumnValuesToBeUnique(
             column="record_id", description="No record appears twice."), "records_accounted_for"),
         _named(gxe.ExpectColumnValuesToBeBetween(
@@ -212,7 +213,10 @@ def run_figures(rows: Sequence[Mapping[str, Any]], planned: Sequence[str],
         "inputs": int(summary["inputs"]),
         "published": int(summary["published"]),
         "quarantined": int(summary["quarantined"]),
-        "unaccounted_records": int(summary["inputs"]) - int(summary["published"]) - int(summary["quarantined"]),
+        "excluded": int(summary.get("excluded", 0)),
+        "erased": int(summary.get("erased", 0)),
+        "unaccounted_records": int(summary["inputs"]) - int(summary["published"]) - int(summary["quarantined"])
+        - int(summary.get("excluded", 0)) - int(summary.get("erased", 0)),
         "duplicate_records": int(summary["duplicate_records"]),
     }
     for band, count in (summary.get("faces_per_size_band") or {}).items():
@@ -241,9 +245,10 @@ def _none_failed(figures: RunFigures, _: GateThresholds) -> Expectation:
     return _exact("shards_failed_gate", 0, "No shard failed its gate.")
 
 
-@run_expectation("totals_consistent", "inputs = published + quarantined.")
+@run_expectation("totals_consistent", "inputs = published + quarantined + excluded + erased.")
 def _totals(figures: RunFigures, _: GateThresholds) -> Expectation:
-    return _exact("unaccounted_records", 0, "inputs = published + quarantined: no record unaccounted for.")
+    return _exact("unaccounted_records", 0,
+                  "inputs = published + quarantined + excluded + erased: no record unaccounted for.")
 
 
 @run_expectation("no_duplicate_records", "Each record appears once in the run's manifest.")

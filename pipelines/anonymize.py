@@ -31,6 +31,7 @@ from transforms.detection import (
     MtcnnSettings,
     mtcnn_info,
 )
+from transforms.exclusions import Exclusions
 from transforms.extra_detectors import HaarProfileFactory, HaarSettings, UnionFactory
 from transforms.fast_mtcnn import FastMtcnnFactory, FastMtcnnSettings
 from transforms.manifest import RunInfo, committed_shards
@@ -52,6 +53,7 @@ class JobPlan:
     shards: tuple[ShardSpec, ...]
     skipped: tuple[ShardSpec, ...]
     run_info: RunInfo
+    exclusions: Exclusions = Exclusions()
 
 
 def detector_factory_for(options: AnonymizeOptions) -> DetectorFactory:
@@ -124,7 +126,7 @@ def plan_job(options: AnonymizeOptions, detector_info: dict[str, str] | None = N
         config_sha256=config_sha256(options),
         detector=detector_info if detector_info is not None else mtcnn_info(),
     )
-    return JobPlan(run_info.run_id, todo, skipped, run_info)
+    return JobPlan(run_info.run_id, todo, skipped, run_info, Exclusions.from_options(options))
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: JobPlan,
@@ -156,6 +158,10 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
         | "KeyForCount" >> beam.Map(lambda r: (r.shard_id, 1))
         | "CountRead" >> beam.CombinePerKey(sum)
     )
+    # Exclusions: listed records leave here without bytes or sidecars and skip every stage to the commit.
+    marked = records | "Exclude" >> beam.Map(lambda r, listed: listed.apply(r), plan.exclusions)
+    excluded = marked | "Excluded" >> beam.Filter(lambda r: r.is_excluded)
+    records = marked | "Included" >> beam.Filter(lambda r: not r.is_excluded)
     # Accuracy impact: Replace keeps the reference views of sampled records, Classify runs the model.
     reference = reference_spec_for(options)
     sampling = ReferenceSampling(options.reference_sample_size, options.reference_sample_seed) \
@@ -189,6 +195,10 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
         verified
         | "MeterVerified" >> beam.ParDo(MeterVerified())
         | "Stage" >> beam.ParDo(StageOutput(options.output, plan.run_id, endpoint))
+    )
+    processed = (
+        (processed, excluded)
+        | "WithExcluded" >> beam.Flatten()
         | "KeyByShard" >> beam.Map(lambda r: (r.shard_id, r))
     )
     return (

@@ -7,12 +7,18 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from expectations.report import ReportResult, build_report
 from expectations.suites import GateThresholds
+from pipelines.accountability import record_run_finished, record_run_started, recorded_settings
 from pipelines.anonymize import detector_factory_for, plan_job, reference_run_config, run
-from pipelines.config import ConfigError, build_options, job_settings
+from pipelines.config import ConfigError, build_options
+from pipelines.dpia import write_dpia
+from pipelines.erase import erase, parse_request_file, purge
 from pipelines.progress import ProgressBar
+from transforms.audit import verify_chain
+from transforms.exclusions import read_identifier_file
 from transforms.manifest import read_manifests
 from transforms.observability import format_metrics, metrics_summary
 from transforms.summary import summarise, write_summary
@@ -29,7 +35,86 @@ def _parser() -> argparse.ArgumentParser:
     report_cmd = commands.add_parser("report", help="rebuild the validation report of a finished run")
     report_cmd.add_argument("output", help="the run's output prefix (local path or fsspec URL)")
     report_cmd.add_argument("--s3-endpoint", default="", help="endpoint of an S3-compatible store")
+    _add_accountability_commands(commands)
     return parser
+
+
+def _add_accountability_commands(commands: Any) -> None:
+    """``audit verify``, ``erase``, ``purge`` and ``dpia`` (pipelines/erase.py, pipelines/dpia.py)."""
+    audit_cmd = commands.add_parser("audit", help="check the output's audit log (record of processing)")
+    audit_cmd.add_argument("action", choices=("verify",))
+    erase_cmd = commands.add_parser("erase", help="erase records from an output through the manifests' lineage")
+    erase_cmd.add_argument("--source-uri", action="append", default=[], help="a source URI (repeatable)")
+    erase_cmd.add_argument("--subject-id", action="append", default=[], help="a subject id (repeatable)")
+    erase_cmd.add_argument("--from-file", default="", help="file of 'source:URI' / 'subject:ID' lines")
+    purge_cmd = commands.add_parser("purge", help="remove the outputs of runs whose retention period has passed")
+    purge_cmd.add_argument("--older-than", type=float, default=None, metavar="DAYS",
+                           help="also remove runs finished more than DAYS ago")
+    dpia_cmd = commands.add_parser("dpia", help="write DPIA material (Art. 35) as report/dpia.md and .html")
+    for cmd in (audit_cmd, erase_cmd, purge_cmd, dpia_cmd):
+        cmd.add_argument("output", help="the output prefix (local path or fsspec URL)")
+        cmd.add_argument("--s3-endpoint", default="", help="endpoint of an S3-compatible store")
+        cmd.add_argument("--operator", default="", help="who runs this (default: the operating-system user)")
+
+
+def cmd_audit_verify(output: str, s3_endpoint: str = "") -> int:
+    """0 when the audit log's hash chain is intact; 1, naming each broken entry, when not."""
+    chain = verify_chain(output, s3_endpoint)
+    if not chain.entries:
+        print(f"anonymize: no audit log at {output}/audit", file=sys.stderr)
+        return 1
+    for problem in chain.problems:
+        print(f"anonymize: audit: {problem}", file=sys.stderr)
+    print(f"audit log {output}/audit: {chain.entries} entries, {'intact' if chain.ok else 'BROKEN'}; "
+          f"head sha256 {chain.head_sha256} (keep it elsewhere to detect a rewritten tail)")
+    return 0 if chain.ok else 1
+
+
+def cmd_erase(output: str, sources: Sequence[str], subjects: Sequence[str], from_file: str, s3_endpoint: str,
+              operator: str) -> int:
+    """Erase, verify and log; 0 when nothing of the request remains, 1 when something does, 2 on bad input."""
+    try:
+        sources, subjects = list(sources), list(subjects)
+        if from_file:
+            more_sources, more_subjects = parse_request_file(read_identifier_file(from_file, s3_endpoint))
+            sources += more_sources
+            subjects += more_subjects
+        result = erase(output, sources, subjects, s3_endpoint, operator)
+    except (FileNotFoundError, PermissionError, ValueError) as error:
+        print(f"anonymize: erase: {error}", file=sys.stderr)
+        return 2
+    for problem in result.problems:
+        print(f"anonymize: erase: {problem}", file=sys.stderr)
+    print(f"erasure {result.erasure_id}: {result.erased} records erased, {result.already_erased} already erased, "
+          f"{len(result.shards)} shards; verified: {'yes' if result.verified else 'NO'}; "
+          f"audit entry {result.audit_seq}")
+    return 0 if result.verified else 1
+
+
+def cmd_purge(output: str, older_than: float | None, s3_endpoint: str, operator: str) -> int:
+    """Remove expired runs' shards and report what went."""
+    try:
+        report = purge(output, s3_endpoint, older_than, operator)
+    except (FileNotFoundError, PermissionError, ValueError) as error:
+        print(f"anonymize: purge: {error}", file=sys.stderr)
+        return 2
+    for run_id, why in report["runs_due"].items():
+        print(f"run {run_id}: {why}")
+    print(f"purged {len(report['shards_removed'])} shards ({report['records_removed']} records, "
+          f"{report['data_files_removed']} data files); {report['shards_left']} shards left; "
+          f"audit entry {report['audit_seq']}")
+    return 0
+
+
+def cmd_dpia(output: str, s3_endpoint: str) -> int:
+    """Write the DPIA material of an output."""
+    try:
+        document = write_dpia(output, s3_endpoint)
+    except (FileNotFoundError, PermissionError, ValueError) as error:
+        print(f"anonymize: dpia: {error}", file=sys.stderr)
+        return 2
+    print(f"DPIA material: {document.markdown} and {document.html}")
+    return 0
 
 
 def cmd_run(conf: Sequence[str], overrides: Sequence[str], beam_argv: Sequence[str]) -> int:
@@ -42,14 +127,22 @@ def cmd_run(conf: Sequence[str], overrides: Sequence[str], beam_argv: Sequence[s
     except (ConfigError, FileNotFoundError, PermissionError, ValueError) as error:
         print(f"anonymize: config error: {error}", file=sys.stderr)
         return 2
+    detectors = {"detect": dict(plan.run_info.detector), "verify": dict(plan.run_info.detector)}
+    record_run_started(options, plan.run_id, detectors, plan.exclusions, len(plan.shards) + len(plan.skipped),
+                       len(plan.skipped))
     started = time.monotonic()
-    with ProgressBar(options.output, options.s3_endpoint, plan.run_id, len(plan.shards) + len(plan.skipped),
-                     len(plan.skipped)):
-        result, _ = run(options=options, detector_factory=factory, plan=plan)
+    try:
+        with ProgressBar(options.output, options.s3_endpoint, plan.run_id, len(plan.shards) + len(plan.skipped),
+                         len(plan.skipped)):
+            result, _ = run(options=options, detector_factory=factory, plan=plan)
+    except Exception as error:
+        record_run_finished(options, plan.run_id, detectors, plan.exclusions,
+                            read_manifests(options.output, options.s3_endpoint), None, type(error).__name__)
+        raise
     elapsed = time.monotonic() - started
     manifest = read_manifests(options.output, options.s3_endpoint)
     summary = summarise(manifest, plan.shards + plan.skipped, reference)
-    summary["settings"] = job_settings(options) | {"s3_endpoint": None}
+    summary["settings"] = recorded_settings(options)  # exclusion identifiers are not written down
     summary["detector"] = dict(plan.run_info.detector)
     summary["wall_seconds"] = round(elapsed, 2)
     summary["shards_skipped_as_committed"] = len(plan.skipped)
@@ -63,6 +156,10 @@ def cmd_run(conf: Sequence[str], overrides: Sequence[str], beam_argv: Sequence[s
                           GateThresholds.from_options(options))
     print(f"outputs: {options.output}/data  manifest: {options.output}/manifest  "
           f"report: {report.index} (summary: {folder}/summary.html)")
+    entry = record_run_finished(options, plan.run_id, detectors, plan.exclusions, manifest,
+                                bool(summary["passed"] and report.passed))
+    print(f"record of processing: {options.output}/audit/{entry['seq']:012d}.json "
+          f"({summary.get('excluded', 0)} excluded by objection)")
     if not summary["passed"]:
         failed = [name for name, ok in summary["checks"].items() if not ok]
         print(f"anonymize: run checks FAILED: {', '.join(failed)}", file=sys.stderr)
@@ -100,6 +197,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_run(args.conf, args.set, rest)
     if args.command == "report":
         return cmd_report(args.output, args.s3_endpoint)
+    if args.command == "audit":
+        return cmd_audit_verify(args.output, args.s3_endpoint)
+    if args.command == "erase":
+        return cmd_erase(args.output, args.source_uri, args.subject_id, args.from_file, args.s3_endpoint,
+                         args.operator)
+    if args.command == "purge":
+        return cmd_purge(args.output, args.older_than, args.s3_endpoint, args.operator)
+    if args.command == "dpia":
+        return cmd_dpia(args.output, args.s3_endpoint)
     return 2
 
 

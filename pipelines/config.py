@@ -86,6 +86,8 @@ def _check_type(key: str, value: Any) -> Any:
         return float(value)
     if isinstance(value, list) and key in ("detector_thresholds", "solid_color"):
         return ",".join(str(v) for v in value)
+    if isinstance(value, list) and key in ("exclude_source_uris", "exclude_subject_ids"):
+        return "\n".join(str(v) for v in value)
     if not isinstance(value, str):
         raise ConfigError(f"{key}: expected a string, got {value!r}")
     if spec.choices is not None and value not in spec.choices:

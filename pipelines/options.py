@@ -29,6 +29,13 @@ class OptionSpec:
 REPLACEMENT_METHODS = ("gaussian", "solid", "pixelate", "synthetic")
 LOW_SECURITY_METHODS = frozenset({"pixelate"})
 INPUT_FORMATS = ("auto", "images", "webdataset", "parquet")
+# Article 6(1)(a)-(f) and Article 9(2)(a)-(j), in order.
+LEGAL_BASES = ("consent", "contract", "legal_obligation", "vital_interests", "public_task", "legitimate_interests")
+SPECIAL_CATEGORY_CONDITIONS = (
+    "explicit_consent", "employment_social_protection", "vital_interests", "not_for_profit_body",
+    "made_public_by_subject", "legal_claims", "substantial_public_interest", "health_or_social_care",
+    "public_health", "archiving_research_statistics",
+)
 
 OPTION_SPECS: tuple[OptionSpec, ...] = (
     # Where data comes from and goes to.
@@ -105,6 +112,27 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("gate_min_top1_agreement", float, 0.5,
                "The run fails when reference top-1 agreement (original vs anonymized) is below this.",
                minimum=0.0, maximum=1.0),
+    # GDPR accountability (transforms/audit.py, transforms/exclusions.py): recorded in <output>/audit/.
+    OptionSpec("purpose", str, "", "Purpose of the processing (Article 5(1)(b), 30(1)(b)); required."),
+    OptionSpec("legal_basis", str, "", "Article 6(1) legal basis of the processing; required.",
+               choices=LEGAL_BASES),
+    OptionSpec("biometric_processing", bool, False,
+               "Declare that the processing uses biometric data to identify people (Article 9)."),
+    OptionSpec("special_category_condition", str, "",
+               "Article 9(2) condition; required when biometric_processing is true.",
+               choices=("", *SPECIAL_CATEGORY_CONDITIONS)),
+    OptionSpec("controller", str, "", "The controller (name and contact) recorded with every run."),
+    OptionSpec("operator", str, "", "Who runs the job (empty: the operating-system user)."),
+    OptionSpec("retention_days", int, 0,
+               "Days the outputs may be kept; `anonymize purge` removes them after (0: no limit set).", minimum=0),
+    OptionSpec("exclude_source_uris", str, "",
+               "Source URIs never processed (objections, withdrawn consent): comma/newline-separated; "
+               "a tar or Parquet URI excludes all its records."),
+    OptionSpec("exclude_subject_ids", str, "", "Subject identifiers never processed: comma/newline-separated."),
+    OptionSpec("exclude_source_uris_file", str, "", "File (path or URL) of excluded source URIs, one a line."),
+    OptionSpec("exclude_subject_ids_file", str, "", "File (path or URL) of excluded subject ids, one a line."),
+    OptionSpec("subject_field", str, "",
+               "Where a record's subject id is: a sidecar or column name, or 'json:key' (dotted) in one."),
 )
 
 SPECS_BY_NAME = {spec.name: spec for spec in OPTION_SPECS}
@@ -174,12 +202,28 @@ def parse_detector_extra(text: str, field: str) -> tuple[str, ...]:
     return names
 
 
+def check_accountability(options: AnonymizeOptions) -> None:
+    """Purpose and legal basis (and the Article 9 condition, when declared) must be set.
+
+    Raises:
+        ValueError: naming every missing field.
+    """
+    missing = [name for name in ("purpose", "legal_basis") if not str(getattr(options, name) or "").strip()]
+    if options.biometric_processing and not options.special_category_condition:
+        missing.append("special_category_condition")
+    if missing:
+        raise ValueError(
+            f"{', '.join(missing)}: required, not set (GDPR Art. 5(1)(b), 6, 9 and 30: every run records the "
+            f"purpose and legal basis of the processing; legal_basis is one of {', '.join(LEGAL_BASES)})")
+
+
 def validate(options: AnonymizeOptions) -> None:
     """Check every setting before any work starts.
 
     Raises:
         ValueError: naming the first field that is missing or out of range.
     """
+    check_accountability(options)
     for spec in OPTION_SPECS:
         value = getattr(options, spec.name)
         if spec.name in ("input", "output"):

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.fakes import FixedBoxesFactory
-from tests.helpers import exiftool_tags, jpeg_bytes, run_job
+from tests.helpers import ACCOUNTABILITY_SETS, exiftool_tags, jpeg_bytes, run_job
 from transforms.detection import MtcnnDetector, MtcnnSettings
 
 pytestmark = pytest.mark.slow
@@ -109,7 +109,7 @@ def test_cli_run_writes_a_passing_summary(demo_images: Path, tmp_path: Path) -> 
     shutil.copy(demo_images / "scenes" / "coffee.jpg", folder)
     output = tmp_path / "out"
     assert main(["run", "--conf", "conf/base.yaml", "--set", f"input={folder}",
-                 "--set", f"output={output}", "--runner=DirectRunner"]) == 0
+                 "--set", f"output={output}", *ACCOUNTABILITY_SETS, "--runner=DirectRunner"]) == 0
     summary = json.loads((output / "report" / "summary.json").read_text())
     assert summary["passed"] is True
     assert (summary["inputs"], summary["published"], summary["quarantined"]) == (2, 2, 0)

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 
 from pipelines.cli import main
+from tests.helpers import ACCOUNTABILITY_SETS
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +45,7 @@ def failing_run(demo_images: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     output = tmp_path_factory.mktemp("report-out") / "out"
     status = main(["run", "--conf", str(ROOT / "conf" / "base.yaml"), "--set", f"input={folder}",
                    "--set", f"output={output}", "--set", "shard_size=2", "--set", "gate_max_quarantine_share=0.4",
-                   "--set", "torch_threads=1", "--runner=DirectRunner"])
+                   "--set", "torch_threads=1", *ACCOUNTABILITY_SETS, "--runner=DirectRunner"])
     return output, status
 
 

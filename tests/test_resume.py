@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.datasets import write_tar_shards
+from tests.helpers import ACCOUNTABILITY_SETS
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +28,8 @@ SHARDS, PER_SHARD = 4, 2
 
 def _command(input_glob: str, output: Path) -> list[str]:
     return [sys.executable, "-m", "pipelines.cli", "run", "--conf", str(ROOT / "conf" / "base.yaml"),
-            "--set", f"input={input_glob}", "--set", f"output={output}", "--runner=DirectRunner"]
+            "--set", f"input={input_glob}", "--set", f"output={output}", *ACCOUNTABILITY_SETS,
+            "--runner=DirectRunner"]
 
 
 def _run(input_glob: str, output: Path, failpoint: str = "") -> int:

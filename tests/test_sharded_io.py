@@ -17,7 +17,7 @@ from s3fs import S3FileSystem
 
 from pipelines.cli import main
 from tests.datasets import face_photo, jpeg, write_parquet_files, write_tar_shards
-from tests.helpers import run_job
+from tests.helpers import ACCOUNTABILITY_SETS, run_job
 from tests.s3server import s3_client, s3_server
 from transforms.io_webdataset import expand_braces, read_tar_shard, split_member_name
 from transforms.records import ShardSpec
@@ -133,7 +133,7 @@ def test_parquet_without_the_image_column_is_a_config_error(tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "in").mkdir()
     pq.write_table(pa.table({"id": [1], "picture": [b"x"]}), tmp_path / "in" / "a.parquet")
-    code = main(["run", "--conf", "conf/base.yaml", "--set", f"input={tmp_path}/in/a.parquet",
+    code = main(["run", "--conf", "conf/base.yaml", *ACCOUNTABILITY_SETS, "--set", f"input={tmp_path}/in/a.parquet",
                  "--set", f"output={tmp_path}/out"])
     assert code == 2
     assert "image_column" in capsys.readouterr().err
@@ -191,7 +191,7 @@ def test_object_storage_in_and_out(s3: str, tmp_path: Path) -> None:
 
 def test_missing_bucket_and_wrong_credentials_fail_before_work(
         s3: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    args = ["run", "--conf", "conf/base.yaml", "--set", f"s3_endpoint={s3}",
+    args = ["run", "--conf", "conf/base.yaml", *ACCOUNTABILITY_SETS, "--set", f"s3_endpoint={s3}",
             "--set", f"output={tmp_path}/out"]
     assert main([*args, "--set", "input=s3://no-such-bucket/shard-{000..001}.tar"]) == 2
     err = capsys.readouterr().err

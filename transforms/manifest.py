@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from transforms.identity import MIN_GATED_FACE
 from transforms.identity import MODEL_NAME as IDENTITY_MODEL
-from transforms.records import Record
+from transforms.records import EXCLUDED, QUARANTINED, Record
 from transforms.storage import filesystem, join, write_atomic
 
 FACE_TYPE = pa.struct([
@@ -31,6 +31,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("shard_id", pa.string()),
     ("shard_index", pa.int32()),
     ("source_uri", pa.string()),
+    ("subject_id", pa.string()),
     ("relative_path", pa.string()),
     ("source_sha256", pa.string()),
     ("output_uri", pa.string()),
@@ -95,11 +96,12 @@ def manifest_row(record: Record, output_uri: str | None, run: RunInfo,
         "shard_id": record.shard_id,
         "shard_index": record.index,
         "source_uri": record.source_uri,
+        "subject_id": record.subject_id or None,
         "relative_path": record.relative_path,
         "source_sha256": record.source_sha256 or None,
         "output_uri": output_uri if published else None,
         "output_sha256": record.output_sha256 if published else None,
-        "status": "published" if published else "quarantined",
+        "status": "published" if published else (EXCLUDED if record.is_excluded else QUARANTINED),
         "reason": record.reason or None,
         "width": record.width or None,
         "height": record.height or None,

@@ -8,6 +8,8 @@ from typing import Any
 
 PUBLISHED = "published"
 QUARANTINED = "quarantined"
+EXCLUDED = "excluded"  # objection or withdrawn consent: never decoded or processed
+ERASED = "erased"  # removed from the outputs by `anonymize erase` (manifest rows only)
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ class Record:
     # the best score of a re-detection overlapping it (0: none).
     output_faces: tuple[Face, ...] = ()
     redetected_scores: tuple[float, ...] = ()
+    # Data subject (transforms/exclusions.py, from ``subject_field``): for exclusions and erasure lineage.
+    subject_id: str = ""
     status: str = ""
     reason: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -117,6 +121,15 @@ class Record:
     def quarantine(self, reason: str) -> Record:
         """This record, marked quarantined; its bytes are dropped so they can never be written."""
         return dataclasses.replace(self, status=QUARANTINED, reason=reason, data=b"", reference_views=b"")
+
+    def exclude(self, reason: str) -> Record:
+        """This record, marked excluded; its bytes and sidecars are dropped before anything reads them."""
+        return dataclasses.replace(self, status=EXCLUDED, reason=reason, data=b"", extras=(), reference_views=b"",
+                                   source_sha256="")
+
+    @property
+    def is_excluded(self) -> bool:
+        return self.status == EXCLUDED
 
     @property
     def is_quarantined(self) -> bool:

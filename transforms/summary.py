@@ -97,7 +97,7 @@ def summarise(manifest: pa.Table, planned: Sequence[ShardSpec],
     """
     rows = manifest.to_pylist()
     statuses = collections.Counter(row["status"] for row in rows)
-    reasons = collections.Counter(row["reason"] for row in rows if row["status"] != "published")
+    reasons = collections.Counter(row["reason"] for row in rows if row["status"] == "quarantined")
     bands: collections.Counter[str] = collections.Counter({name: 0 for *_, name in SIZE_BANDS})
     methods: collections.Counter[str] = collections.Counter()
     for row in rows:
@@ -115,8 +115,10 @@ def summarise(manifest: pa.Table, planned: Sequence[ShardSpec],
     inputs = len(rows)
     published = statuses.get("published", 0)
     quarantined = statuses.get("quarantined", 0)
+    excluded, erased = statuses.get("excluded", 0), statuses.get("erased", 0)
     checks = {
-        "inputs_equal_published_plus_quarantined": inputs == published + quarantined,
+        # Exclusions (objections) are counted, never processed; erased rows stay in the manifest.
+        "inputs_equal_published_quarantined_excluded_erased": inputs == published + quarantined + excluded + erased,
         "every_planned_shard_committed": not missing_shards,
         "every_listed_image_in_manifest": not listing_mismatch,
         "no_duplicate_records": duplicates == 0,
@@ -143,6 +145,8 @@ def summarise(manifest: pa.Table, planned: Sequence[ShardSpec],
         "inputs": inputs,
         "published": published,
         "quarantined": quarantined,
+        "excluded": excluded,
+        "erased": erased,
         "quarantine_reasons": dict(sorted(reasons.items())),
         "faces_total": sum(bands.values()),
         "faces_per_size_band": dict(bands),
@@ -267,8 +271,8 @@ def _identity_html(identity: Mapping[str, Mapping[str, Any]] | None) -> str:
 def render_html(summary: Mapping[str, Any]) -> str:
     """A self-contained page (no scripts, no external assets) a data steward can read."""
     verdict = "PASSED" if summary["passed"] else "FAILED"
-    counts = {k: summary[k] for k in ("shards", "inputs", "published", "quarantined",
-                                      "faces_total")}
+    counts = {k: summary.get(k, 0) for k in ("shards", "inputs", "published", "quarantined", "excluded",
+                                             "erased", "faces_total")}
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Anonymization run summary</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}
