@@ -1,8 +1,10 @@
 """Whole-job throughput and peak memory on WebDataset tar shards, for N = 2 and N = 20 shards.
 
 Builds N synthetic tar shards (640x480 JPEGs, half with a face, .cls/.json sidecars), runs the
-job on the DirectRunner in a child process per N, and prints images/s and the child's peak RSS.
-Peak RSS must stay flat as N grows: shards are streamed and outputs staged before the commit.
+job on the DirectRunner in a child process per N, and prints images/s and the child's peak RSS,
+twice: the whole ``anonymize run`` (pipeline + summary + validation report) and the pipeline
+alone (``pipelines.anonymize.run``). Peak RSS of the pipeline must stay flat as N grows: shards
+are streamed and outputs staged before the commit.
 
     .venv/bin/python benchmarks/sharded.py [--shards 2 20] [--per-shard 8]
 """
@@ -31,12 +33,14 @@ def run_job(shards: int, per_shard: int, workdir: Path) -> tuple[float, float]:
                "--set", f"input={inputs}/*.tar", "--set", f"output={workdir}/out-{shards}",
                "--set", "purpose=throughput benchmark", "--set", "legal_basis=legitimate_interests",
                "--runner=DirectRunner"]
+    log = workdir / "child.log"
     started = time.monotonic()
-    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
+    with open(log, "wb") as sink:
+        child = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)
     elapsed = time.monotonic() - started
     if status != 0:
-        raise RuntimeError(f"job failed ({status}): {child.stderr.read().decode()[-2000:] if child.stderr else ''}")
+        raise RuntimeError(f"job failed ({status}): {log.read_text()[-2000:]}")
     return shards * per_shard / elapsed, usage.ru_maxrss / 1024
 
 
@@ -45,11 +49,13 @@ def main() -> int:
     parser.add_argument("--shards", type=int, nargs="+", default=[2, 20])
     parser.add_argument("--per-shard", type=int, default=8)
     args = parser.parse_args()
-    print(f"{'shards':>6} {'images':>6} {'images/s':>9} {'peak RSS MiB':>13}")
+    print(f"{'what':<14} {'shards':>6} {'images':>6} {'images/s':>9} {'peak RSS MiB':>13}")
     with tempfile.TemporaryDirectory() as folder:
-        for shards in args.shards:
-            rate, rss = run_job(shards, args.per_shard, Path(folder))
-            print(f"{shards:>6} {shards * args.per_shard:>6} {rate:>9.2f} {rss:>13.0f}", flush=True)
+        for whole_cli in (False, True):
+            for shards in args.shards:
+                rate, rss = run_job(shards, args.per_shard, Path(folder), whole_cli)
+                what = "anonymize run" if whole_cli else "pipeline"
+                print(f"{what:<14} {shards:>6} {shards * args.per_shard:>6} {rate:>9.2f} {rss:>13.0f}", flush=True)
     return 0
 
 
