@@ -134,11 +134,20 @@ class MtcnnDetector:
         return results
 
     def detect(self, images: Sequence[Image.Image]) -> list[list[Face]]:
-        """Detect faces on a batch; images smaller than the min face size have none."""
+        """Detect faces on a batch; images smaller than the min face size have none.
+
+        On CPU each image runs alone: batching gains nothing there, and an image's faces then do
+        not depend on which images share its batch (bundles differ between runners; torch's
+        float results differ in the last bits with the batch shape and padding).
+        """
         results: list[list[Face]] = [[] for _ in images]
         searchable = [i for i, im in enumerate(images)
                       if min(im.size) >= self._settings.min_face_size]
         if not searchable:
+            return results
+        if self.device == "cpu" and len(searchable) > 1:
+            for i in searchable:
+                results[i] = self.detect([images[i]])[0]
             return results
         canvas = _pad_to_canvas([images[i] for i in searchable])
         for i, faces in zip(searchable, self._detect_same_canvas(canvas), strict=True):
