@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 DEMO_DATA := demo-data/images
 
-.PHONY: demo test lint typecheck pytest bench system-deps install clean
+.PHONY: demo test lint typecheck pytest bench system-deps install clean wheel image
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,15 @@ test: lint typecheck pytest
 
 bench: install
 	$(BIN)/python benchmarks/throughput.py
+
+# Remote workers: the wheel (--extra_package=dist/...whl) and the worker image (Dockerfile).
+VARIANT ?= cpu
+IMAGE ?= dataset-anonymizer-worker
+wheel: install
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation --wheel-dir dist .
+
+image:
+	docker build --build-arg VARIANT=$(VARIANT) -t $(IMAGE):$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)-$(VARIANT) .
 
 clean:
 	rm -rf demo-data demo-output .pytest_cache .mypy_cache .ruff_cache
