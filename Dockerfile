@@ -26,7 +26,7 @@ RUN pip install --no-cache-dir "setuptools>=68" wheel \
 # Beam's Python SDK image: its /opt/apache/beam/boot is the worker entry point every runner starts.
 FROM apache/beam_python${PYTHON_VERSION}_sdk:${BEAM_VERSION}
 ARG VARIANT=cpu
-ARG EXTRAS=identity
+ARG EXTRAS=identity,gcp
 ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \

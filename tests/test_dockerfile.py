@@ -94,4 +94,4 @@ def test_run_scripts_are_valid_shell() -> None:
         if variant == "cpu":
             assert "--extra-index-url https://download.pytorch.org/whl/cpu" in done.stdout
         if variant == "gpu":
-            assert "extra-index-url" not in done.stdout and "wheel.whl[identity]" in done.stdout
+            assert "extra-index-url" not in done.stdout and "wheel.whl[identity,gcp]" in done.stdout

@@ -134,3 +134,31 @@ def test_graph_round_trips_through_the_portable_proto(runner: str, tars: Path) -
     assert {"CommitShard", "StageOutput", "DecodeAndNormalise", "VerifyOutput", "MeterRead"} <= fns
     par_dos = [t for t in proto.components.transforms.values() if t.spec.urn == common_urns.primitives.PAR_DO.urn]
     assert len(par_dos) >= 10
+
+
+def test_dataflow_translates_the_job_without_submitting(tars: Path) -> None:
+    """DataflowRunner's dry run: the full Dataflow job (graph, environment, service options), not sent."""
+    apiclient = pytest.importorskip("apache_beam.runners.dataflow.internal.apiclient")  # the gcp extra
+    plan = plan_job(_options("direct", str(tars / "in" / "*.tar"), str(tars / "out")))
+    options, _ = build_options(
+        [str(ROOT / "conf" / "base.yaml"), str(ROOT / "conf" / "runner" / "dataflow.yaml")],
+        ["input=gs://bucket/in/*.tar", "output=gs://bucket/out", "identity_check=false", "detector_device=cuda",
+         "dataflow_service_options=[worker_accelerator=type:nvidia-tesla-t4;count:1;install-nvidia-driver]",
+         *(["purpose=runner config test", "legal_basis=legitimate_interests"] if "purpose" in SPECS_BY_NAME else [])],
+        ["--dry_run=True", "--no_auth", "--sdk_location=container"])
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, options, plan, detector_factory_for(options))
+    job = pipeline.run().job  # type: ignore[attr-defined]
+    images = {env.payload for env in job.proto_pipeline.components.environments.values()
+              if env.urn == common_urns.environments.DOCKER.urn}
+    assert len(images) == 1 and next(iter(images)).endswith(b"worker:0.1.0-cpu")
+    # What the submission would attach to the job (apiclient builds it the same way after staging).
+    environment = apiclient.Environment([], job.options, "8", "gs://bucket/staging/pipeline.pb",
+                                        job.proto_pipeline).proto
+    assert "worker_accelerator=type:nvidia-tesla-t4;count:1;install-nvidia-driver" in environment.service_options
+    pool = environment.worker_pools[0]
+    assert (pool.machine_type, pool.num_workers, pool.disk_size_gb) == ("n2-standard-4", 2, 50)
+    assert pool.sdk_harness_container_images[0].container_image.endswith("worker:0.1.0-cpu")
+    assert job.proto.name == "dataset-anonymizer"
+    names = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
+    assert {"Detect", "Commit", "MeterRead"} <= names
