@@ -15,8 +15,11 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -28,6 +31,31 @@ from tests.datasets import write_tar_shards  # noqa: E402
 from transforms.observability import metrics_summary  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+class PeakWorkerMemory:
+    """Samples the resident memory of this process's children (the SDK workers) every 0.5 s."""
+
+    def __init__(self) -> None:
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            for child in psutil.Process().children(recursive=True):
+                try:
+                    self.peak_mb = max(self.peak_mb, child.memory_info().rss / 2**20)
+                except psutil.Error:
+                    continue
+
+    def __enter__(self) -> PeakWorkerMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def run_once(input_glob: str, output: Path, workers: int) -> tuple[float, dict]:
@@ -60,14 +88,15 @@ def main() -> None:
         rates: dict[int, float] = {}
         for workers in counts:
             output = folder / f"out-{workers}"
-            elapsed, metrics = run_once(str(folder / "in" / "*.tar"), output, workers)
+            with PeakWorkerMemory() as memory:
+                elapsed, metrics = run_once(str(folder / "in" / "*.tar"), output, workers)
             rates[workers] = images / elapsed
             read = metrics["counters"].get("images_read")
             detect = metrics["distributions"].get("anonymize_detect/inference_batch_latency_micro_secs", {})
             loads = metrics["distributions"].get("anonymize_detect/load_model_latency_milli_secs", {})
             print(f"workers {workers}: {elapsed:.1f} s, {rates[workers]:.2f} images/s "
                   f"(images_read {read}, detect batch mean {detect.get('mean', 0) / 1000:.0f} ms, "
-                  f"detector loads {loads.get('count', 0)})")
+                  f"detector loads {loads.get('count', 0)}, peak RSS per worker process {memory.peak_mb:.0f} MB)")
             shutil.rmtree(output)
         base = rates[counts[0]]
         for workers in counts[1:]:
