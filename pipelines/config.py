@@ -19,6 +19,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.options import SPECS_BY_NAME, AnonymizeOptions, validate
 from pipelines.runners import check_runner_storage
 
+# Settings whose URIs the workers open themselves (not only the launcher).
+WORKER_READ_URIS = ("input", "output", "synthetic_generator", "reference_weights")
+
 
 class ConfigError(ValueError):
     """A job config that cannot be turned into options; the message names the field."""
@@ -139,7 +142,7 @@ def build_options(conf_uris: Iterable[str], overrides: Iterable[str] = (),
     options = AnonymizeOptions(argv)
     try:
         validate(options)
-        check_runner_storage(options, {"input": options.input, "output": options.output})
+        check_runner_storage(options, {name: getattr(options, name) for name in WORKER_READ_URIS})
     except ValueError as error:
         raise ConfigError(str(error)) from None
     return options, merged

@@ -162,3 +162,11 @@ def test_dataflow_translates_the_job_without_submitting(tars: Path) -> None:
     assert job.proto.name == "dataset-anonymizer"
     names = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
     assert {"Detect", "Commit", "MeterRead"} <= names
+
+
+def test_dataflow_refuses_local_model_files(tmp_path: Path) -> None:
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"")
+    with pytest.raises(ConfigError, match="^reference_weights: .* local path"):
+        _options("dataflow", "gs://bucket/in/*.tar", "gs://bucket/out", "reference_model=mobilenet_v2",
+                 f"reference_weights={weights}")
