@@ -25,14 +25,26 @@ sys.path.insert(0, str(ROOT))
 from tests.datasets import write_tar_shards  # noqa: E402
 
 
-def run_job(shards: int, per_shard: int, workdir: Path) -> tuple[float, float]:
+PIPELINE_ONLY = """
+import sys
+from tests.helpers import run_job
+run_job(sys.argv[1], sys.argv[2])
+"""
+
+
+def run_job(shards: int, per_shard: int, workdir: Path, whole_cli: bool) -> tuple[float, float]:
     """Run the job on ``shards`` tar shards; returns (images/s, peak RSS in MiB) of the child."""
     inputs = workdir / f"in-{shards}"
-    write_tar_shards(inputs, shards=shards, per_shard=per_shard, size=(640, 480))
-    command = [sys.executable, "-m", "pipelines.cli", "run", "--conf", str(ROOT / "conf" / "base.yaml"),
-               "--set", f"input={inputs}/*.tar", "--set", f"output={workdir}/out-{shards}",
-               "--set", "purpose=throughput benchmark", "--set", "legal_basis=legitimate_interests",
-               "--runner=DirectRunner"]
+    if not inputs.exists():
+        write_tar_shards(inputs, shards=shards, per_shard=per_shard, size=(640, 480))
+    output = workdir / f"out-{shards}-{'cli' if whole_cli else 'pipeline'}"
+    if whole_cli:
+        command = [sys.executable, "-m", "pipelines.cli", "run", "--conf", str(ROOT / "conf" / "base.yaml"),
+                   "--set", f"input={inputs}/*.tar", "--set", f"output={output}",
+                   "--set", "purpose=throughput benchmark", "--set", "legal_basis=legitimate_interests",
+                   "--runner=DirectRunner"]
+    else:
+        command = [sys.executable, "-c", PIPELINE_ONLY, f"{inputs}/*.tar", str(output)]
     log = workdir / "child.log"
     started = time.monotonic()
     with open(log, "wb") as sink:
