@@ -24,7 +24,6 @@ sys.path.insert(0, str(ROOT))
 
 from tests.datasets import write_tar_shards  # noqa: E402
 
-
 PIPELINE_ONLY = """
 import sys
 from tests.helpers import run_job
