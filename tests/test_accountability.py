@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,7 +22,7 @@ from pipelines.cli import main
 from tests.datasets import face_photo, jpeg
 from tests.fakes import FixedBoxesFactory
 from tests.helpers import ACCOUNTABILITY_SETS, run_job
-from tests.s3server import s3_client, s3_server
+from tests.s3server import s3_client
 from transforms.audit import append_entry, create_exclusive, entry_path, verify_chain
 from transforms.storage import filesystem
 
@@ -168,21 +167,6 @@ def test_exclusions_never_decoded_then_dpia_and_purge(tmp_path: Path, monkeypatc
     assert [json.loads(p.read_text())["kind"] for p in sorted((out / "audit").glob("*.json"))][-2:] == [
         "purge", "purge"]
 
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[str]:
-    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-    saved = {k: os.environ.get(k) for k in names}
-    try:
-        with s3_server() as (endpoint, credentials):
-            os.environ.update(credentials)
-            yield endpoint
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _objects(client: object, prefix: str) -> dict[str, bytes]:

@@ -149,40 +149,29 @@ def test_steward_notebook_executes_against_the_run(failing_run: tuple[Path, int]
     assert len(images) == 3  # size bands, quarantine reasons, methods
 
 
-def test_report_on_object_storage_uses_relative_links_only(tmp_path: Path) -> None:
+def test_report_on_object_storage_uses_relative_links_only(tmp_path: Path, s3: str) -> None:
     import numpy as np
     from PIL import Image
 
     from tests.fakes import FixedBoxesFactory
     from tests.helpers import jpeg_bytes, run_job
-    from tests.s3server import s3_client, s3_server
+    from tests.s3server import s3_client
 
-    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-    saved = {k: os.environ.get(k) for k in names}
-    try:
-        with s3_server() as (endpoint, credentials):
-            os.environ.update(credentials)
-            client: object = s3_client(endpoint)
-            for bucket in ("source", "anonymized"):
-                client.create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
-            for i in range(3):
-                image = Image.fromarray(np.full((64, 96, 3), 40 * i + 60, np.uint8))
-                client.put_object(Bucket="source", Key=f"in/{i}.jpg", Body=jpeg_bytes(image))  # type: ignore
-            rows = run_job("s3://source/in", "s3://anonymized/run", FixedBoxesFactory(),
-                           s3_endpoint=endpoint, shard_size=2).to_pylist()
-            assert len(rows) == 3 and all(row["status"] == "published" for row in rows), [r["reason"] for r in rows]
-            assert main(["report", "s3://anonymized/run", "--s3-endpoint", endpoint]) == 0
-            listing = client.list_objects_v2(Bucket="anonymized", Prefix="run/report/")  # type: ignore
-            for item in listing["Contents"]:
-                local = tmp_path / item["Key"]
-                local.parent.mkdir(parents=True, exist_ok=True)
-                local.write_bytes(client.get_object(Bucket="anonymized", Key=item["Key"])["Body"].read())  # type: ignore
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    client: object = s3_client(s3)
+    for bucket in ("source", "anonymized"):
+        client.create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+    for i in range(3):
+        image = Image.fromarray(np.full((64, 96, 3), 40 * i + 60, np.uint8))
+        client.put_object(Bucket="source", Key=f"in/{i}.jpg", Body=jpeg_bytes(image))  # type: ignore
+    rows = run_job("s3://source/in", "s3://anonymized/run", FixedBoxesFactory(),
+                   s3_endpoint=s3, shard_size=2).to_pylist()
+    assert len(rows) == 3 and all(row["status"] == "published" for row in rows), [r["reason"] for r in rows]
+    assert main(["report", "s3://anonymized/run", "--s3-endpoint", s3]) == 0
+    listing = client.list_objects_v2(Bucket="anonymized", Prefix="run/report/")  # type: ignore
+    for item in listing["Contents"]:
+        local = tmp_path / item["Key"]
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(client.get_object(Bucket="anonymized", Key=item["Key"])["Body"].read())  # type: ignore
     report = tmp_path / "run" / "report"
     page = (report / "index.html").read_text()
     assert "SAFE TO RELEASE" in page and "NOT SAFE" not in page

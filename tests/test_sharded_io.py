@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from s3fs import S3FileSystem
 from pipelines.cli import main
 from tests.datasets import face_photo, jpeg, write_parquet_files, write_tar_shards
 from tests.helpers import ACCOUNTABILITY_SETS, run_job
-from tests.s3server import s3_client, s3_server
+from tests.s3server import s3_client
 from transforms.io_webdataset import expand_braces, read_tar_shard, split_member_name
 from transforms.records import ShardSpec
 
@@ -139,22 +138,6 @@ def test_parquet_without_the_image_column_is_a_config_error(tmp_path: Path,
     assert "image_column" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[str]:
-    """A real S3 API server; its user's credentials in the environment, as a user would have them."""
-    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-    saved = {k: os.environ.get(k) for k in names}
-    try:
-        with s3_server() as (endpoint, credentials):
-            os.environ.update(credentials)
-            yield endpoint
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.mark.slow
