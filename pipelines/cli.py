@@ -192,6 +192,11 @@ def cmd_report(output: str, s3_endpoint: str = "") -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``anonymize`` console script."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Great Expectations forces INFO on one of its loggers ("Created temporary directory ..."),
+    # whenever it is imported: drop its records below WARNING at the handler instead.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(lambda record: record.levelno >= logging.WARNING
+                          or not record.name.startswith("great_expectations"))
     args, rest = _parser().parse_known_args(argv)
     if args.command == "run":
         return cmd_run(args.conf, args.set, rest)
