@@ -221,6 +221,10 @@ def run_figures(rows: Sequence[Mapping[str, Any]], planned: Sequence[str],
     }
     for band, count in (summary.get("faces_per_size_band") or {}).items():
         figures[band_column(band)] = int(count)
+    accuracy = summary.get("accuracy_impact")
+    if accuracy and accuracy.get("top1_agreement", {}).get("value") is not None:
+        figures["reference_top1_agreement"] = float(accuracy["top1_agreement"]["value"])
+        figures["reference_min_top1_agreement"] = float(accuracy.get("min_top1_agreement") or 0.0)
     figures.update(extra or {})
     return figures
 
@@ -261,6 +265,18 @@ def _bands(figures: RunFigures, _: GateThresholds) -> Expectation:
     return gxe.ExpectTableColumnsToMatchSet(
         column_set=[band_column(b) for b in SIZE_BAND_NAMES], exact_match=False,
         description="The faces-per-size-band distribution (<20, 20-40, 40-80, >=80 px) is reported.")
+
+
+@run_expectation("reference_top1_agreement_at_least_bound",
+                 "Top-1 agreement of the reference model on original vs anonymized is at least the bound.")
+def _accuracy(figures: RunFigures, _: GateThresholds) -> Expectation | None:
+    if "reference_top1_agreement" not in figures:
+        return None  # no reference model configured for this run
+    bound = figures["reference_min_top1_agreement"]
+    return gxe.ExpectColumnValuesToBeBetween(
+        column="reference_top1_agreement", min_value=bound, max_value=1.0,
+        description=f"The reference model's top-1 prediction agrees on the original and the anonymized "
+                    f"image for at least {bound:.0%} of the sampled records (gate_min_top1_agreement).")
 
 
 def run_expectations(figures: RunFigures, thresholds: GateThresholds) -> list[Expectation]:

@@ -177,11 +177,22 @@ def test_run_suite_passes_on_a_complete_run() -> None:
     ([SPEC.shard_id], {SPEC.shard_id: {"passed": True}}, _summary(duplicate_records=1), "no_duplicate_records"),
     ([SPEC.shard_id], {SPEC.shard_id: {"passed": True}}, _summary(faces_per_size_band={}),
      "faces_per_size_band_present"),
+    ([SPEC.shard_id], {SPEC.shard_id: {"passed": True}}, _summary(accuracy_impact={
+        "top1_agreement": {"value": 0.4}, "min_top1_agreement": 0.5}), "reference_top1_agreement_at_least_bound"),
 ])
 def test_each_run_expectation_fails_on_its_case(planned: list[str], validations: dict[str, Any],
                                                 summary: dict[str, Any], expected: str) -> None:
     figures = run_figures(_rows(), planned, validations, summary)
     assert expected in _run_failures(figures)
+
+
+def test_accuracy_expectation_applies_only_with_a_reference_model() -> None:
+    valid = {SPEC.shard_id: {"passed": True}}
+    without = run_figures(_rows(), [SPEC.shard_id], valid, _summary())
+    assert "reference_top1_agreement" not in without and _run_failures(without) == []
+    good = run_figures(_rows(), [SPEC.shard_id], valid, _summary(accuracy_impact={
+        "top1_agreement": {"value": 0.8}, "min_top1_agreement": 0.5}))
+    assert good["reference_top1_agreement"] == 0.8 and _run_failures(good) == []
 
 
 def test_a_run_expectation_is_added_by_registering_it() -> None:
