@@ -1,7 +1,8 @@
 """Build the bundled demo dataset from public-domain photos that ship inside scikit-image.
 
-astronaut (NASA, Eileen Collins) and camera (the cameraman, public domain per scikit-image's
-data README) give real faces; coffee and chelsea (the cat) are face-less. From them we build
+astronaut (NASA, Eileen Collins, public domain) and camera (a cameraman, CC0 by Lav Varshney)
+give real faces; coffee and chelsea (the cat), both CC0, are face-less (see skimage.data's
+docstrings). From them we build
 multi-face composites, a photo stored rotated with an EXIF orientation tag, and write rich
 identifying metadata into them with exiftool (GPS, serials, owner, XMP, IPTC, comment, EXIF
 thumbnail), so the demo shows every kind of leak the job removes.
