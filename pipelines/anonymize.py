@@ -111,6 +111,8 @@ def replacement_policy_for(options: AnonymizeOptions) -> ReplacementPolicy:
         synthetic_generator_size=options.synthetic_generator_size,
         synthetic_seed=options.synthetic_seed,
         synthetic_attempts=options.synthetic_attempts,
+        synthetic_soften=options.synthetic_soften,
+        synthetic_target_distance=options.synthetic_target_distance,
     )
 
 

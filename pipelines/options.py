@@ -78,7 +78,14 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("synthetic_generator_size", int, 128, "Square input size S of a generator model, px.", minimum=16),
     OptionSpec("synthetic_seed", int, 0, "Seed of the synthetic faces (with record id and face index).", minimum=0),
     OptionSpec("synthetic_attempts", int, 3,
-               "Seeds tried per face until it no longer matches its original (needs identity_check).", minimum=1),
+               "Seeds tried per face until its substitute is farther than synthetic_target_distance from the "
+               "original; the farthest is kept (needs identity_check).", minimum=1),
+    OptionSpec("synthetic_target_distance", float, 0.7,
+               "Identity distance a synthetic face should exceed before no other seed is tried.",
+               minimum=0.6, maximum=2.0),
+    OptionSpec("synthetic_soften", float, 0.03,
+               "Blur of the generated face, sigma as a share of the face diagonal (0: off).",
+               minimum=0.0, maximum=0.05),
     # Identity evidence (transforms/identity.py): dlib face embedding of original vs replaced face.
     OptionSpec("identity_check", bool, True,
                "Measure each replaced face's identity distance to its original (needs the identity extra)."),

@@ -40,6 +40,8 @@ class ReplacementPolicy:
     synthetic_generator_size: int = 128
     synthetic_seed: int = 0
     synthetic_attempts: int = 3
+    synthetic_soften: float = 0.03
+    synthetic_target_distance: float = 0.7
 
     def __post_init__(self) -> None:
         if self.method not in REPLACEMENT_METHODS:
@@ -57,6 +59,10 @@ class ReplacementPolicy:
             raise ValueError(f"synthetic_seed must be >= 0, got {self.synthetic_seed}")
         if self.synthetic_attempts < 1:
             raise ValueError(f"synthetic_attempts must be >= 1, got {self.synthetic_attempts}")
+        if not 0.0 <= self.synthetic_soften <= 0.05:
+            raise ValueError(f"synthetic_soften must be in [0, 0.05], got {self.synthetic_soften}")
+        if self.synthetic_target_distance < 0.6:
+            raise ValueError(f"synthetic_target_distance must be >= 0.6, got {self.synthetic_target_distance}")
 
     @property
     def security_level(self) -> str:
@@ -137,7 +143,7 @@ def replace_faces(image: Image.Image, faces: Sequence[Face],
             seeds = [face_seed(policy.synthetic_seed, "", i) for i in range(len(faces))]
         regions = [grown_box(face, policy.box_margin, width, height) for face in faces]
         boxes = [face_box(face, width, height) for face in faces]
-        return synthesize_faces(result, faces, regions, boxes, generator, seeds)
+        return synthesize_faces(result, faces, regions, boxes, generator, seeds, policy.synthetic_soften)
     sigma = policy.blur_sigma_factor * max(face.diagonal for face in faces)
     for face in faces:
         region = grown_box(face, policy.box_margin, width, height)
@@ -192,27 +198,51 @@ class ReplaceFaces(beam.DoFn):
 
     def _anonymize(self, record: Record, image: Image.Image, fmt: str,
                    faces: tuple[Face, ...]) -> tuple[Image.Image, bytes, list[str], list[float]]:
-        """Replace, encode and measure identity distances on the decoded output. A synthetic face
-        that still matches its original is generated again with the next seed, up to
-        ``synthetic_attempts`` times (only its distance to the original is used)."""
+        """Replace, encode and measure identity distances on the decoded output.
+
+        For ``synthetic`` with the identity check on, each face whose substitute is not farther than
+        ``synthetic_target_distance`` from its original is generated again with its next seed, up to
+        ``synthetic_attempts`` seeds; each face keeps the farthest substitute seen (only distances to
+        the original decide, never its pixels). The returned distances are measured on the final output.
+        """
         policy = self._policy
         attempts = policy.synthetic_attempts if policy.method == "synthetic" and self._embedder else 1
-        tries = [0] * len(faces)
         original = np.asarray(image.convert("RGB")) if self._embedder and faces else None
+        tries = [0] * len(faces)
+        best_tries = list(tries)
+        best = [-1.0] * len(faces)
+        rendered: tuple[list[int], Image.Image, bytes, list[str], list[float]] | None = None
         for _ in range(attempts):
-            seeds = [face_seed(policy.synthetic_seed, f"{record.record_id}#{t}" if t else record.record_id, i)
-                     for i, t in enumerate(tries)]
-            anonymized = replace_faces(image, faces, policy, self._generator, seeds)
-            encoded, removed = encode_clean(anonymized, record.data, fmt, self._quality)
-            if original is None or self._embedder is None:
+            anonymized, encoded, removed, distances = self._render(record, image, fmt, faces, tries, original)
+            rendered = (list(tries), anonymized, encoded, removed, distances)
+            if original is None:
                 return anonymized, encoded, removed, []
-            decoded, _ = load_normalized(encoded, self._max_pixels)
-            distances = self._embedder.distances(original, np.asarray(decoded.convert("RGB")), faces)
-            matching = [i for i, d in enumerate(distances) if d <= self._identity_threshold]
-            if not matching:
+            for i, distance in enumerate(distances):
+                if distance > best[i]:
+                    best[i], best_tries[i] = distance, tries[i]
+            pending = [i for i, d in enumerate(best) if d <= policy.synthetic_target_distance]
+            if not pending:
                 break
-            for i in matching:
+            for i in pending:
                 tries[i] += 1
+        assert rendered is not None
+        if rendered[0] != best_tries:  # some face's farthest substitute came from an earlier seed
+            anonymized, encoded, removed, distances = self._render(record, image, fmt, faces, best_tries, original)
+            return anonymized, encoded, removed, distances
+        return rendered[1], rendered[2], rendered[3], rendered[4]
+
+    def _render(self, record: Record, image: Image.Image, fmt: str, faces: tuple[Face, ...], tries: list[int],
+                original: np.ndarray | None) -> tuple[Image.Image, bytes, list[str], list[float]]:
+        """One replacement of every face (face i with its ``tries[i]``-th seed), encoded and measured."""
+        policy = self._policy
+        seeds = [face_seed(policy.synthetic_seed, f"{record.record_id}#{t}" if t else record.record_id, i)
+                 for i, t in enumerate(tries)]
+        anonymized = replace_faces(image, faces, policy, self._generator, seeds)
+        encoded, removed = encode_clean(anonymized, record.data, fmt, self._quality)
+        if original is None or self._embedder is None:
+            return anonymized, encoded, removed, []
+        decoded, _ = load_normalized(encoded, self._max_pixels)
+        distances = self._embedder.distances(original, np.asarray(decoded.convert("RGB")), faces)
         return anonymized, encoded, removed, distances
 
     def process(self, record: Record, sample_cutoff: int | None = None) -> Iterator[Record]:

@@ -450,12 +450,14 @@ def face_seed(seed: int, key: str, index: int) -> int:
 
 
 def synthesize_face(image: np.ndarray, face: Face, hard_mask: Image.Image, region: tuple[int, int, int, int],
-                    generator: FaceGenerator, seed: int, feather: float) -> np.ndarray:
+                    generator: FaceGenerator, seed: int, feather: float, soften: float = 0.0) -> np.ndarray:
     """Replace one face in ``image`` (H x W x 3 uint8, changed in place and returned).
 
     ``hard_mask`` (``L``, the size of ``region``) marks the pixels to replace (any value > 0).
     Inside it the output is the generator's, with no weight on the original; a band of
     ``feather`` px outside it is blended from the generator's output into the original.
+    ``soften`` > 0 blurs the generator's output (sigma = soften x face diagonal) before it is
+    used: the generated pixels only, so the original still has no weight inside the mask.
     """
     height, width = image.shape[:2]
     pad = int(np.ceil(feather)) + 1
@@ -473,6 +475,8 @@ def synthesize_face(image: np.ndarray, face: Face, hard_mask: Image.Image, regio
     if generated.shape != crop.shape or generated.dtype != np.uint8:
         raise GeneratorError(f"synthetic_generator: {generator.name} returned {generated.shape} "
                              f"{generated.dtype}, expected {crop.shape} uint8")
+    if soften > 0:
+        generated = np.asarray(Image.fromarray(generated).filter(ImageFilter.GaussianBlur(soften * face.diagonal)))
     # Outside the mask: a weight falling from 1 at the mask's edge to 0 at ``feather`` px.
     mask_image = Image.fromarray(mask.astype(np.uint8) * 255)
     grown = np.asarray(mask_image.filter(ImageFilter.MaxFilter(2 * pad + 1)).filter(
@@ -494,11 +498,11 @@ def ellipse_mask(size: tuple[int, int], face_box: tuple[int, int, int, int]) -> 
 
 def synthesize_faces(image: Image.Image, faces: Sequence[Face], regions: Sequence[tuple[int, int, int, int]],
                      face_boxes: Sequence[tuple[int, int, int, int]], generator: FaceGenerator,
-                     seeds: Sequence[int]) -> Image.Image:
+                     seeds: Sequence[int], soften: float = 0.0) -> Image.Image:
     """Return a copy of ``image`` with each face replaced by a generated one.
 
     ``regions`` are the grown boxes to replace and ``face_boxes`` the detected boxes (both in whole
-    image pixels); ``seeds`` one per face.
+    image pixels); ``seeds`` one per face; ``soften`` as in ``synthesize_face``.
     """
     mode = image.mode
     rgb = np.array(image.convert("RGB"))
@@ -508,7 +512,7 @@ def synthesize_faces(image: Image.Image, faces: Sequence[Face], regions: Sequenc
             continue
         relative_box = (box[0] - rx1, box[1] - ry1, box[2] - rx1, box[3] - ry1)
         hard = ellipse_mask((rx2 - rx1, ry2 - ry1), relative_box)
-        synthesize_face(rgb, face, hard, region, generator, seed, max(2.0, 0.05 * face.diagonal))
+        synthesize_face(rgb, face, hard, region, generator, seed, max(2.0, 0.05 * face.diagonal), soften)
     result = Image.fromarray(rgb)
     if mode == "RGBA":
         result.putalpha(image.getchannel("A"))
