@@ -58,7 +58,7 @@ class GateThresholds:
         return cls(
             allow_low_security=bool(options.allow_low_security),
             max_quarantine_share=float(options.gate_max_quarantine_share),
-            min_identity_distance=float(options.gate_min_identity_distance),
+            min_identity_distance=float(options.identity_threshold),
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ POLICY_KEYS = (
     "method", "allow_low_security", "box_margin", "blur_sigma_factor", "solid_color", "pixelate_blocks",
     "synthetic_generator", "synthetic_seed", "detector", "detector_extra", "detector_min_face_size",
     "detector_thresholds", "detector_score_threshold", "verify_score_threshold", "identity_check",
-    "identity_threshold", "gate_max_quarantine_share", "gate_min_identity_distance", "max_image_pixels",
+    "identity_threshold", "gate_max_quarantine_share", "max_image_pixels",
     "jpeg_quality", "reference_model", "gate_min_top1_agreement",
 )
 

@@ -100,9 +100,6 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("gate_max_quarantine_share", float, 1.0,
                "Largest share of a shard's records that may be quarantined before the gate fails it (1: no bound).",
                minimum=0.0, maximum=1.0),
-    OptionSpec("gate_min_identity_distance", float, 0.6,
-               "Replaced faces must be farther than this from their original in identity space (where computed).",
-               minimum=0.0),
     # Accuracy impact (transforms/accuracy.py): a reference classifier on originals and outputs.
     OptionSpec("reference_model", str, "",
                "Reference classifier: a torchvision architecture name, or 'torchscript' (empty: off)."),
