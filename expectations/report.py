@@ -14,6 +14,7 @@ import collections
 import datetime
 import html
 import io
+import tarfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,8 @@ from expectations.suites import (
     run_frame,
 )
 from expectations.validate import failed_names, validate_frame
+from transforms.io_parquet import read_row_image
+from transforms.io_webdataset import read_member
 from transforms.manifest import read_manifests
 from transforms.records import ShardSpec
 from transforms.storage import filesystem, join, write_atomic
@@ -58,13 +61,19 @@ def _thresholds_of(validations: Mapping[str, Mapping[str, Any]]) -> GateThreshol
     return GateThresholds()
 
 
-def _read_output(uri: str, s3_endpoint: str) -> bytes | None:
-    if "#" in uri:  # a member of a tar or Parquet shard: not shown in the gallery
-        return None
-    fs, path = filesystem(uri, s3_endpoint)
+def _read_output(uri: str, relative_path: str, s3_endpoint: str) -> bytes | None:
+    """A published output's bytes: a file, a tar shard's image member, or a Parquet row's image."""
+    shard, _, fragment = uri.partition("#")
     try:
+        if fragment and shard.endswith(".tar"):
+            return read_member(shard, relative_path, s3_endpoint)
+        if fragment.startswith("row=") and shard.endswith(".parquet"):
+            return read_row_image(shard, int(fragment[len("row="):]), s3_endpoint)
+        if fragment:
+            return None
+        fs, path = filesystem(uri, s3_endpoint)
         return bytes(fs.cat_file(path))
-    except (OSError, ValueError):
+    except (OSError, ValueError, tarfile.TarError):
         return None
 
 
@@ -89,7 +98,7 @@ def _gallery(rows: Sequence[Mapping[str, Any]], s3_endpoint: str) -> list[tuple[
     for row in published:
         if len(shown) == GALLERY_SIZE:
             break
-        data = _read_output(row["output_uri"], s3_endpoint)
+        data = _read_output(row["output_uri"], row.get("relative_path") or "", s3_endpoint)
         if data is None:
             continue
         try:

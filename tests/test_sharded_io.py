@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 from s3fs import S3FileSystem
 
+from expectations.report import build_report
 from pipelines.cli import main
 from tests.datasets import face_photo, jpeg, write_parquet_files, write_tar_shards
 from tests.helpers import ACCOUNTABILITY_SETS, run_job
@@ -62,6 +63,10 @@ def test_tar_shards_mirror_the_input(tmp_path: Path) -> None:
         _check_tar_outputs(_members(shard), _members(tmp_path / "out" / "data" / shard.name))
     with tarfile.open(tmp_path / "out" / "data" / shards[0].name) as tar:
         assert {(m.uname, m.gname, m.mtime) for m in tar.getmembers()} == {("", "", 0)}
+    # The steward's gallery shows anonymized tar members (never an original).
+    report = build_report(str(tmp_path / "out"))
+    gallery = sorted((tmp_path / "out" / "report" / "gallery").glob("*.jpg"))
+    assert report.index and len(gallery) == 6
 
 
 @pytest.mark.slow
@@ -81,6 +86,8 @@ def test_parquet_tables_keep_other_columns(tmp_path: Path, struct: bool) -> None
             assert [v["path"] for v in images_out] == [v["path"] for v in images_in]
             images_in, images_out = [v["bytes"] for v in images_in], [v["bytes"] for v in images_out]
         assert sum(_changed(a, b) > 0.05 for a, b in zip(images_in, images_out, strict=True)) >= 1
+    build_report(str(tmp_path / "out"))
+    assert len(list((tmp_path / "out" / "report" / "gallery").glob("*.jpg"))) == 6
 
 
 def _bad_tar(path: Path) -> None:

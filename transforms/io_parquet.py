@@ -40,6 +40,32 @@ def image_column_kind(schema: pa.Schema, column: str, uri: str) -> str:
     raise ValueError(f"image_column: column {column!r} in {uri} is {kind}, expected binary or struct<bytes, path>")
 
 
+def read_row_image(parquet_uri: str, row: int, s3_endpoint: str = "") -> bytes | None:
+    """The image bytes of one row of an output table (the first image-typed column), or None."""
+    fs, path = filesystem(parquet_uri, s3_endpoint)
+    with fs.open(path, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        schema = parquet.schema_arrow
+        columns = []
+        for name in schema.names:
+            try:
+                columns.append((name, image_column_kind(schema, name, parquet_uri)))
+            except ValueError:
+                continue
+        if not columns:
+            return None
+        column, kind = columns[0]
+        start = 0
+        for group in range(parquet.num_row_groups):
+            rows = parquet.metadata.row_group(group).num_rows
+            if start <= row < start + rows:
+                value = parquet.read_row_group(group, columns=[column]).column(column)[row - start].as_py()
+                data = value.get("bytes") if kind == "struct" and value else value
+                return bytes(data) if data else None
+            start += rows
+    return None
+
+
 def _read_schema(uri: str, s3_endpoint: str) -> pa.Schema:
     fs, path = filesystem(uri, s3_endpoint)
     with fs.open(path, "rb") as handle:

@@ -148,6 +148,17 @@ def read_tar_shard(spec: ShardSpec, s3_endpoint: str = "") -> Iterator[Record]:
         yield _sample_record(spec, index, key, members)
 
 
+def read_member(tar_uri: str, member_name: str, s3_endpoint: str = "") -> bytes | None:
+    """One regular member's bytes from a tar shard (streamed until found), or None if absent."""
+    fs, path = filesystem(tar_uri, s3_endpoint)
+    with fs.open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+        for member in tar:
+            if member.name == member_name and member.isfile():
+                extracted = tar.extractfile(member)
+                return extracted.read() if extracted is not None else None
+    return None
+
+
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.size = size
