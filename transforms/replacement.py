@@ -162,6 +162,18 @@ def replace_faces(image: Image.Image, faces: Sequence[Face],
     return result
 
 
+@dataclass(frozen=True)
+class Rendering:
+    """One anonymized version of an image: pixels, encoded bytes, the metadata names removed, the
+    faces' identity distances (empty when not measured) and the encoded bytes decoded again."""
+
+    anonymized: Image.Image
+    encoded: bytes
+    removed: list[str]
+    distances: list[float]
+    decoded: Image.Image
+
+
 class ReplaceFaces(beam.DoFn):
     """Replace the faces of each record and re-encode it without metadata.
 
@@ -196,8 +208,7 @@ class ReplaceFaces(beam.DoFn):
         if self._identity_check:
             self._embedder = IdentityEmbedder()
 
-    def _anonymize(self, record: Record, image: Image.Image, fmt: str,
-                   faces: tuple[Face, ...]) -> tuple[Image.Image, bytes, list[str], list[float]]:
+    def _anonymize(self, record: Record, image: Image.Image, fmt: str, faces: tuple[Face, ...]) -> Rendering:
         """Replace, encode and measure identity distances on the decoded output.
 
         For ``synthetic`` with the identity check on, each face whose substitute is not farther than
@@ -211,13 +222,11 @@ class ReplaceFaces(beam.DoFn):
         tries = [0] * len(faces)
         best_tries = list(tries)
         best = [-1.0] * len(faces)
-        rendered: tuple[list[int], Image.Image, bytes, list[str], list[float]] | None = None
         for _ in range(attempts):
-            anonymized, encoded, removed, distances = self._render(record, image, fmt, faces, tries, original)
-            rendered = (list(tries), anonymized, encoded, removed, distances)
+            rendering = self._render(record, image, fmt, faces, tries, original)
             if original is None:
-                return anonymized, encoded, removed, []
-            for i, distance in enumerate(distances):
+                return rendering
+            for i, distance in enumerate(rendering.distances):
                 if distance > best[i]:
                     best[i], best_tries[i] = distance, tries[i]
             pending = [i for i, d in enumerate(best) if d <= policy.synthetic_target_distance]
@@ -225,25 +234,23 @@ class ReplaceFaces(beam.DoFn):
                 break
             for i in pending:
                 tries[i] += 1
-        assert rendered is not None
-        if rendered[0] != best_tries:  # some face's farthest substitute came from an earlier seed
-            anonymized, encoded, removed, distances = self._render(record, image, fmt, faces, best_tries, original)
-            return anonymized, encoded, removed, distances
-        return rendered[1], rendered[2], rendered[3], rendered[4]
+        if tries != best_tries:  # some face's farthest substitute came from an earlier seed
+            return self._render(record, image, fmt, faces, best_tries, original)
+        return rendering
 
     def _render(self, record: Record, image: Image.Image, fmt: str, faces: tuple[Face, ...], tries: list[int],
-                original: np.ndarray | None) -> tuple[Image.Image, bytes, list[str], list[float]]:
-        """One replacement of every face (face i with its ``tries[i]``-th seed), encoded and measured."""
+                original: np.ndarray | None) -> Rendering:
+        """One replacement of every face (face i with its ``tries[i]``-th seed), encoded, decoded, measured."""
         policy = self._policy
         seeds = [face_seed(policy.synthetic_seed, f"{record.record_id}#{t}" if t else record.record_id, i)
                  for i, t in enumerate(tries)]
         anonymized = replace_faces(image, faces, policy, self._generator, seeds)
         encoded, removed = encode_clean(anonymized, record.data, fmt, self._quality)
-        if original is None or self._embedder is None:
-            return anonymized, encoded, removed, []
         decoded, _ = load_normalized(encoded, self._max_pixels)
-        distances = self._embedder.distances(original, np.asarray(decoded.convert("RGB")), faces)
-        return anonymized, encoded, removed, distances
+        distances: list[float] = []
+        if original is not None and self._embedder is not None:
+            distances = self._embedder.distances(original, np.asarray(decoded.convert("RGB")), faces)
+        return Rendering(anonymized, encoded, removed, distances, decoded)
 
     def process(self, record: Record, sample_cutoff: int | None = None) -> Iterator[Record]:
         if record.is_quarantined:
@@ -252,9 +259,11 @@ class ReplaceFaces(beam.DoFn):
         faces = tuple(f for f in record.faces if f.score >= self._policy.score_threshold)
         try:
             image, fmt = load_normalized(record.data, self._max_pixels)
-            anonymized, encoded, removed, distances = self._anonymize(record, image, fmt, faces)
+            rendering = self._anonymize(record, image, fmt, faces)
+            anonymized, encoded, removed, distances = (rendering.anonymized, rendering.encoded,
+                                                       rendering.removed, rendering.distances)
             changed = pixel_change(image, anonymized)
-            output, _ = load_normalized(encoded, self._max_pixels)
+            output = rendering.decoded
             width, height = image.size
             regions = [grown_box(f, self._policy.box_margin, width, height) for f in faces]
             quality = image_quality(image, output, regions)
