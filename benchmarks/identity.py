@@ -23,7 +23,7 @@ from transforms.detection import MtcnnDetector, MtcnnSettings
 from transforms.identity import MATCH_THRESHOLD, IdentityEmbedder
 from transforms.replacement import ReplacementPolicy, replace_faces
 from transforms.synthesis import ParametricFaceGenerator, face_seed
-from transforms.verification import SUBSTITUTE_IOU, iou
+from transforms.verification import SUBSTITUTE_IOU
 
 METHODS = ("gaussian", "solid", "synthetic", "pixelate")
 
@@ -66,7 +66,7 @@ def main() -> None:
             distances.extend(embedder.distances(np.asarray(image), decoded, faces))
             identity_seconds += time.perf_counter() - started
             found = detector.detect([Image.fromarray(decoded)])[0]
-            redetected += sum(1 for face in faces if any(iou(face, f) >= SUBSTITUTE_IOU for f in found))
+            redetected += sum(1 for face in faces if any(face.iou(f) >= SUBSTITUTE_IOU for f in found))
         matching = sum(1 for d in distances if d <= MATCH_THRESHOLD)
         print(f"{method:10} {total_faces:5d} {np.mean(distances):9.3f} {min(distances):8.3f} {matching:8d} "
               f"{redetected / total_faces:10.2f} {1000 * replace_seconds / total_faces:8.1f} "

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from transforms.records import box_iou
+
 # Face boxes (x1, y1, x2, y2) in the 512x512 source photos.
 FACE_SOURCES: dict[str, tuple[int, int, int, int]] = {
     "astronaut": (181, 62, 268, 172),
@@ -222,16 +224,6 @@ def read_annotations(path: Path) -> dict[str, list[Box]]:
     return out
 
 
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
 
 def covered_share(truth: Box, regions: list[Box]) -> float:
     """Share of ``truth``'s pixels inside the union of ``regions`` (pixels replaced)."""
@@ -291,7 +283,7 @@ def score_image(counts: BandCounts, truth: list[Box], detections: list[Box], rep
     (greedy, best overlap first), and *anonymized* when at least ``covered_threshold`` of its
     pixels lie inside the ``replaced`` regions (the boxes as the anonymizer grows them).
     """
-    pairs = sorted(((iou(t, d), ti, di) for ti, t in enumerate(truth) for di, d in enumerate(detections)),
+    pairs = sorted(((box_iou(t, d), ti, di) for ti, t in enumerate(truth) for di, d in enumerate(detections)),
                    reverse=True)
     used_t: set[int] = set()
     used_d: set[int] = set()
@@ -311,7 +303,7 @@ def score_image(counts: BandCounts, truth: list[Box], detections: list[Box], rep
     # A detection of a face below 20 px that matches nothing is not counted against precision
     # when it overlaps a true face (those faces are hard to box exactly).
     counts.true_detections += len(used_d) + sum(
-        1 for di, d in enumerate(detections) if di not in used_d and any(iou(t, d) > 0.2 for t in truth))
+        1 for di, d in enumerate(detections) if di not in used_d and any(box_iou(t, d) > 0.2 for t in truth))
     if not truth:
         counts.faceless_images += 1
         counts.faceless_false_positives += len(detections)

@@ -15,7 +15,7 @@ from transforms.fast_mtcnn import (
     _max_pool,
     min_nms,
 )
-from transforms.records import Face
+from transforms.records import Face, box_iou
 
 SCORE = 0.7  # detector_score_threshold's default: faces under it are not replaced
 
@@ -43,14 +43,6 @@ def stock_boxes(labelled: list[LabelledImage]) -> list[list[tuple[float, float, 
                    [(*(float(v) for v in b), float(p)) for b, p in zip(boxes, probs, strict=True)])
     return out
 
-
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def test_max_pool_matches_torch_pooling() -> None:
@@ -87,7 +79,7 @@ def test_agrees_with_stock_mtcnn(labelled: list[LabelledImage], fast: FastMtcnnD
         for a, others in ((theirs, ours), (ours, theirs)):
             for box in a:
                 total += 1
-                matched += max((_iou(box, o) for o in others), default=0.0) >= 0.9
+                matched += max((box_iou(box, o) for o in others), default=0.0) >= 0.9
     assert total > 80
     assert matched / total >= 0.99, f"{matched}/{total} boxes agree"
 

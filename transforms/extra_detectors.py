@@ -119,15 +119,6 @@ class HaarProfileFactory:
         return haar_info()
 
 
-def _iou(a: Face, b: Face) -> float:
-    iw = min(a.x2, b.x2) - max(a.x1, b.x1)
-    ih = min(a.y2, b.y2) - max(a.y1, b.y1)
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = a.width * a.height + b.width * b.height - inter
-    return inter / union if union > 0 else 0.0
-
 
 def merge_faces(faces: Sequence[Face], iou_threshold: float) -> list[Face]:
     """NMS over faces from any detectors: the best-scored face of each overlapping group is kept,
@@ -137,7 +128,7 @@ def merge_faces(faces: Sequence[Face], iou_threshold: float) -> list[Face]:
     finders: list[list[str]] = []
     for face in ordered:
         for i, other in enumerate(kept):
-            if _iou(face, other) > iou_threshold:
+            if face.iou(other) > iou_threshold:
                 for name in face.detector.split("+"):
                     if name not in finders[i]:
                         finders[i].append(name)

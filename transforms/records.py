@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,17 @@ PUBLISHED = "published"
 QUARANTINED = "quarantined"
 EXCLUDED = "excluded"  # objection or withdrawn consent: never decoded or processed
 ERASED = "erased"  # removed from the outputs by `anonymize erase` (manifest rows only)
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two ``(x1, y1, x2, y2)`` boxes."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,14 @@ class Face:
     @property
     def diagonal(self) -> float:
         return float((self.width**2 + self.height**2) ** 0.5)
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        return (self.x1, self.y1, self.x2, self.y2)
+
+    def iou(self, other: Face) -> float:
+        """Intersection over union with another face's box."""
+        return box_iou(self.box, other.box)
 
     @property
     def short_side(self) -> float:

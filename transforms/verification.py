@@ -25,20 +25,9 @@ from transforms.records import Face, Record
 SUBSTITUTE_IOU = 0.4
 
 
-def iou(a: Face, b: Face) -> float:
-    """Intersection over union of two face boxes."""
-    w = min(a.x2, b.x2) - max(a.x1, b.x1)
-    h = min(a.y2, b.y2) - max(a.y1, b.y1)
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    union = a.width * a.height + b.width * b.height - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 def redetection_scores(replaced: tuple[Face, ...], found: tuple[Face, ...]) -> tuple[float, ...]:
     """Per replaced face, the best score of a face found on the output overlapping it (0: none)."""
-    return tuple(max((f.score for f in found if iou(r, f) >= SUBSTITUTE_IOU), default=0.0) for r in replaced)
+    return tuple(max((f.score for f in found if r.iou(f) >= SUBSTITUTE_IOU), default=0.0) for r in replaced)
 
 
 def leaked_faces(record: Record, verify_threshold: float, identity_threshold: float) -> int:
@@ -54,8 +43,8 @@ def leaked_faces(record: Record, verify_threshold: float, identity_threshold: fl
     free = [i for i, d in enumerate(record.identity_distances) if d > identity_threshold]
     leaks = 0
     for face in sorted(found, key=lambda f: -f.score):
-        best = max(free, key=lambda i: iou(record.faces[i], face), default=None)
-        if best is not None and iou(record.faces[best], face) >= SUBSTITUTE_IOU:
+        best = max(free, key=lambda i: record.faces[i].iou(face), default=None)
+        if best is not None and record.faces[best].iou(face) >= SUBSTITUTE_IOU:
             free.remove(best)
         else:
             leaks += 1
