@@ -30,7 +30,8 @@ def jpeg(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+def add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+    """Add a regular member with ``payload`` to an open tar."""
     info = tarfile.TarInfo(name)
     info.size = len(payload)
     tar.addfile(info, io.BytesIO(payload))
@@ -47,9 +48,9 @@ def write_tar_shards(folder: Path, shards: int, per_shard: int, seed: int = 0,
             for i in range(per_shard):
                 key = f"sample{s:03d}{i:03d}"
                 n = seed + s * per_shard + i
-                _add(tar, f"{key}.jpg", jpeg(face_photo(n, size)))
-                _add(tar, f"{key}.cls", str(n % 10).encode())
-                _add(tar, f"{key}.json", json.dumps({"label": n % 10, "caption": f"photo {n}"}).encode())
+                add_member(tar, f"{key}.jpg", jpeg(face_photo(n, size)))
+                add_member(tar, f"{key}.cls", str(n % 10).encode())
+                add_member(tar, f"{key}.json", json.dumps({"label": n % 10, "caption": f"photo {n}"}).encode())
         paths.append(path)
     return paths
 

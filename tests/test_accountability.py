@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from pipelines.cli import main
-from tests.datasets import face_photo, jpeg
+from tests.datasets import add_member, face_photo, jpeg
 from tests.fakes import FixedBoxesFactory
 from tests.helpers import ACCOUNTABILITY_SETS, run_job
 from tests.s3server import s3_client
@@ -29,12 +29,6 @@ from transforms.storage import filesystem
 ROOT = Path(__file__).resolve().parents[1]
 BASE = str(ROOT / "conf" / "base.yaml")
 SENTINEL = b"EXCLUDED-SENTINEL"
-
-
-def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(payload)
-    tar.addfile(info, io.BytesIO(payload))
 
 
 def _subject_tars(folder: Path, shards: int, per_shard: int, undecodable_subject: str = "") -> list[Path]:
@@ -49,8 +43,8 @@ def _subject_tars(folder: Path, shards: int, per_shard: int, undecodable_subject
                 n = s * per_shard + i
                 subject = f"person-{n % 3}"
                 image = b"\xff\xd8" + SENTINEL if subject == undecodable_subject else jpeg(face_photo(n))
-                _add(tar, f"s{s}i{i}.jpg", image)
-                _add(tar, f"s{s}i{i}.json", json.dumps({"subject_id": subject}).encode())
+                add_member(tar, f"s{s}i{i}.jpg", image)
+                add_member(tar, f"s{s}i{i}.json", json.dumps({"subject_id": subject}).encode())
         paths.append(path)
     return paths
 
