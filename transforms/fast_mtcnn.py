@@ -3,8 +3,9 @@
 Same cascade and weights as facenet-pytorch's ``detect_face`` (so the same detections), but:
 
 - each pyramid scale of a whole batch (mixed image sizes included) goes through P-Net in one call;
-- the candidate crops for R-Net and O-Net are taken in one ``torchvision.ops.roi_align`` call
-  instead of a Python loop of per-box slices and resizes;
+- the candidate crops for R-Net and O-Net are area-resized all at once, from one integer integral
+  image of the batch, instead of a Python loop of per-box slices and resizes (``roi_align`` was
+  tried: its bilinear samples are not facenet-pytorch's area resize, and boxes moved);
 - every NMS is a batched tensor op (torchvision's ``batched_nms``; the final "Min" NMS is a
   vectorized greedy suppression), so nothing leaves the device until the final boxes.
 
@@ -292,21 +293,20 @@ class FastMtcnnDetector:
         x0, y0, x1, y1, b = (v[valid].long() for v in (x0, y0, x1, y1, inds))
         i = torch.arange(size, device=self.device)
         hc, wc = (y1 - y0)[:, None], (x1 - x0)[:, None]
-        r0 = y0[:, None] + (i[None, :] * hc) // size
-        r1 = y0[:, None] + ((i[None, :] + 1) * hc + size - 1) // size
-        c0 = x0[:, None] + (i[None, :] * wc) // size
-        c1 = x0[:, None] + ((i[None, :] + 1) * wc + size - 1) // size
-        n, channels, rows, cols = integral.shape
-        flat = integral.reshape(-1)
-        base = (b[:, None] * channels + torch.arange(channels, device=self.device)[None, :]) * (rows * cols)
-        base = base[:, :, None, None]
-
-        def corner(r: Any, c: Any) -> Any:
-            return flat[base + (r[:, None, :, None] * cols + c[:, None, None, :])]
-
-        sums = corner(r1, c1) - corner(r0, c1) - corner(r1, c0) + corner(r0, c0)
-        area = ((r1 - r0)[:, :, None] * (c1 - c0)[:, None, :])[:, None].to(sums.dtype)
-        crops = (sums / area).to(torch.float32)
+        # Bin edges [2, N, size]: first / past-the-end row (column) of each output pixel's bin.
+        r = torch.stack([y0[:, None] + (i[None, :] * hc) // size,
+                         y0[:, None] + ((i[None, :] + 1) * hc + size - 1) // size])
+        c = torch.stack([x0[:, None] + (i[None, :] * wc) // size,
+                         x0[:, None] + ((i[None, :] + 1) * wc + size - 1) // size])
+        _, channels, rows, cols = integral.shape
+        planes = (b[:, None] * channels + torch.arange(channels, device=self.device)[None, :]) * (rows * cols)
+        # All four corners of every bin of every box and channel in one gather: [2, 2, N, C, size, size].
+        where = r[:, None, :, None, :, None] * cols + c[None, :, :, None, None, :]
+        where = where + planes[None, None, :, :, None, None]
+        corner = integral.reshape(-1).take(where)
+        sums = corner[1, 1] - corner[0, 1] - corner[1, 0] + corner[0, 0]
+        area = ((r[1] - r[0])[:, :, None] * (c[1] - c[0])[:, None, :])[:, None]
+        crops = sums.to(torch.float32) / area.to(torch.float32)
         return (crops - 127.5) * 0.0078125, valid
 
     def _refine(self, batch: Any, sizes: Any, boxes: Any, inds: Any) -> tuple[Any, Any, Any]:
@@ -315,8 +315,10 @@ class FastMtcnnDetector:
         from torchvision.ops import batched_nms
 
         s = self.settings
-        # Exact in float64: sums of 8-bit pixels stay integers far beyond any image size.
-        integral = pad(batch.to(torch.float64).cumsum(2).cumsum(3), (1, 0, 1, 0))
+        # Exact in int32: a sum of 8-bit pixels fits for images up to 8 million pixels (larger
+        # ones take int64).
+        dtype = torch.int32 if batch.shape[2] * batch.shape[3] <= 8_000_000 else torch.int64
+        integral = pad(batch.to(dtype), (1, 0, 1, 0)).cumsum(2, dtype=dtype).cumsum(3, dtype=dtype)
         # R-Net
         crops, valid = self._crops(integral, boxes, inds, sizes, 24)
         boxes, inds = boxes[valid], inds[valid]
