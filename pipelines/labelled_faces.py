@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageEnhance, ImageFilter
 
 from transforms.records import box_iou
 
@@ -79,9 +79,12 @@ def _background(rng: random.Random, size: tuple[int, int], photos: dict[str, Ima
 
 
 def _face_patch(rng: random.Random, face_size: float, canvas: tuple[int, int],
-                photos: dict[str, Image.Image]) -> tuple[Image.Image, Box]:
+                photos: dict[str, Image.Image], hard: bool = False) -> tuple[Image.Image, Box]:
     """A face cut with context, scaled to ``face_size`` (short side), rotated; and its face box
-    in patch coordinates (upright, the face's size, centred on the rotated face centre)."""
+    in patch coordinates (upright, the face's size, centred on the rotated face centre).
+
+    ``hard``: also low contrast, under- or over-exposed, out of focus and rotated up to 30 degrees.
+    """
     name = rng.choice(sorted(FACE_SOURCES))
     photo = photos.setdefault(name, _photo(name))
     fx1, fy1, fx2, fy2 = FACE_SOURCES[name]
@@ -101,9 +104,13 @@ def _face_patch(rng: random.Random, face_size: float, canvas: tuple[int, int],
     crop = ImageEnhance.Brightness(crop).enhance(rng.uniform(0.75, 1.2))
     size = (max(1, round(crop.width * scale)), max(1, round(crop.height * scale)))
     crop = crop.resize(size, Image.Resampling.LANCZOS)
+    if hard:
+        crop = ImageEnhance.Contrast(crop).enhance(rng.uniform(0.35, 0.8))
+        crop = ImageEnhance.Brightness(crop).enhance(rng.choice([rng.uniform(0.35, 0.6), rng.uniform(1.3, 1.6)]))
+        crop = crop.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 0.06) * face_size))
     # Face centre and size in the scaled crop.
     centre = (((fx1 + fx2) / 2 - int(cx1)) * scale, ((fy1 + fy2) / 2 - int(cy1)) * scale)
-    angle = rng.uniform(-15.0, 15.0)
+    angle = rng.uniform(-30.0, 30.0) if hard else rng.uniform(-15.0, 15.0)
     rgba = crop.convert("RGBA")
     rotated = rgba.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True)
     # Where the centre went: rotate about the crop centre, shift by the expansion.
@@ -138,8 +145,11 @@ def _face_sizes(rng: random.Random, count: int, smallest: float, largest: float)
 
 def generate_labelled_set(with_faces: int = 40, faceless: int = 10, size: tuple[int, int] = (640, 480),
                           seed: int = 0, smallest: float = 16.0, largest: float = 300.0,
-                          ) -> Iterator[tuple[LabelledImage, bytes]]:
+                          hard: bool = False) -> Iterator[tuple[LabelledImage, bytes]]:
     """Yield labelled images (decoded from their JPEG bytes) and the JPEG bytes.
+
+    ``hard`` makes faces low-contrast, badly exposed, out of focus and more rotated, and saves at
+    JPEG quality 60: a set on which detectors and their settings differ.
 
     Raises:
         ValueError: on a negative count or a size range outside 8-1000 px.
@@ -160,7 +170,7 @@ def generate_labelled_set(with_faces: int = 40, faceless: int = 10, size: tuple[
         boxes: list[Box] = []
         taken: list[tuple[int, int, int, int]] = []
         for face_size in sorted(sizes[cursor: cursor + counts[index]], reverse=True):
-            patch, (bx1, by1, bx2, by2) = _face_patch(rng, face_size, size, photos)
+            patch, (bx1, by1, bx2, by2) = _face_patch(rng, face_size, size, photos, hard)
             if patch.width > size[0] or patch.height > size[1]:
                 continue
             for _ in range(50):
@@ -174,10 +184,10 @@ def generate_labelled_set(with_faces: int = 40, faceless: int = 10, size: tuple[
                     boxes.append((bx1 + x, by1 + y, bx2 + x, by2 + y))
                     break
         cursor += counts[index]
-        image, data = _jpeg_round_trip(canvas)
+        image, data = _jpeg_round_trip(canvas, 60 if hard else 90)
         yield LabelledImage(f"faces_{index:04d}.jpg", image, tuple(boxes)), data
     for index in range(faceless):
-        image, data = _jpeg_round_trip(_background(rng, size, photos))
+        image, data = _jpeg_round_trip(_background(rng, size, photos), 60 if hard else 90)
         yield LabelledImage(f"noface_{index:04d}.jpg", image, ()), data
 
 

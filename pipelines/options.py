@@ -49,7 +49,8 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("max_image_pixels", int, 50_000_000, "Larger images are quarantined.", minimum=1),
     OptionSpec("min_image_side", int, 1, "Images with a smaller side are quarantined.", minimum=1),
     # Detection.
-    OptionSpec("detector", str, "mtcnn", "Face detector (fast_mtcnn: the vectorized batched cascade).",
+    OptionSpec("detector", str, "fast_mtcnn",
+               "Face detector: fast_mtcnn (vectorized batched cascade) or mtcnn (facenet-pytorch's).",
                choices=("mtcnn", "fast_mtcnn")),
     OptionSpec("detector_extra", str, "",
                "Extra detectors whose faces are unioned with the main one's, comma-separated (haar_profile)."),
@@ -77,10 +78,10 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
                "Face generator for method synthetic: TorchScript or .onnx path/URL (empty: built-in parametric)."),
     OptionSpec("synthetic_generator_size", int, 128, "Square input size S of a generator model, px.", minimum=16),
     OptionSpec("synthetic_seed", int, 0, "Seed of the synthetic faces (with record id and face index).", minimum=0),
-    OptionSpec("synthetic_attempts", int, 3,
+    OptionSpec("synthetic_attempts", int, 12,
                "Seeds tried per face until its substitute is farther than synthetic_target_distance from the "
                "original; the farthest is kept (needs identity_check).", minimum=1),
-    OptionSpec("synthetic_target_distance", float, 0.7,
+    OptionSpec("synthetic_target_distance", float, 0.8,
                "Identity distance a synthetic face should exceed before no other seed is tried.",
                minimum=0.6, maximum=2.0),
     OptionSpec("synthetic_soften", float, 0.03,

