@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +47,15 @@ def identity_available() -> bool:
     return importlib.util.find_spec("dlib") is not None and models_folder() is not None
 
 
+@dataclass(frozen=True)
+class Reference:
+    """An original face measured once: its box, dlib 5-point alignment and 128-D embedding."""
+
+    face: Face
+    shape: Any
+    embedding: np.ndarray
+
+
 class IdentityEmbedder:
     """dlib's face embedding at a known face box; load once per worker."""
 
@@ -70,22 +81,47 @@ class IdentityEmbedder:
         shape = self._shape(image, self._rect(face))
         return np.asarray(self._net.compute_face_descriptor(image, shape), np.float64)
 
+    def reference(self, original: np.ndarray, face: Face) -> Reference:
+        """The original face's 5-point alignment and embedding at ``face``'s box, to measure once per
+        face and compare against every candidate replacement (``distance``)."""
+        original = np.ascontiguousarray(original)
+        shape = self._shape(original, self._rect(face))
+        return Reference(face, shape, np.asarray(self._net.compute_face_descriptor(original, shape), np.float64))
+
+    def references(self, original: np.ndarray, faces: Sequence[Face]) -> list[Reference]:
+        """``reference`` of each face."""
+        original = np.ascontiguousarray(original)
+        return [self.reference(original, face) for face in faces]
+
+    def same_alignment_distance(self, reference: Reference, replaced: np.ndarray) -> float:
+        """Distance of ``replaced`` embedded with the original's alignment (one embedding): an upper
+        bound of ``distance``, enough to rule out a candidate that cannot beat a known distance."""
+        replaced = np.ascontiguousarray(replaced)
+        same = np.asarray(self._net.compute_face_descriptor(replaced, reference.shape))
+        return float(np.linalg.norm(reference.embedding - same))
+
+    def own_alignment_distance(self, reference: Reference, replaced: np.ndarray) -> float:
+        """Distance of ``replaced`` embedded with an alignment found on ``replaced`` itself."""
+        replaced = np.ascontiguousarray(replaced)
+        shape = self._shape(replaced, self._rect(reference.face))
+        own = np.asarray(self._net.compute_face_descriptor(replaced, shape))
+        return float(np.linalg.norm(reference.embedding - own))
+
+    def distance(self, reference: Reference, replaced: np.ndarray) -> float:
+        """The identity distance of one replaced face from its precomputed ``reference`` (see the module)."""
+        replaced = np.ascontiguousarray(replaced)
+        return min(self.same_alignment_distance(reference, replaced),
+                   self.own_alignment_distance(reference, replaced))
+
+    def distances_to(self, references: Sequence[Reference], replaced: np.ndarray) -> list[float]:
+        """Per face, ``distance`` from its reference (two embeddings per face, none of the original)."""
+        replaced = np.ascontiguousarray(replaced)
+        return [self.distance(reference, replaced) for reference in references]
+
     def distances(self, original: np.ndarray, replaced: np.ndarray,
                   faces: Sequence[Face]) -> list[float]:
         """Per face, the identity distance between ``original`` and ``replaced`` (see the module)."""
-        original = np.ascontiguousarray(original)
-        replaced = np.ascontiguousarray(replaced)
-        out = []
-        for face in faces:
-            rect = self._rect(face)
-            shape = self._shape(original, rect)
-            reference = np.asarray(self._net.compute_face_descriptor(original, shape))
-            same_alignment = np.asarray(self._net.compute_face_descriptor(replaced, shape))
-            own = np.asarray(self._net.compute_face_descriptor(replaced, self._shape(replaced, rect)))
-            out.append(float(min(np.linalg.norm(reference - same_alignment),
-                                 np.linalg.norm(reference - own))))
-        return out
-
+        return self.distances_to(self.references(original, faces), replaced)
 
 def identity_model_info() -> str:
     """The model's name for the manifest and the summary."""
