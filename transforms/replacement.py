@@ -17,11 +17,18 @@ from PIL import Image, ImageDraw, ImageFilter
 from pipelines.options import LOW_SECURITY_METHODS, REPLACEMENT_METHODS
 from transforms.accuracy import ReferenceSampling, pack_views
 from transforms.decode import ImageRejected, load_normalized
-from transforms.identity import CHECKED, SKIPPED, IdentityEmbedder
+from transforms.identity import CHECKED, SKIPPED, IdentityEmbedder, Reference
 from transforms.metadata import encode_clean
 from transforms.metrics import image_quality, pixel_change
 from transforms.records import Face, Record
-from transforms.synthesis import FaceGenerator, GeneratorError, face_seed, load_generator, synthesize_faces
+from transforms.synthesis import (
+    FaceGenerator,
+    GeneratorError,
+    face_seed,
+    load_generator,
+    synthesize_faces,
+    synthesize_in_place,
+)
 
 Box = tuple[int, int, int, int]
 
@@ -36,12 +43,14 @@ class ReplacementPolicy:
     solid_color: tuple[int, int, int] = (128, 128, 128)
     pixelate_blocks: int = 8
     score_threshold: float = 0.7
+    # Detectors that apply their own threshold (the extra detectors): every face they found is replaced.
+    self_thresholded_detectors: tuple[str, ...] = ()
     synthetic_generator: str = ""
     synthetic_generator_size: int = 128
     synthetic_seed: int = 0
-    synthetic_attempts: int = 3
+    synthetic_attempts: int = 12
     synthetic_soften: float = 0.03
-    synthetic_target_distance: float = 0.7
+    synthetic_target_distance: float = 0.8
 
     def __post_init__(self) -> None:
         if self.method not in REPLACEMENT_METHODS:
@@ -63,6 +72,12 @@ class ReplacementPolicy:
             raise ValueError(f"synthetic_soften must be in [0, 0.05], got {self.synthetic_soften}")
         if self.synthetic_target_distance < 0.6:
             raise ValueError(f"synthetic_target_distance must be >= 0.6, got {self.synthetic_target_distance}")
+
+    def replaces(self, face: Face) -> bool:
+        """Whether ``face`` is replaced: its score reaches ``score_threshold``, or a self-thresholded
+        detector found it."""
+        return face.score >= self.score_threshold or any(
+            name in self.self_thresholded_detectors for name in face.detector.split("+"))
 
     @property
     def security_level(self) -> str:
@@ -162,6 +177,46 @@ def replace_faces(image: Image.Image, faces: Sequence[Face],
     return result
 
 
+def attempt_seed(policy: ReplacementPolicy, key: str, index: int, attempt: int) -> int:
+    """The seed of face ``index``'s ``attempt``-th synthetic substitute (attempt 0: ``replace_faces``'s)."""
+    return face_seed(policy.synthetic_seed, f"{key}#{attempt}" if attempt else key, index)
+
+
+def choose_synthetic_attempts(original: np.ndarray, faces: Sequence[Face], references: Sequence[Reference],
+                              policy: ReplacementPolicy, generator: FaceGenerator, embedder: IdentityEmbedder,
+                              key: str) -> list[int]:
+    """Per face, the attempt (``attempt_seed``) whose substitute is farthest from the original.
+
+    Each face's candidates are pasted alone into ``original`` (H x W x 3 uint8 RGB, left unchanged)
+    and scored by identity distance only: a candidate's same-alignment distance (one embedding) is an
+    upper bound of its distance, so only a candidate whose bound beats the best distance so far is
+    measured fully. A face stops at the first candidate farther than ``synthetic_target_distance``,
+    or after ``synthetic_attempts``. The original's pixels never reach a candidate's masked region.
+    """
+    height, width = original.shape[:2]
+    work = original.copy()
+    chosen = []
+    for index, (face, reference) in enumerate(zip(faces, references, strict=True)):
+        region, box = grown_box(face, policy.box_margin, width, height), face_box(face, width, height)
+        best, best_attempt = -1.0, 0
+        for attempt in range(policy.synthetic_attempts):
+            window = synthesize_in_place(work, face, region, box, generator,
+                                         attempt_seed(policy, key, index, attempt), policy.synthetic_soften)
+            if window is None:
+                break
+            bound = embedder.same_alignment_distance(reference, work)
+            if bound > best:
+                distance = min(bound, embedder.own_alignment_distance(reference, work))
+                if distance > best:
+                    best, best_attempt = distance, attempt
+            x1, y1, x2, y2 = window
+            work[y1:y2, x1:x2] = original[y1:y2, x1:x2]
+            if best > policy.synthetic_target_distance:
+                break
+        chosen.append(best_attempt)
+    return chosen
+
+
 @dataclass(frozen=True)
 class Rendering:
     """One anonymized version of an image: pixels, encoded bytes, the metadata names removed, the
@@ -211,52 +266,38 @@ class ReplaceFaces(beam.DoFn):
     def _anonymize(self, record: Record, image: Image.Image, fmt: str, faces: tuple[Face, ...]) -> Rendering:
         """Replace, encode and measure identity distances on the decoded output.
 
-        For ``synthetic`` with the identity check on, each face whose substitute is not farther than
-        ``synthetic_target_distance`` from its original is generated again with its next seed, up to
-        ``synthetic_attempts`` seeds; each face keeps the farthest substitute seen (only distances to
+        Each original face is measured once (its alignment and embedding, ``IdentityEmbedder.reference``).
+        For ``synthetic`` with the identity check on, each face gets the farthest of up to
+        ``synthetic_attempts`` seeded substitutes (``choose_synthetic_attempts``: only distances to
         the original decide, never its pixels). The returned distances are measured on the final output.
         """
-        policy = self._policy
-        attempts = policy.synthetic_attempts if policy.method == "synthetic" and self._embedder else 1
-        original = np.asarray(image.convert("RGB")) if self._embedder and faces else None
-        tries = [0] * len(faces)
-        best_tries = list(tries)
-        best = [-1.0] * len(faces)
-        for _ in range(attempts):
-            rendering = self._render(record, image, fmt, faces, tries, original)
-            if original is None:
-                return rendering
-            for i, distance in enumerate(rendering.distances):
-                if distance > best[i]:
-                    best[i], best_tries[i] = distance, tries[i]
-            pending = [i for i, d in enumerate(best) if d <= policy.synthetic_target_distance]
-            if not pending:
-                break
-            for i in pending:
-                tries[i] += 1
-        if tries != best_tries:  # some face's farthest substitute came from an earlier seed
-            return self._render(record, image, fmt, faces, best_tries, original)
-        return rendering
+        references: list[Reference] | None = None
+        attempts = [0] * len(faces)
+        if self._embedder is not None and faces:
+            original = np.asarray(image.convert("RGB"))
+            references = self._embedder.references(original, faces)
+            if self._policy.method == "synthetic" and self._generator is not None:
+                attempts = choose_synthetic_attempts(original, faces, references, self._policy, self._generator,
+                                                     self._embedder, record.record_id)
+        return self._render(record, image, fmt, faces, attempts, references)
 
-    def _render(self, record: Record, image: Image.Image, fmt: str, faces: tuple[Face, ...], tries: list[int],
-                original: np.ndarray | None) -> Rendering:
-        """One replacement of every face (face i with its ``tries[i]``-th seed), encoded, decoded, measured."""
-        policy = self._policy
-        seeds = [face_seed(policy.synthetic_seed, f"{record.record_id}#{t}" if t else record.record_id, i)
-                 for i, t in enumerate(tries)]
-        anonymized = replace_faces(image, faces, policy, self._generator, seeds)
+    def _render(self, record: Record, image: Image.Image, fmt: str, faces: tuple[Face, ...], attempts: list[int],
+                references: list[Reference] | None) -> Rendering:
+        """One replacement of every face (face i with its ``attempts[i]``-th seed), encoded, decoded, measured."""
+        seeds = [attempt_seed(self._policy, record.record_id, i, t) for i, t in enumerate(attempts)]
+        anonymized = replace_faces(image, faces, self._policy, self._generator, seeds)
         encoded, removed = encode_clean(anonymized, record.data, fmt, self._quality)
         decoded, _ = load_normalized(encoded, self._max_pixels)
         distances: list[float] = []
-        if original is not None and self._embedder is not None:
-            distances = self._embedder.distances(original, np.asarray(decoded.convert("RGB")), faces)
+        if references is not None and self._embedder is not None:
+            distances = self._embedder.distances_to(references, np.asarray(decoded.convert("RGB")))
         return Rendering(anonymized, encoded, removed, distances, decoded)
 
     def process(self, record: Record, sample_cutoff: int | None = None) -> Iterator[Record]:
         if record.is_quarantined:
             yield record
             return
-        faces = tuple(f for f in record.faces if f.score >= self._policy.score_threshold)
+        faces = tuple(f for f in record.faces if self._policy.replaces(f))
         try:
             image, fmt = load_normalized(record.data, self._max_pixels)
             rendering = self._anonymize(record, image, fmt, faces)

@@ -7,9 +7,11 @@ band is feathered from the generator's output into the original surroundings, so
 
 Generators (``FaceGenerator``):
 
-- ``ParametricFaceGenerator`` (the default, no weights): fills the masked region from its border
-  (push-pull inpainting), then renders a face from a small parametric model (skin, eye sockets,
-  eyes, brows, nose, lips; every parameter drawn from a seeded random generator, none from the
+- ``ParametricFaceGenerator`` (the default, no weights; ``parametric-v2``): fills the masked region
+  from its border (push-pull inpainting), then renders a face from a parametric model (face and
+  jaw shape, skin tone and shading, hairline, fringe and hair around the face, eye size, shape and
+  tilt, brows, nose length and width, mouth position, width, lips and smile, teeth, beard,
+  moustache, glasses; every parameter drawn from a seeded random generator, none from the
   original), warped onto the original's five MTCNN landmarks by a similarity transform, and
   matched to the surroundings' exposure, colour cast, saturation, lighting gradient and noise.
 - ``ModelFaceGenerator``: a TorchScript or ONNX model at a local path or fsspec URL, with the
@@ -85,7 +87,7 @@ def landmarks_from_box(face: Face) -> np.ndarray:
     return (TEMPLATE - np.array([8.0, 0.0])) * scale + np.array([face.x1, face.y1])
 
 
-def _smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
+def _smoothstep(edge0: float | np.ndarray, edge1: float | np.ndarray, x: np.ndarray) -> np.ndarray:
     t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
 
@@ -173,64 +175,111 @@ def surround_stats(crop: np.ndarray, known: np.ndarray) -> SurroundStats:
 # ---------------------------------------------------------------------------------------------
 # The built-in parametric generator.
 
-SKIN_TONES = ((236, 200, 176), (224, 180, 150), (205, 156, 124), (176, 126, 94),
-              (141, 96, 68), (104, 70, 50), (230, 190, 160), (198, 150, 120))
-HAIR_COLOURS = ((40, 30, 25), (70, 50, 35), (110, 80, 50), (25, 22, 22), (120, 100, 80))
+SKIN_TONES = ((242, 208, 186), (236, 200, 176), (224, 180, 150), (214, 170, 132), (205, 156, 124),
+              (190, 140, 104), (176, 126, 94), (160, 110, 80), (141, 96, 68), (120, 82, 58),
+              (104, 70, 50), (84, 56, 42))
+HAIR_COLOURS = ((40, 30, 25), (70, 50, 35), (110, 80, 50), (25, 22, 22), (120, 100, 80),
+                (160, 130, 90), (150, 70, 40), (185, 180, 175), (95, 90, 88))
 IRIS_COLOURS = ((70, 45, 30), (50, 80, 110), (80, 95, 60), (90, 90, 95), (40, 30, 25))
+FRAME_COLOURS = ((20, 20, 22), (60, 40, 30), (150, 150, 155), (110, 30, 30), (30, 40, 80))
 
 
 @dataclass(frozen=True)
 class FaceParams:
-    """The parameters of one synthetic face, all drawn from the seed."""
+    """The parameters of one synthetic face, all drawn from the seed (canonical 112 x 112 units)."""
 
     skin: tuple[float, float, float]
     hair: tuple[float, float, float]
     iris: tuple[float, float, float]
     lips: tuple[float, float, float]
+    frame: tuple[float, float, float]
     face_width: float
     face_height: float
+    jaw: float
+    chin: float
     eye_size: float
-    brow_lift: float
-    brow_thickness: float
-    nose_width: float
-    lip_height: float
-    light_side: float
+    eye_aspect: float
+    eye_tilt: float
     eye_spread: float
     eye_height: float
+    lid: float
+    brow_lift: float
+    brow_thickness: float
+    brow_arch: float
+    brow_tilt: float
+    brow_length: float
+    nose_width: float
+    nose_length: float
+    nose_shade: float
     mouth_width: float
+    mouth_shift: float
+    lip_height: float
+    lip_ratio: float
+    smile: float
+    teeth: float
+    light_side: float
+    contrast: float
+    cheeks: float
     hairline: float
+    fringe: float
+    hair_volume: float
+    hair_length: float
     beard: float
+    moustache: float
+    glasses: float
+    lens_tint: float
+    glasses_size: float
+
+
+def _pick(rng: np.random.Generator, table: Sequence[tuple[int, int, int]], jitter: float) -> np.ndarray:
+    colour = np.asarray(table[int(rng.integers(len(table)))], dtype=np.float64)
+    return colour * rng.uniform(1.0 - jitter, 1.0 + jitter, 3)
+
+
+def _rgb(values: np.ndarray) -> tuple[float, float, float]:
+    return (float(values[0]), float(values[1]), float(values[2]))
 
 
 def random_face_params(rng: np.random.Generator) -> FaceParams:
     """Draw a face's parameters; nothing about the original face goes in."""
-    skin = np.array(SKIN_TONES[rng.integers(len(SKIN_TONES))], float) * rng.uniform(0.95, 1.05, 3)
-    lips = skin * np.array([0.85, 0.55, 0.55]) * rng.uniform(0.9, 1.05)
-    hair = HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))]
-    iris = IRIS_COLOURS[rng.integers(len(IRIS_COLOURS))]
+    skin = _pick(rng, SKIN_TONES, 0.06)
+    lips = skin * np.array([0.85, 0.55, 0.58]) * rng.uniform(0.8, 1.05)
+    hair, iris, frame = _pick(rng, HAIR_COLOURS, 0.08), _pick(rng, IRIS_COLOURS, 0.1), _pick(rng, FRAME_COLOURS, 0.1)
+    u = rng.uniform
+    glasses = float(u(0.0, 1.0) < 0.5)
     return FaceParams(
-        skin=(float(skin[0]), float(skin[1]), float(skin[2])),
-        hair=(float(hair[0]), float(hair[1]), float(hair[2])),
-        iris=(float(iris[0]), float(iris[1]), float(iris[2])),
-        lips=(float(lips[0]), float(lips[1]), float(lips[2])),
-        face_width=float(rng.uniform(39.0, 45.0)), face_height=float(rng.uniform(55.0, 61.0)),
-        eye_size=float(rng.uniform(0.9, 1.1)), brow_lift=float(rng.uniform(-1.5, 1.5)),
-        brow_thickness=float(rng.uniform(1.8, 3.0)), nose_width=float(rng.uniform(0.85, 1.15)),
-        lip_height=float(rng.uniform(0.8, 1.2)), light_side=float(rng.uniform(-0.3, 0.3)),
-        eye_spread=float(rng.uniform(-2.5, 2.5)), eye_height=float(rng.uniform(-2.0, 2.0)),
-        mouth_width=float(rng.uniform(0.85, 1.2)), hairline=float(rng.uniform(18.0, 30.0)),
-        beard=float(rng.choice([0.0, 0.0, rng.uniform(0.3, 0.7)])),
+        skin=_rgb(skin), hair=_rgb(hair), iris=_rgb(iris), lips=_rgb(lips), frame=_rgb(frame),
+        face_width=float(u(36.0, 48.0)), face_height=float(u(55.0, 66.0)), jaw=float(u(-0.1, 0.45)),
+        chin=float(u(-4.0, 5.0)),
+        eye_size=float(u(0.8, 1.2)), eye_aspect=float(u(0.7, 1.35)), eye_tilt=float(u(-0.15, 0.15)),
+        eye_spread=float(u(-3.5, 3.5)), eye_height=float(u(-2.5, 2.5)), lid=float(u(0.2, 1.0)),
+        brow_lift=float(u(-2.5, 3.0)), brow_thickness=float(u(1.4, 4.0)), brow_arch=float(u(0.0, 0.06)),
+        brow_tilt=float(u(-0.2, 0.2)), brow_length=float(u(8.0, 12.5)),
+        nose_width=float(u(0.75, 1.35)), nose_length=float(u(-3.0, 3.0)), nose_shade=float(u(0.06, 0.22)),
+        mouth_width=float(u(0.8, 1.3)), mouth_shift=float(u(-3.0, 3.0)), lip_height=float(u(0.6, 1.4)),
+        lip_ratio=float(u(0.6, 1.4)), smile=float(u(-2.0, 3.0)), teeth=float(u(0.0, 1.0) < 0.3),
+        light_side=float(u(-0.45, 0.45)), contrast=float(u(1.0, 1.4)), cheeks=float(u(0.0, 0.25)),
+        hairline=float(u(12.0, 32.0)), fringe=float(u(-1.0, 1.0)), hair_volume=float(u(0.0, 1.0)),
+        hair_length=float(u(70.0, 130.0)),
+        beard=float(rng.choice([0.0, 0.0, 0.0, u(0.3, 0.8)])),
+        moustache=float(rng.choice([0.0, 0.0, u(0.4, 0.9)])),
+        glasses=glasses, lens_tint=float(u(0.05, 0.3) if u(0.0, 1.0) < 0.7 else u(0.55, 0.85)) * glasses,
+        glasses_size=float(u(0.9, 1.25)),
     )
 
 
 def render_face(u: np.ndarray, v: np.ndarray, p: FaceParams) -> tuple[np.ndarray, np.ndarray]:
     """Colour (``... x 3``, 0-255) and alpha of the parametric face at canonical points (u, v)."""
-    cx = 56.0
-    face = _ellipse(u, v, cx, 60.0, p.face_width, p.face_height, 6.0)
-    # Skin with soft shading: darker to the rim, a side light, a shadowed jaw line.
-    rim = np.sqrt(((u - cx) / p.face_width) ** 2 + ((v - 60.0) / p.face_height) ** 2)
-    shade = 1.0 - 0.28 * _smoothstep(0.45, 1.05, rim) + p.light_side * (u - cx) / 120.0
-    shade -= 0.10 * _ellipse(u, v, cx, 112.0, 30.0, 6.0, 6.0)
+    cx, cy = 56.0, 60.0
+    # Face outline: an ellipse whose lower half narrows by ``jaw`` towards a chin ``chin`` lower.
+    below = np.clip((v - cy) / p.face_height, 0.0, 1.2)
+    half_width = p.face_width * (1.0 - p.jaw * below**2)
+    height = np.where(v > cy, p.face_height + p.chin, p.face_height)
+    rim = np.sqrt(((u - cx) / half_width) ** 2 + ((v - cy) / height) ** 2)
+    face = 1.0 - _smoothstep(1.0 - 6.0 / p.face_width, 1.0 + 6.0 / p.face_width, rim)
+    # Skin with soft shading: darker to the rim, a side light, a shadowed jaw line, cheeks.
+    shade = 1.0 - 0.28 * p.contrast * _smoothstep(0.45, 1.05, rim) + p.light_side * (u - cx) / 110.0
+    shade -= 0.10 * p.contrast * _ellipse(u, v, cx, 112.0 + p.chin, 30.0, 6.0, 6.0)
     colour = np.array(p.skin) * shade[..., None]
     hair = np.array(p.hair)
 
@@ -240,44 +289,80 @@ def render_face(u: np.ndarray, v: np.ndarray, p: FaceParams) -> tuple[np.ndarray
 
     def darken(weight: np.ndarray, amount: float) -> None:
         nonlocal colour
-        colour = colour * (1.0 - amount * weight[..., None])
+        colour = colour * (1.0 - min(amount * p.contrast, 0.9) * weight[..., None])
 
-    # Hair over the forehead down to the hairline, and an optional beard shadow.
-    hairline = 1.0 - _smoothstep(p.hairline - 3.0, p.hairline + 3.0, v + 0.004 * (u - cx) ** 2 * 0)
-    mix(hairline * face, hair)
-    jaw = _smoothstep(78.0, 90.0, v) * _smoothstep(0.55, 0.8, rim)
-    mix(np.clip(jaw + _smoothstep(96.0, 104.0, v), 0.0, 1.0) * p.beard * face, hair)
+    for side in (-1.0, 1.0):
+        mix(0.8 * p.cheeks * _ellipse(u, v, cx + side * 22.0, 78.0, 9.0, 7.0, 6.0), (200.0, 90.0, 90.0))
+    # Hair: over the forehead down to a (side-swept) hairline, and around the face to hair_length.
+    hairline = p.hairline + p.fringe * 0.25 * (u - cx) + 0.004 * (u - cx) ** 2
+    on_head = 1.0 - _smoothstep(hairline - 2.5, hairline + 2.5, v)
+    mix(on_head * face, hair)
+    outside = np.clip(1.0 - face, 0.0, 1.0)
+    around = _ellipse(u, v, cx, cy - 4.0, p.face_width + 4.0 + 10.0 * p.hair_volume,
+                      p.face_height + 8.0 + 6.0 * p.hair_volume, 5.0)
+    hair_out = around * outside * (1.0 - _smoothstep(p.hair_length - 6.0, p.hair_length + 6.0, v))
+    jaw_line = _smoothstep(78.0, 90.0, v) * _smoothstep(0.55, 0.8, rim)
+    mix(np.clip(jaw_line + _smoothstep(96.0, 104.0, v), 0.0, 1.0) * p.beard * face, hair)
     for side, (ex, ey) in zip((-1.0, 1.0), TEMPLATE[:2], strict=True):
         ex, ey = ex + side * p.eye_spread, ey + p.eye_height
         s = p.eye_size
-        darken(_ellipse(u, v, ex, ey - 1.0, 12.0 * s, 8.0 * s, 5.0), 0.22)  # eye socket
-        eye = _ellipse(u, v, ex, ey, 7.5 * s, 3.4 * s, 0.9)
+        ev = v - side * p.eye_tilt * (u - ex)  # outer corners up (tilt > 0) or down
+        darken(_ellipse(u, ev, ex, ey - 1.0, 12.0 * s, 8.0 * s, 5.0), 0.22)  # eye socket
+        eh = 3.4 * s * p.eye_aspect
+        eye = _ellipse(u, ev, ex, ey, 7.5 * s, eh, 0.9)
         mix(eye, (235.0, 232.0, 228.0))
-        mix(eye * _ellipse(u, v, ex, ey, 3.4 * s, 3.4 * s, 0.7), p.iris)
+        iris_r = min(3.4 * s, eh + 0.6)
+        mix(eye * _ellipse(u, v, ex, ey, iris_r, iris_r, 0.7), p.iris)
         mix(eye * _ellipse(u, v, ex, ey, 1.5 * s, 1.5 * s, 0.5), (12.0, 10.0, 10.0))
-        lid = _ellipse(u, v, ex, ey - 0.6, 8.2 * s, 4.1 * s, 0.8) - _ellipse(u, v, ex, ey + 0.4, 7.6 * s, 3.6 * s, 0.8)
-        mix(np.clip(lid, 0, 1) * (v < ey + 1.0), (35.0, 25.0, 22.0))
-        brow_y = ey - 10.5 - p.brow_lift + 0.03 * (u - ex) ** 2 * 0.5
+        lid = (_ellipse(u, ev, ex, ey - 0.6, 8.2 * s, eh + 0.7, 0.8)
+               - _ellipse(u, ev, ex, ey + 0.4, 7.6 * s, eh + 0.2, 0.8))
+        mix(np.clip(lid, 0, 1) * (ev < ey + 1.0) * p.lid, (35.0, 25.0, 22.0))
+        brow_y = ey - 10.5 - p.brow_lift + p.brow_arch * (u - ex - side * 1.5) ** 2 - side * p.brow_tilt * (u - ex)
         brow = (1.0 - _smoothstep(p.brow_thickness * 0.5, p.brow_thickness * 0.5 + 1.0, np.abs(v - brow_y)))
-        brow *= 1.0 - _smoothstep(8.5, 10.5, np.abs(u - ex))
-        mix(brow * 0.9, hair)
+        brow *= 1.0 - _smoothstep(p.brow_length - 2.0, p.brow_length, np.abs(u - ex - side * 1.0))
+        mix(brow * 0.9, hair * 0.8)
     nx, ny = TEMPLATE[2]
     w = p.nose_width
-    darken(_ellipse(u, v, nx - 5.0 * w, ny - 8.0, 2.5, 11.0, 3.0), 0.12)  # side of the nose
+    ny = ny + p.nose_length
+    darken(_ellipse(u, v, nx - 5.0 * w, ny - 8.0, 2.5, 11.0 + p.nose_length, 3.0), p.nose_shade)  # side
     darken(_ellipse(u, v, nx, ny + 4.0, 9.0 * w, 3.5, 2.5), 0.12)  # under the nose
     for side in (-1.0, 1.0):
         darken(_ellipse(u, v, nx + side * 4.0 * w, ny + 1.5, 2.2 * w, 1.4, 0.8), 0.55)  # nostrils
     colour = colour + 18.0 * _ellipse(u, v, nx + 1.0, ny - 10.0, 2.0, 9.0, 2.5)[..., None]
     ml, mr = TEMPLATE[3], TEMPLATE[4]
     mx, my = (ml + mr) / 2.0
+    my = my + p.mouth_shift
     half = (mr[0] - ml[0]) / 2.0 * p.mouth_width
     h = p.lip_height
-    mix(_ellipse(u, v, mx, my - 1.6 * h, half, 2.6 * h, 0.8), p.lips)
-    mix(_ellipse(u, v, mx, my + 2.2 * h, half * 0.85, 3.4 * h, 0.8), np.array(p.lips) * 1.08)
-    line = (1.0 - _smoothstep(0.3, 1.1, np.abs(v - my))) * (1.0 - _smoothstep(half - 2.0, half + 0.5, np.abs(u - mx)))
-    mix(line, (60.0, 30.0, 30.0))
-    darken(_ellipse(u, v, mx, my + 9.5 * h, 8.0, 2.2, 2.0), 0.12)  # under the lower lip
-    return np.clip(colour, 0.0, 255.0), face
+    if p.moustache > 0:
+        mix(p.moustache * _ellipse(u, v, mx, (ny + my) / 2.0 - 1.0, half * 0.9, 3.0, 1.5) * face, hair)
+    # The mouth line bends: corners above its middle for a smile (smile > 0).
+    line_y = my + p.smile * (1.0 - np.clip((u - mx) / half, -1.0, 1.0) ** 2)
+    lv = v - (line_y - my)
+    mix(_ellipse(u, lv, mx, my - 1.6 * h, half, 2.6 * h, 0.8), p.lips)
+    mix(_ellipse(u, lv, mx, my + 2.2 * h * p.lip_ratio, half * 0.85, 3.4 * h * p.lip_ratio, 0.8),
+        np.array(p.lips) * 1.08)
+    if p.teeth > 0:
+        mix(_ellipse(u, lv, mx, my + 0.3, half * 0.75, 1.5 * h, 0.6), (225.0, 222.0, 210.0))
+    line = (1.0 - _smoothstep(0.3, 1.1, np.abs(lv - my))) * (1.0 - _smoothstep(half - 2.0, half + 0.5, np.abs(u - mx)))
+    mix(line * (1.0 - 0.6 * p.teeth), (60.0, 30.0, 30.0))
+    darken(_ellipse(u, v, mx, my + 9.5 * h * p.lip_ratio, 8.0, 2.2, 2.0), 0.12)  # under the lower lip
+    if p.glasses > 0:
+        g = p.glasses_size
+        gy = TEMPLATE[0, 1] + p.eye_height
+        frames = np.zeros_like(u)
+        for side, ex in zip((-1.0, 1.0), TEMPLATE[:2, 0], strict=True):
+            ex = ex + side * p.eye_spread
+            lens = _ellipse(u, v, ex, gy, 11.0 * g, 8.0 * g, 0.8)
+            darken(lens, p.lens_tint / max(p.contrast, 1e-3))
+            frames = np.maximum(frames, lens - _ellipse(u, v, ex, gy, 11.0 * g - 1.6, 8.0 * g - 1.6, 0.8))
+            temple = (1.0 - _smoothstep(0.6, 1.4, np.abs(v - gy + 3.0))) * (side * (u - ex) > 10.0 * g)
+            frames = np.maximum(frames, temple * face)
+        bridge_x = np.abs(u - cx) < (TEMPLATE[1, 0] - TEMPLATE[0, 0]) / 2.0 + p.eye_spread - 10.0 * g + 1.0
+        frames = np.maximum(frames, (1.0 - _smoothstep(0.6, 1.4, np.abs(v - gy + 2.0))) * bridge_x)
+        mix(np.clip(frames, 0.0, 1.0), p.frame)
+    mix(hair_out, hair)
+    return np.clip(colour, 0.0, 255.0), np.clip(face + hair_out, 0.0, 1.0)
 
 
 def _match_surroundings(colour: np.ndarray, stats: SurroundStats, xs: np.ndarray, ys: np.ndarray,
@@ -298,7 +383,7 @@ def _match_surroundings(colour: np.ndarray, stats: SurroundStats, xs: np.ndarray
 class ParametricFaceGenerator:
     """The default generator: a seeded parametric face on the original's landmarks; no weights."""
 
-    name = "parametric-v1"
+    name = "parametric-v2"
 
     def generate(self, crop: np.ndarray, mask: np.ndarray, landmarks: np.ndarray,
                  seed: int) -> np.ndarray:
@@ -496,6 +581,26 @@ def ellipse_mask(size: tuple[int, int], face_box: tuple[int, int, int, int]) -> 
     return mask
 
 
+def synthesize_in_place(rgb: np.ndarray, face: Face, region: tuple[int, int, int, int],
+                        face_box: tuple[int, int, int, int], generator: FaceGenerator, seed: int,
+                        soften: float = 0.0) -> tuple[int, int, int, int] | None:
+    """Replace one face of ``rgb`` (H x W x 3 uint8, changed in place) as ``synthesize_faces`` does.
+
+    Returns the window ``(x1, y1, x2, y2)`` of pixels that may have changed (the region and its
+    feathered band), or None when the region is empty.
+    """
+    rx1, ry1, rx2, ry2 = region
+    if rx2 <= rx1 or ry2 <= ry1:
+        return None
+    relative_box = (face_box[0] - rx1, face_box[1] - ry1, face_box[2] - rx1, face_box[3] - ry1)
+    hard = ellipse_mask((rx2 - rx1, ry2 - ry1), relative_box)
+    feather = max(2.0, 0.05 * face.diagonal)
+    synthesize_face(rgb, face, hard, region, generator, seed, feather, soften)
+    pad = int(np.ceil(feather)) + 1
+    height, width = rgb.shape[:2]
+    return max(0, rx1 - pad), max(0, ry1 - pad), min(width, rx2 + pad), min(height, ry2 + pad)
+
+
 def synthesize_faces(image: Image.Image, faces: Sequence[Face], regions: Sequence[tuple[int, int, int, int]],
                      face_boxes: Sequence[tuple[int, int, int, int]], generator: FaceGenerator,
                      seeds: Sequence[int], soften: float = 0.0) -> Image.Image:
@@ -507,19 +612,13 @@ def synthesize_faces(image: Image.Image, faces: Sequence[Face], regions: Sequenc
     mode = image.mode
     rgb = np.array(image.convert("RGB"))
     for face, region, box, seed in zip(faces, regions, face_boxes, seeds, strict=True):
-        rx1, ry1, rx2, ry2 = region
-        if rx2 <= rx1 or ry2 <= ry1:
-            continue
-        relative_box = (box[0] - rx1, box[1] - ry1, box[2] - rx1, box[3] - ry1)
-        hard = ellipse_mask((rx2 - rx1, ry2 - ry1), relative_box)
-        synthesize_face(rgb, face, hard, region, generator, seed, max(2.0, 0.05 * face.diagonal), soften)
+        synthesize_in_place(rgb, face, region, box, generator, seed, soften)
     result = Image.fromarray(rgb)
     if mode == "RGBA":
         result.putalpha(image.getchannel("A"))
     elif mode != "RGB":
         result = result.convert(mode)
     return result
-
 
 def generator_info(generator: Any) -> str:
     """The generator's name for the manifest."""
