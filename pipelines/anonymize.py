@@ -22,6 +22,7 @@ from pipelines.config import config_sha256
 from pipelines.options import AnonymizeOptions, parse_detector_extra, parse_rgb, parse_thresholds
 from pipelines.runners import torch_threads_for
 from transforms.accuracy import ReferenceClassifierHandler, ReferenceSampling, ReferenceSpec, sample_cutoff, sample_key
+from transforms.centerface import CenterFaceFactory, CenterFaceSettings
 from transforms.commit import CommitShard, ShardResult
 from transforms.decode import DecodeAndNormalise
 from transforms.detection import (
@@ -72,8 +73,13 @@ def detector_factory_for(options: AnonymizeOptions) -> DetectorFactory:
     extra = parse_detector_extra(options.detector_extra, "detector_extra")
     if not extra:
         return main
-    extras = [HaarProfileFactory(HaarSettings(min_face_size=max(options.detector_min_face_size, 20)))
-              for name in extra if name == "haar_profile"]
+    extras: list[DetectorFactory] = []
+    for name in extra:
+        if name == "haar_profile":
+            extras.append(HaarProfileFactory(HaarSettings(min_face_size=max(options.detector_min_face_size, 20))))
+        else:
+            extras.append(CenterFaceFactory(CenterFaceSettings(threshold=options.centerface_threshold,
+                                                               torch_threads=threads)))
     return UnionFactory([main, *extras])
 
 
@@ -107,6 +113,7 @@ def replacement_policy_for(options: AnonymizeOptions) -> ReplacementPolicy:
         solid_color=parse_rgb(options.solid_color, "solid_color"),
         pixelate_blocks=options.pixelate_blocks,
         score_threshold=options.detector_score_threshold,
+        self_thresholded_detectors=parse_detector_extra(options.detector_extra, "detector_extra"),
         synthetic_generator=options.synthetic_generator,
         synthetic_generator_size=options.synthetic_generator_size,
         synthetic_seed=options.synthetic_seed,

