@@ -120,6 +120,7 @@ def replacement_policy_for(options: AnonymizeOptions) -> ReplacementPolicy:
         synthetic_attempts=options.synthetic_attempts,
         synthetic_soften=options.synthetic_soften,
         synthetic_target_distance=options.synthetic_target_distance,
+        synthetic_min_face_size=options.synthetic_min_face_size,
     )
 
 

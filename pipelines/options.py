@@ -84,6 +84,9 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("synthetic_attempts", int, 12,
                "Seeds tried per face until its substitute is farther than synthetic_target_distance from the "
                "original; the farthest is kept (needs identity_check).", minimum=1),
+    OptionSpec("synthetic_min_face_size", int, 20,
+               "Under method synthetic, faces with a shorter side below this (px) are blurred instead.",
+               minimum=0),
     OptionSpec("synthetic_target_distance", float, 0.8,
                "Identity distance a synthetic face should exceed before no other seed is tried.",
                minimum=0.6, maximum=2.0),

@@ -13,7 +13,7 @@ from tests.helpers import assert_golden
 from transforms.decode import load_normalized
 from transforms.identity import CHECKED, SKIPPED, IdentityEmbedder
 from transforms.records import Face, Record
-from transforms.replacement import ReplaceFaces, ReplacementPolicy
+from transforms.replacement import ReplaceFaces, ReplacementPolicy, replace_faces
 from transforms.summary import identity_summary
 from transforms.synthesis import GeneratorError, ParametricFaceGenerator, load_generator, synthesize_faces
 from transforms.verification import VerifyOutput, leaked_faces
@@ -288,3 +288,23 @@ def test_onnx_generator_loads_and_paints_the_mask(tmp_path: Path) -> None:
     out = generator.generate(np.where(mask[..., None], 0, crop).astype(np.uint8), mask, marks, 0)
     assert generator.name.startswith("onnx:")
     assert np.abs(out[40, 35].astype(int) - [191, 140, 114]).max() <= 3 and out[5, 5].tolist() == [100, 100, 100]
+
+
+def test_synthetic_blurs_faces_too_small_to_substitute() -> None:
+    """Under synthetic, a face under synthetic_min_face_size gets gaussian's blur; a larger one a
+    generated face (which the blur would not give)."""
+    from skimage import data
+
+    image = Image.fromarray(data.astronaut()).convert("RGB")
+    small = Face(300.0, 300.0, 316.0, 316.0, 0.99, "test")
+    large = Face(170.0, 60.0, 270.0, 180.0, 0.99, "test")
+    synthetic = ReplacementPolicy(method="synthetic")
+    assert not synthetic.synthesizes(small) and synthetic.synthesizes(large)
+    alone = np.asarray(replace_faces(image, [small], synthetic, ParametricFaceGenerator(), [1]))
+    assert np.array_equal(alone, np.asarray(replace_faces(image, [small], ReplacementPolicy(method="gaussian"))))
+    both = np.asarray(replace_faces(image, [small, large], synthetic, ParametricFaceGenerator(), [1, 2]), np.int16)
+    blurred = np.asarray(replace_faces(image, [large], ReplacementPolicy(method="gaussian")), np.int16)
+    assert np.abs(both[60:180, 170:270] - blurred[60:180, 170:270]).mean() > 10
+    assert np.array_equal(both[290:326, 290:326], alone[290:326, 290:326])
+    with pytest.raises(ValueError, match="synthetic_min_face_size"):
+        ReplacementPolicy(method="synthetic", synthetic_min_face_size=-1)

@@ -51,6 +51,9 @@ class ReplacementPolicy:
     synthetic_attempts: int = 12
     synthetic_soften: float = 0.03
     synthetic_target_distance: float = 0.8
+    # Faces smaller than this (shorter side, px) are blurred under method synthetic: too small to
+    # identify or to learn from, and a substitute that small cannot be told from its original.
+    synthetic_min_face_size: int = 20
 
     def __post_init__(self) -> None:
         if self.method not in REPLACEMENT_METHODS:
@@ -70,6 +73,8 @@ class ReplacementPolicy:
             raise ValueError(f"synthetic_attempts must be >= 1, got {self.synthetic_attempts}")
         if not 0.0 <= self.synthetic_soften <= 0.05:
             raise ValueError(f"synthetic_soften must be in [0, 0.05], got {self.synthetic_soften}")
+        if self.synthetic_min_face_size < 0:
+            raise ValueError(f"synthetic_min_face_size must be >= 0, got {self.synthetic_min_face_size}")
         if self.synthetic_target_distance < 0.6:
             raise ValueError(f"synthetic_target_distance must be >= 0.6, got {self.synthetic_target_distance}")
 
@@ -78,6 +83,10 @@ class ReplacementPolicy:
         detector found it."""
         return face.score >= self.score_threshold or any(
             name in self.self_thresholded_detectors for name in face.detector.split("+"))
+
+    def synthesizes(self, face: Face) -> bool:
+        """Whether method ``synthetic`` substitutes ``face`` (else it is blurred: too small)."""
+        return self.method == "synthetic" and face.short_side >= self.synthetic_min_face_size
 
     @property
     def security_level(self) -> str:
@@ -138,7 +147,8 @@ def _pixelated_region(image: Image.Image, region: Box, face: Face, blocks: int) 
 def replace_faces(image: Image.Image, faces: Sequence[Face],
                   policy: ReplacementPolicy, generator: FaceGenerator | None = None,
                   seeds: Sequence[int] | None = None) -> Image.Image:
-    """Return a copy of ``image`` with every face replaced under ``policy``.
+    """Return a copy of ``image`` with every face replaced under ``policy`` (under ``synthetic``,
+    faces smaller than ``synthetic_min_face_size`` are blurred as under ``gaussian``).
 
     Args:
         image: an upright RGB or RGBA image.
@@ -156,16 +166,21 @@ def replace_faces(image: Image.Image, faces: Sequence[Face],
             generator = load_generator(policy.synthetic_generator, policy.synthetic_generator_size)
         if seeds is None:
             seeds = [face_seed(policy.synthetic_seed, "", i) for i in range(len(faces))]
-        regions = [grown_box(face, policy.box_margin, width, height) for face in faces]
-        boxes = [face_box(face, width, height) for face in faces]
-        return synthesize_faces(result, faces, regions, boxes, generator, seeds, policy.synthetic_soften)
+        chosen = [i for i, face in enumerate(faces) if policy.synthesizes(face)]
+        regions = [grown_box(faces[i], policy.box_margin, width, height) for i in chosen]
+        boxes = [face_box(faces[i], width, height) for i in chosen]
+        result = synthesize_faces(result, [faces[i] for i in chosen], regions, boxes, generator,
+                                  [seeds[i] for i in chosen], policy.synthetic_soften)
+        faces = [face for face in faces if not policy.synthesizes(face)]  # blurred below
+        if not faces:
+            return result
     sigma = policy.blur_sigma_factor * max(face.diagonal for face in faces)
     for face in faces:
         region = grown_box(face, policy.box_margin, width, height)
         if region[2] <= region[0] or region[3] <= region[1]:
             continue
         mask = region_mask(face, region, width, height)
-        if policy.method == "gaussian":
+        if policy.method in ("gaussian", "synthetic"):
             patch = _blurred_region(result, region, max(1.0, sigma))
         elif policy.method == "solid":
             patch = Image.new(result.mode, mask.size, policy.solid_color + (255,) * (
@@ -199,7 +214,7 @@ def choose_synthetic_attempts(original: np.ndarray, faces: Sequence[Face], refer
     for index, (face, reference) in enumerate(zip(faces, references, strict=True)):
         region, box = grown_box(face, policy.box_margin, width, height), face_box(face, width, height)
         best, best_attempt = -1.0, 0
-        for attempt in range(policy.synthetic_attempts):
+        for attempt in range(policy.synthetic_attempts if policy.synthesizes(face) else 0):
             window = synthesize_in_place(work, face, region, box, generator,
                                          attempt_seed(policy, key, index, attempt), policy.synthetic_soften)
             if window is None:
