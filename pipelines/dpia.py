@@ -141,9 +141,10 @@ def build_sections(output: str, s3_endpoint: str = "") -> tuple[str, list[tuple[
     ]
     measures: list[Block] = [
         _pairs({k: policy.get(k) for k in ("method", "box_margin", "blur_sigma_factor", "detector",
-                                           "detector_min_face_size", "detector_score_threshold",
+                                           "detector_extra", "detector_min_face_size", "detector_score_threshold",
                                            "verify_score_threshold", "identity_check", "identity_threshold",
-                                           "gate_max_quarantine_share", "allow_low_security")},
+                                           "identity_escalation", "gate_max_quarantine_share",
+                                           "allow_low_security")},
                ("policy setting", "value")),
         ("table", [["detector", "name", "version", "weights sha256"]] + [
             [role, _fmt(d.get("name")), _fmt(d.get("version")), _fmt(d.get("weights_sha256"))]

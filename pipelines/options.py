@@ -98,6 +98,9 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
                "Measure each replaced face's identity distance to its original (needs the identity extra)."),
     OptionSpec("identity_threshold", float, 0.6,
                "A replaced face closer than this to its original quarantines the record.", minimum=0.6, maximum=2.0),
+    OptionSpec("identity_escalation", bool, True,
+               "A replaced face of 20 px or more that still matches its original is replaced again, with "
+               "twice the margin and blur, then with a solid fill, before its record is quarantined."),
     # Encoding and verification.
     OptionSpec("jpeg_quality", int, 95, "JPEG/WebP quality of re-encoded outputs.", minimum=50, maximum=100),
     OptionSpec("verify_score_threshold", float, 0.9,

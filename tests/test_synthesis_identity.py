@@ -308,3 +308,39 @@ def test_synthetic_blurs_faces_too_small_to_substitute() -> None:
     assert np.array_equal(both[290:326, 290:326], alone[290:326, 290:326])
     with pytest.raises(ValueError, match="synthetic_min_face_size"):
         ReplacementPolicy(method="synthetic", synthetic_min_face_size=-1)
+
+
+def test_a_face_that_still_matches_is_escalated_before_quarantine() -> None:
+    """A large generated face whose blur leaves it matching its original (the context around it
+    carries the identity) gets twice the margin and blur, and then no longer matches; the manifest
+    field says which face was escalated, and how far. Without escalation it would be quarantined."""
+    from itertools import islice
+
+    from pipelines.labelled_faces import generate_labelled_set
+    from transforms.centerface import CenterFaceDetector, CenterFaceSettings
+    from transforms.extra_detectors import UnionDetector
+    from transforms.fast_mtcnn import FastMtcnnDetector, FastMtcnnSettings
+    from transforms.replacement import escalated_policy
+
+    item, data = next(islice(generate_labelled_set(with_faces=80, faceless=0), 39, None))
+    union = UnionDetector([FastMtcnnDetector(FastMtcnnSettings(device="cpu")),
+                           CenterFaceDetector(CenterFaceSettings())])
+    faces = tuple(union.detect([item.image])[0])
+    policy = ReplacementPolicy(self_thresholded_detectors=("centerface",))
+    record = Record("s", 0, item.name, item.name, item.name, "", data, faces=faces)
+    outcomes = {}
+    for escalate in (False, True):
+        replace = ReplaceFaces(policy, 10**8, 95, identity_check=True, escalate=escalate)
+        replace.setup()
+        (outcomes[escalate],) = list(replace.process(record))
+    large = max(range(len(faces)), key=lambda i: faces[i].short_side)
+    assert faces[large].short_side >= 200
+    assert outcomes[False].identity_distances[large] <= 0.6 and not any(outcomes[False].escalations)
+    assert outcomes[True].identity_distances[large] > 0.6
+    assert outcomes[True].escalations[large] >= 1
+    assert all(level == 0 for i, level in enumerate(outcomes[True].escalations) if i != large)
+    stronger = escalated_policy(policy, 1)
+    assert (stronger.method, stronger.box_margin, stronger.blur_sigma_factor) == ("gaussian", 0.4, 0.4)
+    assert escalated_policy(ReplacementPolicy(method="synthetic"), 2).method == "solid"
+    with pytest.raises(ValueError, match="escalation level"):
+        escalated_policy(policy, 3)

@@ -54,6 +54,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("identity_check", pa.string()),
     ("identity_model", pa.string()),
     ("face_identity_distances", pa.list_(pa.float32())),
+    ("face_escalations", pa.list_(pa.int8())),
     ("min_identity_distance", pa.float32()),
     ("face_redetected_scores", pa.list_(pa.float32())),
     ("generator", pa.string()),
@@ -117,6 +118,7 @@ def manifest_row(record: Record, output_uri: str | None, run: RunInfo,
         "identity_check": record.identity_check or None,
         "identity_model": IDENTITY_MODEL if record.identity_check == "checked" else None,
         "face_identity_distances": list(record.identity_distances) or None,
+        "face_escalations": list(record.escalations) or None,
         # Over the gated faces (>= MIN_GATED_FACE px); every face's distance is in the list above.
         "min_identity_distance": min(gated) if (gated := [
             d for f, d in zip(record.faces, record.identity_distances, strict=False)

@@ -124,6 +124,9 @@ class Record:
     # face ("checked"), or none ("skipped" when identity_check is off); the generator used.
     identity_check: str = ""
     identity_distances: tuple[float, ...] = ()
+    # Per face, how far its replacement was escalated because it still matched its original:
+    # 0 none, 1 twice the margin and blur, 2 a solid fill over twice the margin.
+    escalations: tuple[int, ...] = ()
     generator: str = ""
     # Faces the verification detector found on the output (all scores), and per replaced face
     # the best score of a re-detection overlapping it (0: none).

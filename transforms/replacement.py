@@ -7,6 +7,7 @@ ellipse feathered at its outer edge only, so no seam shows and no original face 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from pipelines.options import LOW_SECURITY_METHODS, REPLACEMENT_METHODS
 from transforms.accuracy import ReferenceSampling, pack_views
 from transforms.decode import ImageRejected, load_normalized
-from transforms.identity import CHECKED, SKIPPED, IdentityEmbedder, Reference
+from transforms.identity import CHECKED, MIN_GATED_FACE, SKIPPED, IdentityEmbedder, Reference
 from transforms.metadata import encode_clean
 from transforms.metrics import image_quality, pixel_change
 from transforms.records import Face, Record
@@ -192,6 +193,18 @@ def replace_faces(image: Image.Image, faces: Sequence[Face],
     return result
 
 
+ESCALATION_LEVELS = (1, 2)
+
+
+def escalated_policy(policy: ReplacementPolicy, level: int) -> ReplacementPolicy:
+    """The replacement of a face that still matched its original: level 1 blurs it with twice the
+    margin and twice the sigma, level 2 fills twice the margin with the solid colour."""
+    if level not in ESCALATION_LEVELS:
+        raise ValueError(f"escalation level must be one of {ESCALATION_LEVELS}, got {level}")
+    return dataclasses.replace(policy, method="gaussian" if level == 1 else "solid",
+                               box_margin=2 * policy.box_margin, blur_sigma_factor=2 * policy.blur_sigma_factor)
+
+
 def attempt_seed(policy: ReplacementPolicy, key: str, index: int, attempt: int) -> int:
     """The seed of face ``index``'s ``attempt``-th synthetic substitute (attempt 0: ``replace_faces``'s)."""
     return face_seed(policy.synthetic_seed, f"{key}#{attempt}" if attempt else key, index)
@@ -235,13 +248,15 @@ def choose_synthetic_attempts(original: np.ndarray, faces: Sequence[Face], refer
 @dataclass(frozen=True)
 class Rendering:
     """One anonymized version of an image: pixels, encoded bytes, the metadata names removed, the
-    faces' identity distances (empty when not measured) and the encoded bytes decoded again."""
+    faces' identity distances (empty when not measured), the encoded bytes decoded again, and each
+    face's escalation level (``escalated_policy``)."""
 
     anonymized: Image.Image
     encoded: bytes
     removed: list[str]
     distances: list[float]
     decoded: Image.Image
+    escalations: tuple[int, ...] = ()
 
 
 class ReplaceFaces(beam.DoFn):
@@ -258,10 +273,11 @@ class ReplaceFaces(beam.DoFn):
 
     def __init__(self, policy: ReplacementPolicy, max_pixels: int, quality: int,
                  reference: ReferenceSampling | None = None, identity_check: bool = False,
-                 identity_threshold: float = 0.6, s3_endpoint: str = "") -> None:
+                 identity_threshold: float = 0.6, s3_endpoint: str = "", escalate: bool = True) -> None:
         if identity_threshold < 0.6:
             raise ValueError(f"identity_threshold must be >= 0.6, got {identity_threshold}")
         self._policy = policy
+        self._escalate = escalate
         self._max_pixels = max_pixels
         self._quality = quality
         self._reference = reference
@@ -284,7 +300,9 @@ class ReplaceFaces(beam.DoFn):
         Each original face is measured once (its alignment and embedding, ``IdentityEmbedder.reference``).
         For ``synthetic`` with the identity check on, each face gets the farthest of up to
         ``synthetic_attempts`` seeded substitutes (``choose_synthetic_attempts``: only distances to
-        the original decide, never its pixels). The returned distances are measured on the final output.
+        the original decide, never its pixels). A face of 20 px or more that still matches its original
+        (distance <= ``identity_threshold``) is escalated (``escalated_policy``: stronger blur, then a
+        solid fill) and the image rendered again. The returned distances are measured on the final output.
         """
         references: list[Reference] | None = None
         attempts = [0] * len(faces)
@@ -294,19 +312,38 @@ class ReplaceFaces(beam.DoFn):
             if self._policy.method == "synthetic" and self._generator is not None:
                 attempts = choose_synthetic_attempts(original, faces, references, self._policy, self._generator,
                                                      self._embedder, record.record_id)
-        return self._render(record, image, fmt, faces, attempts, references)
+        levels = [0] * len(faces)
+        rendering = self._render(record, image, fmt, faces, attempts, references, levels)
+        if not self._escalate or references is None:
+            return rendering
+        for level in ESCALATION_LEVELS:
+            matching = [i for i, d in enumerate(rendering.distances)
+                        if d <= self._identity_threshold and faces[i].short_side >= MIN_GATED_FACE]
+            if not matching:
+                break
+            for i in matching:
+                levels[i] = level
+            rendering = self._render(record, image, fmt, faces, attempts, references, levels)
+        return rendering
 
     def _render(self, record: Record, image: Image.Image, fmt: str, faces: tuple[Face, ...], attempts: list[int],
-                references: list[Reference] | None) -> Rendering:
-        """One replacement of every face (face i with its ``attempts[i]``-th seed), encoded, decoded, measured."""
+                references: list[Reference] | None, levels: list[int]) -> Rendering:
+        """One replacement of every face (face i with its ``attempts[i]``-th seed, or escalated to
+        ``levels[i]``), encoded, decoded, measured."""
         seeds = [attempt_seed(self._policy, record.record_id, i, t) for i, t in enumerate(attempts)]
-        anonymized = replace_faces(image, faces, self._policy, self._generator, seeds)
+        plain = [i for i, level in enumerate(levels) if level == 0]
+        anonymized = replace_faces(image, [faces[i] for i in plain], self._policy, self._generator,
+                                   [seeds[i] for i in plain])
+        for level in ESCALATION_LEVELS:
+            chosen = [face for face, face_level in zip(faces, levels, strict=True) if face_level == level]
+            if chosen:
+                anonymized = replace_faces(anonymized, chosen, escalated_policy(self._policy, level))
         encoded, removed = encode_clean(anonymized, record.data, fmt, self._quality)
         decoded, _ = load_normalized(encoded, self._max_pixels)
         distances: list[float] = []
         if references is not None and self._embedder is not None:
             distances = self._embedder.distances_to(references, np.asarray(decoded.convert("RGB")))
-        return Rendering(anonymized, encoded, removed, distances, decoded)
+        return Rendering(anonymized, encoded, removed, distances, decoded, tuple(levels))
 
     def process(self, record: Record, sample_cutoff: int | None = None) -> Iterator[Record]:
         if record.is_quarantined:
@@ -340,6 +377,7 @@ class ReplaceFaces(beam.DoFn):
         yield record.replace(
             identity_check=CHECKED if self._embedder is not None else SKIPPED,
             identity_distances=tuple(distances),
+            escalations=rendering.escalations if distances else (),
             generator=self._generator.name if self._generator is not None else "",
         ).replace(
             data=encoded, faces=faces, method=self._policy.method,
