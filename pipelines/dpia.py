@@ -55,7 +55,8 @@ def _summary(output: str, s3_endpoint: str) -> dict[str, Any]:
 
 
 def _identity_rows(identity: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
-    keys = ("faces", "checked", "skipped", "mean_distance", "min_distance", "matching", "matching_gated")
+    keys = ("faces", "checked", "skipped", "mean_distance", "min_distance", "matching", "matching_gated",
+            "escalated")
     return [["method", *keys]] + [[m, *(_fmt(fig.get(k)) for k in keys)] for m, fig in identity.items()]
 
 

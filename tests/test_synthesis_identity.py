@@ -218,7 +218,7 @@ def test_verification_quarantines_an_identity_match() -> None:
 def test_identity_summary_per_method() -> None:
     rows = [
         {"method": "synthetic", "faces": [{}, {}], "identity_check": "checked",
-         "face_identity_distances": [0.7, 0.9], "face_redetected_scores": [0.99, 0.0]},
+         "face_identity_distances": [0.7, 0.9], "face_redetected_scores": [0.99, 0.0], "face_escalations": [0, 2]},
         {"method": "gaussian", "faces": [{}], "identity_check": "skipped",
          "face_identity_distances": None, "face_redetected_scores": [0.0]},
     ]
@@ -226,6 +226,7 @@ def test_identity_summary_per_method() -> None:
     assert summary["synthetic"]["mean_distance"] == pytest.approx(0.8)
     assert summary["synthetic"]["min_distance"] == pytest.approx(0.7)
     assert summary["synthetic"]["redetected_share"] == pytest.approx(0.5)
+    assert summary["synthetic"]["escalated"] == 1 and summary["gaussian"]["escalated"] == 0
     assert summary["gaussian"]["skipped"] == 1 and summary["gaussian"]["mean_distance"] is None
 
 

@@ -52,7 +52,8 @@ def _short_side(face: Mapping[str, Any]) -> float:
 
 def identity_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Per method: faces replaced, identity distances to the originals (checked faces), how many
-    still match (distance <= 0.6), faces skipped, and the share re-detected as a face."""
+    still match (distance <= 0.6), faces escalated (replaced again, more strongly, because they
+    matched), faces skipped, and the share re-detected as a face."""
     per: dict[str, dict[str, Any]] = {}
     for row in rows:
         method = row.get("method")
@@ -60,8 +61,10 @@ def identity_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if not method or not faces:
             continue
         entry = per.setdefault(method, {"faces": 0, "checked": 0, "skipped": 0, "distances": [],
-                                        "matching_gated": 0, "redetect_checked": 0, "redetected": 0})
+                                        "matching_gated": 0, "escalated": 0, "redetect_checked": 0,
+                                        "redetected": 0})
         entry["faces"] += len(faces)
+        entry["escalated"] += sum(1 for level in row.get("face_escalations") or [] if level)
         distances = row.get("face_identity_distances") or []
         if row.get("identity_check") == "checked":
             entry["checked"] += len(distances)
@@ -253,7 +256,7 @@ def _identity_html(identity: Mapping[str, Mapping[str, Any]] | None) -> str:
     if not identity:
         return ""
     keys = ("faces", "checked", "skipped", "mean_distance", "min_distance", "matching", "matching_gated",
-            "redetected_share")
+            "escalated", "redetected_share")
     head = "<tr><th>method</th>" + "".join(f"<th>{k.replace('_', ' ')}</th>" for k in keys) + "</tr>"
     def num(value: Any) -> str:
         return f"{value:.3f}" if isinstance(value, float) else ("-" if value is None else str(value))
@@ -263,7 +266,9 @@ def _identity_html(identity: Mapping[str, Mapping[str, Any]] | None) -> str:
     return (f"<h2>Identity evidence</h2><p>Distance between each replaced face and its original in "
             f"{html.escape(IDENTITY_MODEL)} embedding space; at or under {IDENTITY_MATCH_THRESHOLD} the model "
             f"says same person; such faces of {MIN_GATED_FACE:g} px or more (matching gated) are quarantined as "
-            "verify:identity_match, smaller ones are measured only. Re-detected share: "
+            "verify:identity_match, smaller ones are measured only; escalated: faces that matched and were "
+            "replaced again with twice the margin and blur, then a solid fill (the distances are the final "
+            "ones). Re-detected share: "
             "replaced faces the verification detector still finds as a face (a useful synthetic substitute keeps "
             f"it high).</p><table>{head}{cells}</table>")
 
