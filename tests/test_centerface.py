@@ -108,7 +108,7 @@ def test_options_wire_centerface_and_refuse_it_when_missing(monkeypatch: pytest.
     union = detector_factory_for(_options("detector_extra=centerface",  # type: ignore[arg-type]
                                           "centerface_threshold=0.35"))
     assert isinstance(union, UnionFactory)
-    assert union.factories[1].settings.threshold == pytest.approx(0.35)
+    assert union.factories[1].settings.threshold == pytest.approx(0.35)  # type: ignore[attr-defined]
     assert union.info()["name"] == "fast_mtcnn+centerface"
     assert union.info()["weights_sha256"].split("+")[1] and union().name == "fast_mtcnn+centerface"
     with pytest.raises(ValueError, match="centerface_threshold"):
@@ -150,3 +150,21 @@ def test_job_replaces_a_face_only_centerface_finds(hard_set: list, tmp_path: Pat
     x1, y1, x2, y2 = (int(round(v)) for v in (face.x1, face.y1, face.x2, face.y2))
     changed = np.abs(out[y1:y2, x1:x2] - original[y1:y2, x1:x2]).max(axis=2) > 0
     assert changed.mean() > 0.9
+
+
+def test_large_images_are_searched_downscaled_and_boxes_map_back() -> None:
+    """A 4096 x 3072 image goes through the model at max_side (2048): the astronaut's face is found
+    where it is in the full image."""
+    from PIL import Image
+    from skimage import data
+
+    astronaut = Image.fromarray(data.astronaut())
+    detector = CenterFaceDetector(CenterFaceSettings())
+    small = max(detector.detect([astronaut])[0], key=lambda f: f.score)
+    canvas = Image.new("RGB", (4096, 3072), (90, 100, 110))
+    canvas.paste(astronaut.resize((2048, 2048), Image.Resampling.BICUBIC), (1200, 600))
+    found = detector.detect([canvas])[0]
+    expected = Face(small.x1 * 4 + 1200, small.y1 * 4 + 600, small.x2 * 4 + 1200, small.y2 * 4 + 600, 1.0, "x")
+    assert max(face.iou(expected) for face in found) > 0.7
+    with pytest.raises(ValueError, match="max_side"):
+        CenterFaceSettings(max_side=10)

