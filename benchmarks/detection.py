@@ -36,23 +36,14 @@ from pipelines.labelled_faces import (  # noqa: E402
     SIZE_BANDS,
     BandCounts,
     Box,
+    deface_region,
     read_annotations,
+    replaced_region,
     score_image,
     write_labelled_set,
 )
 
 Detect = Callable[[list[Image.Image]], list[list[tuple[float, float, float, float, float]]]]
-
-
-def _grow_margin(box: Box, margin: float) -> Box:
-    d = math.hypot(box[2] - box[0], box[3] - box[1]) * margin
-    return (box[0] - d, box[1] - d, box[2] + d, box[3] + d)
-
-
-def _grow_deface(box: Box, mask_scale: float = 1.3) -> Box:
-    s = mask_scale - 1.0
-    w, h = box[2] - box[0], box[3] - box[1]
-    return (box[0] - w * s, box[1] - h * s, box[2] + w * s, box[3] + h * s)
 
 
 def _faces(found: list[list[object]]) -> list[list[tuple[float, float, float, float, float]]]:
@@ -69,7 +60,7 @@ def configurations(threads: int, with_haar: bool) -> dict[str, tuple[Detect, int
 
     torch.set_num_threads(threads)
     def ours(box: Box) -> Box:
-        return _grow_margin(box, 0.2)
+        return replaced_region(box, 0.2)
 
     stock = MTCNN(keep_all=True, device="cpu")
 
@@ -124,7 +115,7 @@ def configurations(threads: int, with_haar: bool) -> dict[str, tuple[Detect, int
                 out.append([tuple(float(v) for v in d[:5]) for d in dets])  # type: ignore[misc]
             return out
 
-        configs[f"deface 1.5.0 CenterFace ({centerface.backend}, threshold 0.2)"] = (deface_detect, 1, _grow_deface)
+        configs[f"deface 1.5.0 CenterFace ({centerface.backend}, threshold 0.2)"] = (deface_detect, 1, deface_region)
     return configs
 
 

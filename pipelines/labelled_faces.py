@@ -278,6 +278,20 @@ class BandCounts:
         return self.true_detections / self.detections if self.detections else math.nan
 
 
+def replaced_region(box: Box, margin: float = 0.2) -> Box:
+    """The region our replacement covers for a detected ``box``: grown by ``margin`` x its
+    diagonal on every side (``box_margin``)."""
+    d = math.hypot(box[2] - box[0], box[3] - box[1]) * margin
+    return (box[0] - d, box[1] - d, box[2] + d, box[3] + d)
+
+
+def deface_region(box: Box, mask_scale: float = 1.3) -> Box:
+    """The region deface 1.5.0 blurs for a detected ``box`` (its ``scale_bb``)."""
+    s = mask_scale - 1.0
+    w, h = box[2] - box[0], box[3] - box[1]
+    return (box[0] - w * s, box[1] - h * s, box[2] + w * s, box[3] + h * s)
+
+
 def grow(box: Box, factor: float) -> Box:
     """``box`` scaled by ``factor`` about its centre."""
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2

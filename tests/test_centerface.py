@@ -3,7 +3,6 @@ hard faces, its wiring from the options, and a whole job that replaces a face on
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,14 @@ import pytest
 
 from pipelines.anonymize import detector_factory_for
 from pipelines.config import build_options
-from pipelines.labelled_faces import SIZE_BANDS, BandCounts, generate_labelled_set, score_image
+from pipelines.labelled_faces import (
+    SIZE_BANDS,
+    BandCounts,
+    deface_region,
+    generate_labelled_set,
+    replaced_region,
+    score_image,
+)
 from transforms.centerface import CENTERFACE, CenterFaceDetector, CenterFaceSettings
 from transforms.extra_detectors import UnionDetector, UnionFactory
 from transforms.fast_mtcnn import FastMtcnnDetector, FastMtcnnSettings
@@ -53,17 +59,6 @@ def test_same_detections_as_deface(hard_set: list) -> None:
     assert compared >= 10
 
 
-def _grow(box: Box, margin: float = 0.2) -> Box:
-    d = math.hypot(box[2] - box[0], box[3] - box[1]) * margin
-    return (box[0] - d, box[1] - d, box[2] + d, box[3] + d)
-
-
-def _grow_deface(box: Box, scale: float = 1.3) -> Box:
-    s = scale - 1.0
-    w, h = box[2] - box[0], box[3] - box[1]
-    return (box[0] - w * s, box[1] - h * s, box[2] + w * s, box[3] + h * s)
-
-
 def test_union_recall_on_hard_faces_is_at_least_deface_and_mtcnn(hard_set: list) -> None:
     """On low-contrast, badly exposed, blurred faces, fast_mtcnn+centerface replaces at least the
     faces deface replaces and the faces MTCNN alone replaces, in every size band."""
@@ -79,11 +74,11 @@ def test_union_recall_on_hard_faces_is_at_least_deface_and_mtcnn(hard_set: list)
         truth = list(item.boxes)
         dets, _ = reference(np.asarray(item.image), threshold=0.2)
         boxes: list[Box] = [tuple(float(v) for v in d[:4]) for d in dets]  # type: ignore[misc]
-        score_image(counts["deface"], truth, boxes, [_grow_deface(b) for b in boxes])
+        score_image(counts["deface"], truth, boxes, [deface_region(b) for b in boxes])
         boxes = [(f.x1, f.y1, f.x2, f.y2) for f in mtcnn.detect([item.image])[0] if f.score >= 0.7]
-        score_image(counts["mtcnn"], truth, boxes, [_grow(b) for b in boxes])
+        score_image(counts["mtcnn"], truth, boxes, [replaced_region(b) for b in boxes])
         boxes = [(f.x1, f.y1, f.x2, f.y2) for f in union.detect([item.image])[0] if policy.replaces(f)]
-        score_image(counts["union"], truth, boxes, [_grow(b) for b in boxes])
+        score_image(counts["union"], truth, boxes, [replaced_region(b) for b in boxes])
     for band, _, _ in SIZE_BANDS:
         union_recall = counts["union"].anonymization_recall(band)
         assert union_recall >= counts["deface"].anonymization_recall(band) - 1e-9, band
