@@ -163,3 +163,42 @@ def test_large_images_are_searched_downscaled_and_boxes_map_back() -> None:
     assert max(face.iou(expected) for face in found) > 0.7
     with pytest.raises(ValueError, match="max_side"):
         CenterFaceSettings(max_side=10)
+
+
+@pytest.mark.parametrize(("width", "height"), [(2500, 1500), (1024, 1024), (1025, 300), (4000, 3000)])
+def test_tiles_cover_the_image_and_overlap(width: int, height: int) -> None:
+    from transforms.centerface import tile_boxes
+
+    tiles = tile_boxes(width, height, 1024, 256)
+    covered = np.zeros((height, width), bool)
+    for x0, y0, x1, y1 in tiles:
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+        assert x1 - x0 <= 1024 and y1 - y0 <= 1024
+        covered[y0:y1, x0:x1] = True
+    assert covered.all()
+    xs = sorted({x0 for x0, _, _, _ in tiles})
+    ends = sorted({x1 for _, _, x1, _ in tiles})
+    assert all(end - start >= 256 for start, end in zip(xs[1:], ends[:-1], strict=True))
+
+
+def test_a_small_face_in_a_large_image_is_found_in_its_tile() -> None:
+    """A face of 16 px in a 2500 x 1500 image searched with max_side 1024: the downscaled pass
+    sees a 7 px face and misplaces it; the full-resolution tiles find it where it is."""
+    from PIL import Image
+    from skimage import data
+
+    astronaut = Image.fromarray(data.astronaut())
+    detector = CenterFaceDetector(CenterFaceSettings(max_side=1024))
+    big = max(detector.detect([astronaut])[0], key=lambda f: f.score)
+    scale = 16.0 / big.short_side
+    small = astronaut.resize((round(512 * scale), round(512 * scale)), Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (2500, 1500), (90, 100, 110))
+    canvas.paste(small, (1700, 900))
+    expected = Face(big.x1 * scale + 1700, big.y1 * scale + 900, big.x2 * scale + 1700, big.y2 * scale + 900, 1.0, "x")
+    downscaled_only = detector._infer(canvas)
+    assert max((face.iou(expected) for face in downscaled_only), default=0.0) < 0.5
+    found = detector.detect([canvas])[0]
+    assert found and max(face.iou(expected) for face in found) > 0.7
+    assert all(face.detector == CENTERFACE for face in found)
+    with pytest.raises(ValueError, match="tile_overlap"):
+        CenterFaceSettings(max_side=1024, tile_overlap=600)

