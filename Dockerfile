@@ -20,7 +20,7 @@ COPY pyproject.toml README.md ./
 COPY pipelines ./pipelines
 COPY transforms ./transforms
 COPY expectations ./expectations
-RUN pip install --no-cache-dir "setuptools>=68" wheel \
+RUN pip install --no-cache-dir "setuptools>=77" wheel \
     && pip wheel --no-deps --no-build-isolation --wheel-dir /dist .
 
 # Beam's Python SDK image: its /opt/apache/beam/boot is the worker entry point every runner starts.
