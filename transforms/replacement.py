@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from pipelines.options import LOW_SECURITY_METHODS, REPLACEMENT_METHODS
 from transforms.accuracy import ReferenceSampling, pack_views
 from transforms.decode import ImageRejected, load_normalized
-from transforms.identity import CHECKED, MIN_GATED_FACE, SKIPPED, IdentityEmbedder, Reference
+from transforms.identity import CHECKED, SKIPPED, IdentityEmbedder, Reference, gated_match
 from transforms.metadata import encode_clean
 from transforms.metrics import image_quality, pixel_change
 from transforms.records import Face, Record
@@ -172,16 +172,15 @@ def replace_faces(image: Image.Image, faces: Sequence[Face],
         boxes = [face_box(faces[i], width, height) for i in chosen]
         result = synthesize_faces(result, [faces[i] for i in chosen], regions, boxes, generator,
                                   [seeds[i] for i in chosen], policy.synthetic_soften)
-        faces = [face for face in faces if not policy.synthesizes(face)]  # blurred below
-        if not faces:
-            return result
+        small = [face for face in faces if not policy.synthesizes(face)]
+        return replace_faces(result, small, dataclasses.replace(policy, method="gaussian")) if small else result
     sigma = policy.blur_sigma_factor * max(face.diagonal for face in faces)
     for face in faces:
         region = grown_box(face, policy.box_margin, width, height)
         if region[2] <= region[0] or region[3] <= region[1]:
             continue
         mask = region_mask(face, region, width, height)
-        if policy.method in ("gaussian", "synthetic"):
+        if policy.method == "gaussian":
             patch = _blurred_region(result, region, max(1.0, sigma))
         elif policy.method == "solid":
             patch = Image.new(result.mode, mask.size, policy.solid_color + (255,) * (
@@ -318,7 +317,7 @@ class ReplaceFaces(beam.DoFn):
             return rendering
         for level in ESCALATION_LEVELS:
             matching = [i for i, d in enumerate(rendering.distances)
-                        if d <= self._identity_threshold and faces[i].short_side >= MIN_GATED_FACE]
+                        if gated_match(faces[i].short_side, d, self._identity_threshold)]
             if not matching:
                 break
             for i in matching:

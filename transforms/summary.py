@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from transforms.accuracy import accuracy_impact
 from transforms.identity import MATCH_THRESHOLD as IDENTITY_MATCH_THRESHOLD
-from transforms.identity import MIN_GATED_FACE
+from transforms.identity import MIN_GATED_FACE, gated_match
 from transforms.identity import MODEL_NAME as IDENTITY_MODEL
 from transforms.records import ShardSpec
 from transforms.storage import filesystem, join, write_atomic
@@ -71,7 +71,7 @@ def identity_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             entry["distances"].extend(float(d) for d in distances)
             entry["matching_gated"] += sum(
                 1 for f, d in zip(faces, distances, strict=False)
-                if float(d) <= IDENTITY_MATCH_THRESHOLD and _short_side(f) >= MIN_GATED_FACE)
+                if gated_match(_short_side(f), float(d)))
         else:
             entry["skipped"] += len(faces)
         scores = row.get("face_redetected_scores") or []
@@ -131,7 +131,7 @@ def summarise(manifest: pa.Table, planned: Sequence[ShardSpec],
             not row["metadata_remaining"] for row in rows if row["status"] == "published"),
     }
     checks["no_published_identity_match"] = all(
-        all(float(d) > IDENTITY_MATCH_THRESHOLD or _short_side(f) < MIN_GATED_FACE
+        all(not gated_match(_short_side(f), float(d))
             for f, d in zip(row["faces"] or [], row.get("face_identity_distances") or [], strict=False))
         for row in rows if row["status"] == "published")
     accuracy = None

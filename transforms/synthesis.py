@@ -24,7 +24,7 @@ import hashlib
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -619,7 +619,3 @@ def synthesize_faces(image: Image.Image, faces: Sequence[Face], regions: Sequenc
     elif mode != "RGB":
         result = result.convert(mode)
     return result
-
-def generator_info(generator: Any) -> str:
-    """The generator's name for the manifest."""
-    return str(getattr(generator, "name", type(generator).__name__))

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import apache_beam as beam
 
 from transforms.decode import ImageRejected, load_normalized
-from transforms.identity import CHECKED, MIN_GATED_FACE
+from transforms.identity import CHECKED, gated_match
 from transforms.metadata import remaining_metadata
 from transforms.records import Face, Record
 
@@ -75,7 +75,7 @@ class VerifyOutput(beam.DoFn):
             redetected_scores=redetection_scores(record.faces, record.output_faces),
             residual_faces=leaked_faces(record, self._verify_threshold, self._identity_threshold))
         if record.identity_check == CHECKED and any(
-                d <= self._identity_threshold and face.short_side >= MIN_GATED_FACE
+                gated_match(face.short_side, d, self._identity_threshold)
                 for face, d in zip(record.faces, record.identity_distances, strict=False)):
             yield record.quarantine("verify:identity_match")
             return
