@@ -13,7 +13,10 @@ from transforms.fast_mtcnn import (
     FastMtcnnDetector,
     FastMtcnnSettings,
     _max_pool,
+    area_resize,
+    integral_image,
     min_nms,
+    pyramid_scales,
 )
 from transforms.records import Face, box_iou
 
@@ -51,6 +54,37 @@ def test_max_pool_matches_torch_pooling() -> None:
             x = torch.randn(3, 4, *shape)
             expected = torch.nn.functional.max_pool2d(x, kernel, 2, ceil_mode=True)
             assert torch.equal(_max_pool(x, kernel), expected), (kernel, shape)
+
+
+def test_integral_image_opencv_and_cumsum_agree_on_mixed_sizes() -> None:
+    rng = np.random.default_rng(5)
+    arrays = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((31, 40), (45, 22), (7, 9))]
+    opencv = integral_image(arrays, "cpu")
+    assert opencv.dtype == torch.int32 and opencv.shape == (3, 46, 41, 3)
+    # The cumulative-sum path (the one CUDA takes), computed here on CPU.
+    batch = torch.zeros((3, 45, 40, 3), dtype=torch.int32)
+    for i, a in enumerate(arrays):
+        batch[i, : a.shape[0], : a.shape[1]] = torch.from_numpy(a)
+    cumsum = torch.nn.functional.pad(batch, (0, 0, 1, 0, 1, 0)).cumsum(1).cumsum(2)
+    assert torch.equal(opencv, cumsum)
+    for i, a in enumerate(arrays):
+        h, w = a.shape[:2]
+        assert int(opencv[i, h, w, 1]) == int(a[:, :, 1].sum())
+        assert int(opencv[i, 3, 5, 0]) == int(a[:3, :5, 0].sum())
+
+
+def test_area_resize_is_bitwise_torch_area_interpolation() -> None:
+    """The pyramid's levels from the integral image equal ``interpolate(mode="area")`` exactly."""
+    rng = np.random.default_rng(6)
+    arrays = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((480, 640), (333, 250))]
+    planes = integral_image(arrays, "cpu").permute(0, 3, 1, 2).contiguous()
+    for i, a in enumerate(arrays):
+        h, w = a.shape[:2]
+        image = torch.from_numpy(a).permute(2, 0, 1)[None].float()
+        for scale in pyramid_scales(h, w, 12, 0.709):  # min face 12: the first level is scale 1
+            size = (int(h * scale + 1), int(w * scale + 1))
+            expected = torch.nn.functional.interpolate(image, size=size, mode="area")
+            assert torch.equal(area_resize(planes[i: i + 1], h, w, size), expected), (h, w, size)
 
 
 def test_min_nms_matches_facenet_numpy_nms() -> None:
