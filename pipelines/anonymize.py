@@ -79,7 +79,7 @@ def detector_factory_for(options: AnonymizeOptions) -> DetectorFactory:
             extras.append(HaarProfileFactory(HaarSettings(min_face_size=max(options.detector_min_face_size, 20))))
         else:
             extras.append(CenterFaceFactory(CenterFaceSettings(threshold=options.centerface_threshold,
-                                                               torch_threads=threads)))
+                                                               torch_threads=threads, device=options.detector_device)))
     return UnionFactory([main, *extras])
 
 

@@ -18,7 +18,7 @@ from pipelines.labelled_faces import (
     replaced_region,
     score_image,
 )
-from transforms.centerface import CENTERFACE, CenterFaceDetector, CenterFaceSettings
+from transforms.centerface import CENTERFACE, CenterFaceDetector, CenterFaceSettings, execution_providers
 from transforms.extra_detectors import UnionDetector, UnionFactory
 from transforms.fast_mtcnn import FastMtcnnDetector, FastMtcnnSettings
 from transforms.records import Face
@@ -195,10 +195,44 @@ def test_a_small_face_in_a_large_image_is_found_in_its_tile() -> None:
     canvas = Image.new("RGB", (2500, 1500), (90, 100, 110))
     canvas.paste(small, (1700, 900))
     expected = Face(big.x1 * scale + 1700, big.y1 * scale + 900, big.x2 * scale + 1700, big.y2 * scale + 900, 1.0, "x")
-    downscaled_only = detector._infer(canvas)
+    downscaled_only = detector._infer([canvas])[0]
     assert max((face.iou(expected) for face in downscaled_only), default=0.0) < 0.5
     found = detector.detect([canvas])[0]
     assert found and max(face.iou(expected) for face in found) > 0.7
     assert all(face.detector == CENTERFACE for face in found)
     with pytest.raises(ValueError, match="tile_overlap"):
         CenterFaceSettings(max_side=1024, tile_overlap=600)
+
+
+def test_providers_follow_detector_device() -> None:
+    cpu_only = ["AzureExecutionProvider", "CPUExecutionProvider"]
+    gpu = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert execution_providers("auto", cpu_only, cuda_present=True) == ["CPUExecutionProvider"]
+    assert execution_providers("auto", gpu, cuda_present=False) == ["CPUExecutionProvider"]
+    assert execution_providers("auto", gpu, cuda_present=True) == gpu
+    assert execution_providers("cuda", gpu, cuda_present=True) == gpu
+    assert execution_providers("cpu", gpu, cuda_present=True) == ["CPUExecutionProvider"]
+    with pytest.raises(RuntimeError, match="onnxruntime-gpu"):
+        execution_providers("cuda", cpu_only, cuda_present=True)
+    with pytest.raises(ValueError, match="device"):
+        CenterFaceSettings(device="tpu")
+
+
+def test_batched_inference_gives_the_per_image_faces(hard_set: list) -> None:
+    """The batched path CUDA takes (same-size images in one run), forced here on CPU: the same faces
+    as image by image, for a batch of mixed sizes with a tiny and a face-less image."""
+    from PIL import Image
+
+    detector = CenterFaceDetector(CenterFaceSettings(device="cpu"))
+    images = [item.image for item in hard_set[:5]]
+    images += [images[0].resize((400, 300)), Image.new("RGB", (6, 6)), Image.new("RGB", (640, 480), (120, 120, 120))]
+    alone = detector.detect(images)
+    assert not detector.on_gpu
+    detector.on_gpu = True
+    together = detector.detect(images)
+    assert sum(len(faces) for faces in alone) >= 5
+    assert together[-2] == [] and together[-1] == []
+    for joint, single in zip(together, alone, strict=True):
+        assert len(joint) == len(single)
+        for a, b in zip(joint, single, strict=True):
+            assert np.allclose([a.x1, a.y1, a.x2, a.y2, a.score], [b.x1, b.y1, b.x2, b.y2, b.score], atol=1e-3)

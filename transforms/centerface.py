@@ -74,8 +74,11 @@ class CenterFaceSettings:
     torch_threads: int = 1
     max_side: int = 2048
     tile_overlap: int = 256
+    device: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"centerface_threshold must be in (0, 1), got {self.threshold}")
         if self.min_face_size < 1:
@@ -121,13 +124,29 @@ def _dynamic_model(path: Path) -> bytes:
     return bytes(update_inputs_outputs_dims(model, inputs, outputs).SerializeToString())
 
 
+def execution_providers(device: str, available: Sequence[str], cuda_present: bool) -> list[str]:
+    """onnxruntime's providers for ``detector_device``: CUDA (``onnxruntime-gpu``, the ``onnx-gpu``
+    extra) when asked for or, under ``auto``, when it is installed and a GPU is present; else CPU.
+
+    Raises:
+        RuntimeError: ``cuda`` asked for but onnxruntime has no CUDA provider.
+    """
+    if device == "cuda" and "CUDAExecutionProvider" not in available:
+        raise RuntimeError("detector_device: cuda, but onnxruntime has no CUDA provider for CenterFace: "
+                           "install onnxruntime-gpu ('dataset-anonymizer[onnx-gpu]' instead of [onnx])")
+    if device == "cuda" or (device == "auto" and cuda_present and "CUDAExecutionProvider" in available):
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
 class CenterFaceDetector:
-    """CenterFace on onnxruntime, image by image."""
+    """CenterFace on onnxruntime: image by image on CPU, same-size images batched on CUDA."""
 
     name = CENTERFACE
 
     def __init__(self, settings: CenterFaceSettings) -> None:
         import onnxruntime
+        import torch
 
         path = centerface_model_path()
         if path is None:
@@ -136,9 +155,13 @@ class CenterFaceDetector:
         options.intra_op_num_threads = settings.torch_threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                     if p in onnxruntime.get_available_providers()]
+        providers = execution_providers(settings.device, onnxruntime.get_available_providers(),
+                                        torch.cuda.is_available())
+        if providers[0] == "CUDAExecutionProvider" and hasattr(onnxruntime, "preload_dlls"):
+            # CUDA and cuDNN from the nvidia-* wheels torch brought (torch is imported above).
+            onnxruntime.preload_dlls()
         self._session: Any = onnxruntime.InferenceSession(_dynamic_model(path), options, providers=providers)
+        self.on_gpu = self._session.get_providers()[0] == "CUDAExecutionProvider"
         self.settings = settings
 
     def info(self) -> dict[str, str]:
@@ -148,27 +171,38 @@ class CenterFaceDetector:
         """One pass over the whole image (downscaled to ``max_side`` when larger) and, for a larger
         image, full-resolution passes over overlapping tiles of ``max_side``; faces merged by IoU."""
         rgb = image if image.mode == "RGB" else image.convert("RGB")
-        faces = self._infer(rgb)
+        faces = self._infer([rgb])[0]
         if max(rgb.size) <= self.settings.max_side:
             return faces
         for x0, y0, x1, y1 in tile_boxes(rgb.width, rgb.height, self.settings.max_side, self.settings.tile_overlap):
             faces += [Face(f.x1 + x0, f.y1 + y0, f.x2 + x0, f.y2 + y0, f.score, f.detector,
                            tuple((x + x0, y + y0) for x, y in f.landmarks))
-                      for f in self._infer(rgb.crop((x0, y0, x1, y1)))]
+                      for f in self._infer([rgb.crop((x0, y0, x1, y1))])[0]]
         return merge_faces(faces, 0.3)
 
-    def _infer(self, rgb: Image.Image) -> list[Face]:
-        """The model on ``rgb`` (downscaled to ``max_side`` when larger), decoded, in its pixels."""
+    def _input_size(self, width: int, height: int) -> tuple[int, int]:
+        """The model's input size for an image: downscaled to ``max_side``, rounded up to 32."""
+        shrink = min(1.0, self.settings.max_side / max(width, height))
+        return int(np.ceil(width * shrink / 32) * 32), int(np.ceil(height * shrink / 32) * 32)
+
+    def _infer(self, images: Sequence[Image.Image]) -> list[list[Face]]:
+        """The model on RGB images that share an input size, in one batch; faces in each image's pixels."""
+        new_w, new_h = self._input_size(*images[0].size)
+        blobs = []
+        for rgb in images:
+            resized = rgb if rgb.size == (new_w, new_h) else rgb.resize((new_w, new_h), Image.Resampling.BILINEAR)
+            blobs.append(np.asarray(resized, np.float32).transpose(2, 0, 1))
+        outputs = self._session.run(_OUTPUTS, {_INPUT: np.ascontiguousarray(np.stack(blobs))})
+        return [self._decode([out[i: i + 1] for out in outputs], rgb.size, (new_w, new_h))
+                for i, rgb in enumerate(images)]
+
+    def _decode(self, outputs: list[np.ndarray], size: tuple[int, int], input_size: tuple[int, int]) -> list[Face]:
+        """Faces from one image's heatmap, scale, offset and landmark maps."""
         import torch
         from torchvision.ops import nms
 
-        width, height = rgb.size
-        shrink = min(1.0, self.settings.max_side / max(width, height))
-        new_w = int(np.ceil(width * shrink / 32) * 32)
-        new_h = int(np.ceil(height * shrink / 32) * 32)
-        resized = rgb if (new_w, new_h) == (width, height) else rgb.resize((new_w, new_h), Image.Resampling.BILINEAR)
-        blob = np.ascontiguousarray(np.asarray(resized, np.float32).transpose(2, 0, 1)[None])
-        heatmap, scale, offset, marks = self._session.run(_OUTPUTS, {_INPUT: blob})
+        (width, height), (new_w, new_h) = size, input_size
+        heatmap, scale, offset, marks = outputs
         heat = heatmap[0, 0]
         rows, cols = np.nonzero(heat > self.settings.threshold)
         if rows.size == 0:
@@ -196,8 +230,25 @@ class CenterFaceDetector:
         return faces
 
     def detect(self, images: Sequence[Image.Image]) -> list[list[Face]]:
-        """Faces of each image, in its pixel coordinates."""
-        return [self._detect_one(image) if min(image.size) >= 8 else [] for image in images]
+        """Faces of each image, in its pixel coordinates.
+
+        On CUDA, images of one input size that need no tiles go through the model as one batch (the
+        job's ``detector_batch_size``); on CPU a batch buys nothing, so images go one at a time.
+        """
+        results: list[list[Face]] = [[] for _ in images]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            if min(image.size) < 8:
+                continue
+            if self.on_gpu and max(image.size) <= self.settings.max_side:
+                groups.setdefault(self._input_size(*image.size), []).append(i)
+            else:
+                results[i] = self._detect_one(image)
+        for members in groups.values():
+            rgbs = [images[i] if images[i].mode == "RGB" else images[i].convert("RGB") for i in members]
+            for i, faces in zip(members, self._infer(rgbs), strict=True):
+                results[i] = faces
+        return results
 
 
 class CenterFaceFactory:
