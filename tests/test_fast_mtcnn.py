@@ -17,6 +17,7 @@ from transforms.fast_mtcnn import (
     integral_image,
     min_nms,
     pyramid_scales,
+    take_rows,
 )
 from transforms.records import Face, box_iou
 
@@ -61,12 +62,9 @@ def test_integral_image_opencv_and_cumsum_agree_on_mixed_sizes() -> None:
     arrays = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((31, 40), (45, 22), (7, 9))]
     opencv = integral_image(arrays, "cpu")
     assert opencv.dtype == torch.int32 and opencv.shape == (3, 46, 41, 3)
-    # The cumulative-sum path (the one CUDA takes), computed here on CPU.
-    batch = torch.zeros((3, 45, 40, 3), dtype=torch.int32)
-    for i, a in enumerate(arrays):
-        batch[i, : a.shape[0], : a.shape[1]] = torch.from_numpy(a)
-    cumsum = torch.nn.functional.pad(batch, (0, 0, 1, 0, 1, 0)).cumsum(1).cumsum(2)
+    cumsum = integral_image(arrays, "cpu", opencv=False)  # the path CUDA takes, here on CPU
     assert torch.equal(opencv, cumsum)
+    assert torch.equal(integral_image(arrays[:1], "cpu"), integral_image(arrays[:1], "cpu", opencv=False))
     for i, a in enumerate(arrays):
         h, w = a.shape[:2]
         assert int(opencv[i, h, w, 1]) == int(a[:, :, 1].sum())
@@ -85,6 +83,16 @@ def test_area_resize_is_bitwise_torch_area_interpolation() -> None:
             size = (int(h * scale + 1), int(w * scale + 1))
             expected = torch.nn.functional.interpolate(image, size=size, mode="area")
             assert torch.equal(area_resize(planes[i: i + 1], h, w, size), expected), (h, w, size)
+            # The torch gathers CUDA uses, here on CPU.
+            assert torch.equal(area_resize(planes[i: i + 1], h, w, size, numpy_gather=False), expected)
+
+
+def test_take_rows_numpy_and_torch_gathers_agree() -> None:
+    table = torch.arange(60, dtype=torch.int32).reshape(20, 3)
+    where = torch.tensor([[[0, 19], [5, 5]], [[7, 1], [2, 3]]])
+    numpy_rows = take_rows(table, where)
+    assert numpy_rows.shape == (2, 2, 2, 3) and int(numpy_rows[0, 0, 1, 2]) == 59
+    assert torch.equal(numpy_rows, take_rows(table, where, numpy_gather=False))
 
 
 def test_min_nms_matches_facenet_numpy_nms() -> None:

@@ -69,20 +69,23 @@ def pyramid_scales(height: int, width: int, min_face_size: int, factor: float) -
     return scales
 
 
-def integral_image(arrays: Sequence[np.ndarray], device: Any) -> Any:
+def integral_image(arrays: Sequence[np.ndarray], device: Any, opencv: bool | None = None) -> Any:
     """The integral image [B, H+1, W+1, 3] of a batch of RGB uint8 arrays of any sizes.
 
     ``integral[b, y, x, c]`` is the sum of channel ``c`` of image ``b`` over rows ``< y`` and
     columns ``< x``. Images smaller than the batch are zero-padded at the bottom and right, so each
     image's own integral is the top-left corner of its plane. Exact: int32 up to 8 million pixels
-    (a sum of 8-bit pixels), int64 above. OpenCV computes it on CPU, a cumulative sum elsewhere.
+    (a sum of 8-bit pixels), int64 above. OpenCV computes it on CPU (``opencv=None``), a cumulative
+    sum on the device elsewhere (both tested to agree).
     """
     import torch
 
     height = max(a.shape[0] for a in arrays)
     width = max(a.shape[1] for a in arrays)
     dtype = torch.int64 if height * width > 8_000_000 else torch.int32
-    if torch.device(device).type == "cpu" and dtype == torch.int32:
+    if opencv is None:
+        opencv = torch.device(device).type == "cpu"
+    if opencv and dtype == torch.int32:
         import cv2
 
         planes = [torch.from_numpy(cv2.integral(np.ascontiguousarray(a))) for a in arrays]
@@ -103,16 +106,19 @@ def integral_image(arrays: Sequence[np.ndarray], device: Any) -> Any:
     return integral.cumsum(1, dtype=dtype).cumsum(2, dtype=dtype)
 
 
-def area_resize(integral: Any, height: int, width: int, size: tuple[int, int]) -> Any:
+def area_resize(integral: Any, height: int, width: int, size: tuple[int, int],
+                numpy_gather: bool | None = None) -> Any:
     """``interpolate(images, size, mode="area")`` of images ``height`` x ``width``, from their
     integral image [B, C, >= height+1, >= width+1]: the same adaptive-average-pool bins, the same
     float32 values (bin sums are exact integers, divided by the bin's height, then its width).
+    The gathers go through NumPy on CPU (``numpy_gather=None``), several times faster there than
+    torch's, and through torch on the device elsewhere (both tested to agree).
     """
     import torch
 
     device = integral.device
     (r0, r1), (c0, c1) = (_bin_edges(n_in, n_out, device) for n_in, n_out in ((height, size[0]), (width, size[1])))
-    if device.type == "cpu":  # NumPy's gathers are several times faster than torch's on CPU
+    if numpy_gather if numpy_gather is not None else device.type == "cpu":
         source = integral.numpy()
         rows = source.take(r1.numpy(), axis=2) - source.take(r0.numpy(), axis=2)
         sums = torch.from_numpy(rows.take(c1.numpy(), axis=3) - rows.take(c0.numpy(), axis=3))
@@ -122,12 +128,13 @@ def area_resize(integral: Any, height: int, width: int, size: tuple[int, int]) -
     return sums.to(torch.float32) / (r1 - r0).to(torch.float32)[:, None] / (c1 - c0).to(torch.float32)
 
 
-def _take_rows(table: Any, where: Any) -> Any:
+def take_rows(table: Any, where: Any, numpy_gather: bool | None = None) -> Any:
     """Rows of a 2-D ``table`` at the indices ``where`` (any shape): shape ``[*where.shape, columns]``.
-    Through NumPy on CPU, where its gather is several times faster than torch's."""
+    Through NumPy on CPU (``numpy_gather=None``), where its gather is several times faster than
+    torch's; through torch on the device elsewhere."""
     import torch
 
-    if table.device.type == "cpu":
+    if numpy_gather if numpy_gather is not None else table.device.type == "cpu":
         return torch.from_numpy(table.numpy().take(where.numpy(), axis=0))
     return table.index_select(0, where.reshape(-1)).reshape(*where.shape, table.shape[1])
 
@@ -382,7 +389,7 @@ class FastMtcnnDetector:
         # All four corners of every bin of every box in one gather of whole pixels, channels last
         # (the layout R-Net and O-Net run in): [2, 2, N, size, size, C].
         where = (r + (b * rows)[None, :, None])[:, None, :, :, None] * cols + c[None, :, :, None, :]
-        corner = _take_rows(integral.reshape(-1, channels), where)
+        corner = take_rows(integral.reshape(-1, channels), where)
         sums = corner[1, 1] - corner[0, 1] - corner[1, 0] + corner[0, 0]
         area = ((r[1] - r[0])[:, :, None] * (c[1] - c[0])[:, None, :])[:, :, :, None]
         crops = sums.to(torch.float32) / area.to(torch.float32)
