@@ -185,6 +185,51 @@ def test_an_unaltered_face_matches_itself(demo_faces: list[tuple[str, bytes, tup
     assert embedder.distances(np.asarray(image), mild, faces)[0] < THRESHOLD
 
 
+def test_torch_embedding_is_dlibs(demo_faces: list[tuple[str, bytes, tuple[Face, ...]]]) -> None:
+    """The PyTorch port of dlib's network gives dlib's own embeddings (originals, blurred and
+    solid-filled faces), and its distances: the identity evidence did not change with the port."""
+    import os
+
+    import dlib
+    from PIL import ImageFilter
+
+    from transforms.face_embedding import ModelFormatError, read_weights
+    from transforms.identity import models_folder
+
+    folder = models_folder()
+    assert folder is not None
+    dlib_net = dlib.face_recognition_model_v1(os.path.join(folder, "dlib_face_recognition_resnet_model_v1.dat"))
+    embedder = IdentityEmbedder()
+    compared = 0
+    for _, data, faces in demo_faces:
+        image, _ = load_normalized(data, 10**8)
+        for variant in (image, image.filter(ImageFilter.GaussianBlur(6))):
+            pixels = np.ascontiguousarray(np.asarray(variant.convert("RGB")))
+            for face in faces:
+                shape = embedder._shape(pixels, embedder._rect(face))
+                theirs = np.asarray(dlib_net.compute_face_descriptor(pixels, shape))
+                ours = embedder.embed(pixels, face)
+                assert np.abs(ours - theirs).max() < 1e-4, np.abs(ours - theirs).max()
+                compared += 1
+    assert compared >= 10
+    name, data, faces = demo_faces[0]
+    image, _ = load_normalized(data, 10**8)
+    solid = image.copy()
+    solid.paste((90, 90, 90), tuple(int(v) for v in (faces[0].x1, faces[0].y1, faces[0].x2, faces[0].y2)))
+    original, replaced = np.asarray(image), np.ascontiguousarray(np.asarray(solid))
+    reference = embedder.references(original, faces[:1])[0]
+    theirs = min(
+        np.linalg.norm(np.asarray(dlib_net.compute_face_descriptor(np.ascontiguousarray(original), reference.shape))
+                       - np.asarray(dlib_net.compute_face_descriptor(replaced, reference.shape))),
+        np.linalg.norm(np.asarray(dlib_net.compute_face_descriptor(np.ascontiguousarray(original), reference.shape))
+                       - np.asarray(dlib_net.compute_face_descriptor(
+                           replaced, embedder._shape(replaced, embedder._rect(faces[0]))))))
+    assert abs(embedder.distances_to([reference], replaced)[0] - theirs) < 1e-4
+    assert embedder.distances_to([], replaced) == [] and embedder.references(original, []) == []
+    with pytest.raises(ModelFormatError, match="layer sequence"):
+        read_weights(Path(os.path.join(folder, "shape_predictor_5_face_landmarks.dat")))
+
+
 def _verified(method: str, distances: tuple[float, ...], found: tuple[Face, ...], check: str = CHECKED) -> Record:
     face = Face(10, 10, 60, 70, 0.99)
     record = Record("s", 0, "r", "u", "r.jpg", "", b"", faces=(face,), method=method, identity_check=check,
