@@ -3,7 +3,10 @@
     python benchmarks/whole_job.py [--images 80] [--workers 2]
 
 Writes the generated labelled set's 640x480 JPEGs (faces of 16-300 px, ``pipelines/labelled_faces.py``)
-to a folder and times, in one run:
+to two folders, N and 2N images, and times each configuration on both, in one run. It prints the
+wall time of each, the images/s over 2N, and the steady-state images/s, N / (time(2N) - time(N)):
+a job's fixed cost (worker start-up, imports, model loads: several seconds per process) cancels
+out, which is what a job of many images runs at. Configurations:
 
 - deface 1.5.0's own per-image path (``deface.deface.image_detect``: read, CenterFace, blur 1.3x
   its boxes, write), one process, its default threads; needs
@@ -14,7 +17,7 @@ to a folder and times, in one run:
   re-detection, identity evidence, quality metrics, gate, manifest), then the same without the
   identity check, then also without CenterFace, then with ``detector: mtcnn`` (facenet-pytorch's).
 
-Wall time per configuration includes Beam's start-up and the run summary, not imports.
+Wall time per configuration includes Beam's start-up and the run summary, not the launcher's imports.
 """
 
 from __future__ import annotations
@@ -78,26 +81,35 @@ def time_ours(folder: Path, output: Path, workers: int, shard_size: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=80, help="generated 640x480 images, all with faces")
+    parser.add_argument("--images", type=int, default=80, help="N: generated 640x480 images, all with faces")
     parser.add_argument("--workers", type=int, default=2, help="DirectRunner worker processes")
     parser.add_argument("--shard-size", type=int, default=10, help="images per shard (shards are the unit of work)")
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # the DirectRunner's per-worker option warnings
     folder = Path(tempfile.mkdtemp(prefix="whole-job-"))
     try:
-        inputs = []
-        (folder / "in").mkdir()
-        for labelled, data in generate_labelled_set(with_faces=args.images, faceless=0):
-            path = folder / "in" / labelled.name
-            path.write_bytes(data)
-            inputs.append(path)
-        print(f"{len(inputs)} JPEGs of 640x480 with 1-3 faces each; {os.cpu_count()} cores")
-        rates = {}
-        seconds = time_deface(inputs, folder / "deface")
-        if seconds is not None:
-            rates["deface"] = len(inputs) / seconds
-            label = "deface 1.5.0 (CenterFace + blur, 1 process)"
-            print(f"{label:75} {seconds:6.1f} s {rates['deface']:6.2f} images/s")
+        # Two inputs, N and 2N images (the first N shared): a job's fixed cost (process start-up,
+        # imports, model loads) cancels out of the difference, which gives the steady-state rate
+        # that a large job runs at.
+        small, large = folder / "in-small", folder / "in-large"
+        small.mkdir()
+        large.mkdir()
+        for index, (labelled, data) in enumerate(generate_labelled_set(with_faces=2 * args.images, faceless=0)):
+            (large / labelled.name).write_bytes(data)
+            if index < args.images:
+                (small / labelled.name).write_bytes(data)
+        print(f"{args.images} and {2 * args.images} JPEGs of 640x480 with 1-3 faces each; {os.cpu_count()} cores")
+        print(f"{'':75} {'N s':>6} {'2N s':>6} {'2N images/s':>12} {'steady images/s':>16}")
+        steady: dict[str, float] = {}
+
+        def report(name: str, seconds_small: float, seconds_large: float, note: str = "") -> None:
+            steady[name] = args.images / max(seconds_large - seconds_small, 1e-9)
+            print(f"{name:75} {seconds_small:6.1f} {seconds_large:6.1f} {2 * args.images / seconds_large:12.2f} "
+                  f"{steady[name]:16.2f} {note}")
+
+        times = [time_deface(sorted(source.iterdir()), folder / f"deface-{source.name}") for source in (small, large)]
+        if times[0] is not None and times[1] is not None:
+            report("deface 1.5.0 (CenterFace + blur, 1 process)", times[0], times[1])
         runs = {
             "anonymize run, default policy": [],
             "anonymize run, identity_check=false": ["identity_check=false"],
@@ -106,14 +118,14 @@ def main() -> None:
                 "identity_check=false", "detector_extra=''", "detector=mtcnn"],
         }
         for index, (name, overrides) in enumerate(runs.items()):
-            seconds, outcomes = time_ours(folder / "in", folder / f"out-{index}", args.workers, args.shard_size,
-                                          overrides)
-            rates[name] = len(inputs) / seconds
-            label = f"{name} ({args.workers} workers)"
-            print(f"{label:75} {seconds:6.1f} s {rates[name]:6.2f} images/s, {outcomes}")
-        if "deface" in rates:
-            for name in runs:
-                print(f"ratio to deface, {name}: {rates[name] / rates['deface']:.2f}x")
+            seconds_small, _ = time_ours(small, folder / f"out-{index}-small", args.workers, args.shard_size, overrides)
+            seconds_large, outcomes = time_ours(large, folder / f"out-{index}-large", args.workers, args.shard_size,
+                                                overrides)
+            report(f"{name} ({args.workers} workers)", seconds_small, seconds_large, f"2N: {outcomes}")
+        deface = steady.get("deface 1.5.0 (CenterFace + blur, 1 process)")
+        if deface:
+            for name, rate in steady.items():
+                print(f"steady-state ratio to deface, {name}: {rate / deface:.2f}x")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
