@@ -262,11 +262,12 @@ def validate(options: AnonymizeOptions) -> None:
 
         ReferenceSpec(options.reference_model, options.reference_weights, options.reference_device)
     if options.identity_check:
-        from transforms.identity import identity_available
+        from transforms.identity import check_embedding_model, identity_available
 
         if not identity_available():
             raise ValueError("identity_check: needs dlib and face_recognition_models (pip install "
                              "'dataset-anonymizer[identity]'); set identity_check: false to run without it")
+        check_embedding_model()
     if options.method == "synthetic" and options.synthetic_generator:
         from transforms.synthesis import load_generator
 

