@@ -101,7 +101,7 @@ def integral_image(arrays: Sequence[np.ndarray], device: Any, opencv: bool | Non
         return integral
     batch = torch.zeros((len(arrays), height, width, 3), dtype=dtype, device=device)
     for i, array in enumerate(arrays):
-        batch[i, : array.shape[0], : array.shape[1]] = torch.from_numpy(array).to(device)
+        batch[i, : array.shape[0], : array.shape[1]] = torch.from_numpy(np.array(array)).to(device)  # writable copy
     integral = torch.nn.functional.pad(batch, (0, 0, 1, 0, 1, 0))
     return integral.cumsum(1, dtype=dtype).cumsum(2, dtype=dtype)
 
