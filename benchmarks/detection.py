@@ -99,7 +99,8 @@ def configurations(threads: int, with_haar: bool, device: str = "cpu",
         policy = ReplacementPolicy(self_thresholded_detectors=(CENTERFACE,))
         union_batch = max(batch_sizes, default=1)
         cf_union = UnionDetector([FastMtcnnDetector(FastMtcnnSettings(device=device, torch_threads=threads)),
-                                  CenterFaceDetector(CenterFaceSettings(torch_threads=threads, device=device))])
+                                  CenterFaceDetector(CenterFaceSettings(torch_threads=threads, device=device,
+                                                                        low_light_scale=0.25))])
 
         def union_detect(images: list[Image.Image]) -> list[list[tuple[float, float, float, float, float]]]:
             # Faces the union replaces (a CenterFace face counts whatever its score): scored 1.0 here.

@@ -57,8 +57,10 @@ class JobPlan:
     exclusions: Exclusions = Exclusions()
 
 
-def detector_factory_for(options: AnonymizeOptions) -> DetectorFactory:
-    """The detector factory the options ask for."""
+def detector_factory_for(options: AnonymizeOptions, verify: bool = False) -> DetectorFactory:
+    """The detector factory the options ask for: for detection, or (``verify``) for re-checking
+    outputs, which skips detection-only extras (CenterFace's low-light pass: it is built to find
+    dark, blurred faces, and would re-find the blurred ones the job just made)."""
     threads = torch_threads_for(options, options.torch_threads)
     thresholds = parse_thresholds(options.detector_thresholds, "detector_thresholds")
     main: DetectorFactory
@@ -78,8 +80,9 @@ def detector_factory_for(options: AnonymizeOptions) -> DetectorFactory:
         if name == "haar_profile":
             extras.append(HaarProfileFactory(HaarSettings(min_face_size=max(options.detector_min_face_size, 20))))
         else:
-            extras.append(CenterFaceFactory(CenterFaceSettings(threshold=options.centerface_threshold,
-                                                               torch_threads=threads, device=options.detector_device)))
+            extras.append(CenterFaceFactory(CenterFaceSettings(
+                threshold=options.centerface_threshold, torch_threads=threads, device=options.detector_device,
+                low_light_scale=0.0 if verify else options.centerface_low_light_scale)))
     return UnionFactory([main, *extras])
 
 
@@ -232,7 +235,8 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         argv: pipeline flags (used when ``options`` is not given).
         test_pipeline: a pipeline to build on instead of a new one (tests).
         detector_factory: a detector to use instead of the configured one (tests, benchmarks).
-        verify_factory: the detector that re-checks outputs (default: the detection one).
+        verify_factory: the detector that re-checks outputs (default: the configured one in verify
+            mode, or ``detector_factory`` when that is given).
         options: already-validated options.
         plan: an already-made plan (the launcher makes it to fail early on a bad input).
 
@@ -242,6 +246,8 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     if options is None:
         options = PipelineOptions(list(argv or [])).view_as(AnonymizeOptions)
     factory = detector_factory or detector_factory_for(options)
+    if verify_factory is None and detector_factory is None:
+        verify_factory = detector_factory_for(options, verify=True)
     if plan is None:
         plan = plan_job(options, detector_info=factory.info())
     LOG.info("run %s: %d shards to process, %d already committed", plan.run_id,

@@ -114,6 +114,32 @@ def test_options_wire_centerface_and_refuse_it_when_missing(monkeypatch: pytest.
         validate(_options("detector_extra=centerface"))  # type: ignore[arg-type]
 
 
+def test_low_light_pass_finds_dark_blurred_large_faces_and_only_when_detecting(hard_set: list) -> None:
+    """Two large (>= 160 px) dark, blurred faces of the hard set that the full-resolution pass
+    misses are found by the contrast-equalized 1/4-scale pass; no face appears on the face-less
+    images; the job's verify detector runs without the pass."""
+    plain = CenterFaceDetector(CenterFaceSettings())
+    low_light = CenterFaceDetector(CenterFaceSettings(low_light_scale=0.25))
+    recovered = 0
+    for item in hard_set:
+        for box in item.boxes:
+            if min(box[2] - box[0], box[3] - box[1]) < 80:
+                continue
+            truth = Face(*box, 1.0, "truth")
+            before = max((f.iou(truth) for f in plain.detect([item.image])[0]), default=0.0)
+            after = max((f.iou(truth) for f in low_light.detect([item.image])[0]), default=0.0)
+            assert after >= before - 1e-9  # the pass only adds faces
+            recovered += before < 0.3 and after > 0.5
+    assert recovered >= 2
+    assert all(low_light.detect([item.image])[0] == [] for item in hard_set if not item.boxes)
+    detect = detector_factory_for(_options("detector_extra=centerface"))  # type: ignore[arg-type]
+    verify = detector_factory_for(_options("detector_extra=centerface"), verify=True)  # type: ignore[arg-type]
+    assert detect.factories[1].settings.low_light_scale == pytest.approx(0.25)  # type: ignore[attr-defined]
+    assert verify.factories[1].settings.low_light_scale == 0.0  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="centerface_low_light_scale"):
+        _options("centerface_low_light_scale=1.5")
+
+
 @pytest.mark.slow
 def test_job_replaces_a_face_only_centerface_finds(hard_set: list, tmp_path: Path) -> None:
     """A hard image where MTCNN misses a face CenterFace finds: with the union, the whole job

@@ -67,6 +67,11 @@ class CenterFaceSettings:
     downscaled to ``max_side`` (large faces), and in full-resolution tiles of at most ``max_side``
     that overlap by ``tile_overlap`` px (small faces; a face narrower than the overlap lies whole in
     some tile). Boxes from all passes are merged by IoU.
+
+    ``low_light_scale`` above 0 adds a pass over a contrast-equalized copy (CLAHE on lightness)
+    downscaled by that factor: large faces that are very dark, washed out and blurred, which the
+    full-resolution pass misses. The job uses it when detecting, not when verifying (see
+    ``pipelines/anonymize.py``).
     """
 
     threshold: float = 0.2
@@ -75,8 +80,11 @@ class CenterFaceSettings:
     max_side: int = 2048
     tile_overlap: int = 256
     device: str = "auto"
+    low_light_scale: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.low_light_scale < 1.0:
+            raise ValueError(f"centerface_low_light_scale must be in [0, 1), got {self.low_light_scale}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if not 0.0 < self.threshold < 1.0:
@@ -130,6 +138,16 @@ def _dynamic_model(path: Path) -> bytes:
     return bytes(update_inputs_outputs_dims(model, inputs, outputs).SerializeToString())
 
 
+def equalized(rgb: Image.Image) -> Image.Image:
+    """The image with its lightness equalized locally (OpenCV's CLAHE on L of Lab, clip 8, 2x2
+    tiles): a dark or washed-out face gets its contrast back, colours are kept."""
+    import cv2
+
+    lab = cv2.cvtColor(np.asarray(rgb), cv2.COLOR_RGB2LAB)
+    lab[..., 0] = cv2.createCLAHE(clipLimit=8.0, tileGridSize=(2, 2)).apply(np.ascontiguousarray(lab[..., 0]))
+    return Image.fromarray(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB))
+
+
 def execution_providers(device: str, available: Sequence[str], cuda_present: bool) -> list[str]:
     """onnxruntime's providers for ``detector_device``: CUDA (``onnxruntime-gpu``, the ``onnx-gpu``
     extra) when asked for or, under ``auto``, when it is installed and a GPU is present; else CPU.
@@ -179,12 +197,26 @@ class CenterFaceDetector:
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         faces = self._infer([rgb])[0]
         if max(rgb.size) <= self.settings.max_side:
-            return faces
+            return self._with_low_light(rgb, faces)
         for x0, y0, x1, y1 in tile_boxes(rgb.width, rgb.height, self.settings.max_side, self.settings.tile_overlap):
             faces += [Face(f.x1 + x0, f.y1 + y0, f.x2 + x0, f.y2 + y0, f.score, f.detector,
                            tuple((x + x0, y + y0) for x, y in f.landmarks))
                       for f in self._infer([rgb.crop((x0, y0, x1, y1))])[0]]
-        return merge_faces(faces, 0.3)
+        return self._with_low_light(rgb, merge_faces(faces, 0.3))
+
+    def _with_low_light(self, rgb: Image.Image, faces: list[Face]) -> list[Face]:
+        """``faces`` and, with ``low_light_scale``, those of the contrast-equalized downscaled pass."""
+        scale = self.settings.low_light_scale
+        width, height = round(rgb.width * scale), round(rgb.height * scale)
+        if scale <= 0 or min(width, height) < 32:
+            return faces
+        small = equalized(rgb).resize((width, height), Image.Resampling.BOX)
+        sx, sy = rgb.width / width, rgb.height / height
+        found = [Face(f.x1 * sx, f.y1 * sy, f.x2 * sx, f.y2 * sy, f.score, f.detector,
+                      tuple((x * sx, y * sy) for x, y in f.landmarks))
+                 for f in self._infer([small])[0]]
+        # Only faces the full-resolution pass did not find: its boxes are the finer ones.
+        return faces + [f for f in found if all(f.iou(other) <= 0.3 for other in faces)]
 
     def _input_size(self, width: int, height: int) -> tuple[int, int]:
         """The model's input size for an image: downscaled to ``max_side``, rounded up to 32."""
@@ -252,8 +284,8 @@ class CenterFaceDetector:
                 results[i] = self._detect_one(image)
         for members in groups.values():
             rgbs = [images[i] if images[i].mode == "RGB" else images[i].convert("RGB") for i in members]
-            for i, faces in zip(members, self._infer(rgbs), strict=True):
-                results[i] = faces
+            for i, rgb, faces in zip(members, rgbs, self._infer(rgbs), strict=True):
+                results[i] = self._with_low_light(rgb, faces)
         return results
 
 
