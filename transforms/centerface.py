@@ -199,22 +199,17 @@ class CenterFaceDetector:
         if max(rgb.size) <= self.settings.max_side:
             return self._with_low_light(rgb, faces)
         for x0, y0, x1, y1 in tile_boxes(rgb.width, rgb.height, self.settings.max_side, self.settings.tile_overlap):
-            faces += [Face(f.x1 + x0, f.y1 + y0, f.x2 + x0, f.y2 + y0, f.score, f.detector,
-                           tuple((x + x0, y + y0) for x, y in f.landmarks))
-                      for f in self._infer([rgb.crop((x0, y0, x1, y1))])[0]]
+            faces += [f.mapped(dx=x0, dy=y0) for f in self._infer([rgb.crop((x0, y0, x1, y1))])[0]]
         return self._with_low_light(rgb, merge_faces(faces, 0.3))
 
     def _with_low_light(self, rgb: Image.Image, faces: list[Face]) -> list[Face]:
         """``faces`` and, with ``low_light_scale``, those of the contrast-equalized downscaled pass."""
         scale = self.settings.low_light_scale
         width, height = round(rgb.width * scale), round(rgb.height * scale)
-        if scale <= 0 or min(width, height) < 32:
+        if min(width, height) < 32:  # off (scale 0), or too small to search
             return faces
         small = equalized(rgb).resize((width, height), Image.Resampling.BOX)
-        sx, sy = rgb.width / width, rgb.height / height
-        found = [Face(f.x1 * sx, f.y1 * sy, f.x2 * sx, f.y2 * sy, f.score, f.detector,
-                      tuple((x * sx, y * sy) for x, y in f.landmarks))
-                 for f in self._infer([small])[0]]
+        found = [f.mapped(rgb.width / width, rgb.height / height) for f in self._infer([small])[0]]
         # Only faces the full-resolution pass did not find: its boxes are the finer ones.
         return faces + [f for f in found if all(f.iou(other) <= 0.3 for other in faces)]
 

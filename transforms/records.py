@@ -56,6 +56,11 @@ class Face:
         """Intersection over union with another face's box."""
         return box_iou(self.box, other.box)
 
+    def mapped(self, sx: float = 1.0, sy: float = 1.0, dx: float = 0.0, dy: float = 0.0) -> Face:
+        """This face in another image's pixels (box and landmarks): x * sx + dx, y * sy + dy."""
+        return Face(self.x1 * sx + dx, self.y1 * sy + dy, self.x2 * sx + dx, self.y2 * sy + dy, self.score,
+                    self.detector, tuple((x * sx + dx, y * sy + dy) for x, y in self.landmarks))
+
     @property
     def short_side(self) -> float:
         return min(self.width, self.height)
