@@ -162,3 +162,18 @@ def test_recall_per_size_band(labelled: list[LabelledImage], fast: FastMtcnnDete
     assert counts.recall("20-40") >= 0.95, counts
     assert counts.faceless_images == 12
     assert counts.faceless_false_positives <= stock_fp
+
+
+def test_cpu_chunks_of_crops_give_the_same_faces(labelled: list[LabelledImage], fast: FastMtcnnDetector,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import transforms.fast_mtcnn as fast_mtcnn
+
+    images = [item.image for item in labelled[:6]]
+    chunked = [fast.detect([image])[0] for image in images]
+    monkeypatch.setattr(fast_mtcnn, "CPU_CHUNK", 10**6)  # every crop of an image in one call
+    whole = [fast.detect([image])[0] for image in images]
+    assert sum(len(faces) for faces in whole) >= 6
+    for a_faces, b_faces in zip(chunked, whole, strict=True):
+        assert len(a_faces) == len(b_faces)
+        for a, b in zip(a_faces, b_faces, strict=True):
+            assert np.allclose([a.x1, a.y1, a.x2, a.y2, a.score], [b.x1, b.y1, b.x2, b.y2, b.score], atol=1e-3)
