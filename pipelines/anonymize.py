@@ -144,10 +144,14 @@ def plan_job(options: AnonymizeOptions, detector_info: dict[str, str] | None = N
 
 def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: JobPlan,
                    detector_factory: DetectorFactory,
-                   verify_factory: DetectorFactory | None = None) -> beam.PCollection[ShardResult]:
+                   verify_factory: DetectorFactory | None = None,
+                   verify_is_detect_subset: bool = False) -> beam.PCollection[ShardResult]:
     """Add the job's stages to ``pipeline``; returns the per-shard commit results.
 
     ``verify_factory`` is the detector that re-checks outputs (the detection one by default).
+    Verification reuses the detect stage's faces on outputs with the very pixels it searched when
+    the verification detector is the detection one, or (``verify_is_detect_subset``) that one less
+    detection-only extras: on the same pixels it can only find a subset of those faces.
     """
     endpoint = options.s3_endpoint
     max_pixels = options.max_image_pixels
@@ -158,7 +162,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
                                   max_pixels,
                                   mode="verify",
                                   verify_threshold=options.verify_score_threshold,
-                                  share_across_processes=share)
+                                  share_across_processes=share,
+                                  reuse_same_pixels=verify_factory is None or verify_is_detect_subset)
     records = (
         pipeline
         | "ListShards" >> beam.Create(list(plan.shards))
@@ -182,7 +187,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
     replace = ReplaceFaces(replacement_policy_for(options), max_pixels, options.jpeg_quality, sampling,
                            identity_check=options.identity_check,
                            identity_threshold=options.identity_threshold, s3_endpoint=endpoint,
-                           escalate=options.identity_escalation, identity_device=options.detector_device)
+                           escalate=options.identity_escalation, identity_device=options.detector_device,
+                           keep_unchanged_jpeg=options.keep_unchanged_jpeg)
     replace_step = beam.ParDo(replace)
     if sampling is not None and sampling.sample_size > 0:
         cutoff = (
@@ -246,7 +252,8 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     if options is None:
         options = PipelineOptions(list(argv or [])).view_as(AnonymizeOptions)
     factory = detector_factory or detector_factory_for(options)
-    if verify_factory is None and detector_factory is None:
+    derived = verify_factory is None and detector_factory is None
+    if derived:
         verify_factory = detector_factory_for(options, verify=True)
     if plan is None:
         plan = plan_job(options, detector_info=factory.info())
@@ -256,7 +263,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         return None, plan
     remove_staging(options.output, options.s3_endpoint)  # leftovers of a killed earlier run
     pipeline = test_pipeline or beam.Pipeline(options=options)
-    build_pipeline(pipeline, options, plan, factory, verify_factory)
+    build_pipeline(pipeline, options, plan, factory, verify_factory, verify_is_detect_subset=derived)
     result = pipeline.run()
     result.wait_until_finish()
     remove_staging(options.output, options.s3_endpoint)

@@ -89,9 +89,10 @@ def build_sections(output: str, s3_endpoint: str = "") -> tuple[str, list[tuple[
                 f"no retention period configured [{BLANK}]",
                 "code": json.dumps(record.get("code") or {})}, ("item", "recorded")),
         ("p", "Operations: read each image, detect faces (MTCNN), replace every detected face, strip all "
-              "metadata, re-encode, verify the output (re-detection, independent metadata read, identity "
-              "distance), gate each shard (Great Expectations), publish or quarantine; a Parquet manifest "
-              "records every input record."),
+              "metadata, re-encode (a JPEG with no face to replace keeps its compressed data when it decodes "
+              "to the same pixels), verify the output (re-detection, or the detection run on those same "
+              "pixels; independent metadata read; identity distance), gate each shard (Great Expectations), "
+              "publish or quarantine; a Parquet manifest records every input record."),
         ("table", [["run id", "finished", "operator", "records (this run)", "checks passed"]] + [
             [str(e.get("run_id")), _fmt(e.get("finished_at")), _fmt(e.get("operator")),
              _fmt((e.get("counts") or {}).get("this_run")), _fmt(e.get("checks_passed"))] for e in runs]),
@@ -152,7 +153,8 @@ def build_sections(output: str, s3_endpoint: str = "") -> tuple[str, list[tuple[
             for role, d in (record.get("detectors") or {}).items()]),
         ("list", [
             "Fail closed: anything not decoded, detected, replaced or verified is quarantined, not published.",
-            "Every output re-checked: faces re-detected, metadata re-read, identity distance measured.",
+            "Every output re-checked: faces re-detected (or, for an output with the very pixels the detectors "
+            "searched, that detection run's faces), metadata re-read, identity distance measured.",
             f"Audit log: {chain.entries} entries, hash chain "
             f"{'intact' if chain.ok else 'BROKEN: ' + '; '.join(chain.problems)}, head {chain.head_sha256}.",
             "Exclusions are applied before decoding; erasure (`anonymize erase`) and retention "

@@ -108,6 +108,10 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
                "twice the margin and blur, then with a solid fill, before its record is quarantined."),
     # Encoding and verification.
     OptionSpec("jpeg_quality", int, 95, "JPEG/WebP quality of re-encoded outputs.", minimum=50, maximum=100),
+    OptionSpec("keep_unchanged_jpeg", bool, True,
+               "A JPEG with no face to replace keeps its compressed data, every metadata segment dropped "
+               "(no re-encoding loss), when that decodes to the same pixels; verification then reuses the "
+               "detection run on those pixels. Off: every output is re-encoded and re-detected."),
     OptionSpec("verify_score_threshold", float, 0.9,
                "A face re-detected on an output above this score quarantines the record.",
                minimum=0.0, maximum=1.0),

@@ -73,6 +73,24 @@ def test_image_quality_outside_faces_ignores_the_replaced_region() -> None:
     assert math.isnan(covered.psnr_outside_faces) and math.isnan(covered.ssim_outside_faces)
 
 
+
+def test_image_quality_of_an_unchanged_image_is_what_the_full_computation_gives() -> None:
+    rng = np.random.default_rng(3)
+    image = Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    same = image_quality(image, image.copy(), [])
+    luma = np.asarray(image.convert("L"), dtype=float)
+    pixels = np.asarray(image, dtype=float)
+    assert same.psnr == psnr(pixels, pixels) == PSNR_CAP_DB
+    assert same.ssim == same.ssim_outside_faces == 1.0 == pytest.approx(ssim(luma, luma))
+    assert same.psnr_outside_faces == PSNR_CAP_DB
+    covered = image_quality(image, image.copy(), [(0, 0, 40, 30)])
+    assert math.isnan(covered.psnr_outside_faces) and math.isnan(covered.ssim_outside_faces)
+    tiny = Image.new("RGB", (5, 5), (9, 9, 9))  # smaller than SSIM's window: undefined, as computed
+    assert math.isnan(image_quality(tiny, tiny.copy(), []).ssim)
+    changed = np.asarray(image).copy()
+    changed[0, 0, 0] ^= 1
+    assert image_quality(image, Image.fromarray(changed), []).psnr < PSNR_CAP_DB
+
 # --- Labels from WebDataset sidecars and Parquet columns ----------------------------------------
 
 def test_read_label_from_tar_sidecars() -> None:

@@ -11,7 +11,14 @@ from PIL import Image, ImageCms
 
 from tests.helpers import exiftool_tags, jpeg_bytes, linear_rgb_icc_profile
 from transforms.decode import ImageRejected, load_normalized
-from transforms.metadata import encode_clean, metadata_fields, remaining_metadata
+from transforms.metadata import (
+    ENTROPY_CODED,
+    encode_clean,
+    jpeg_parts,
+    metadata_fields,
+    remaining_metadata,
+    strip_jpeg_metadata,
+)
 
 
 def _png(image: Image.Image, **kwargs: object) -> bytes:
@@ -133,3 +140,55 @@ def test_webp_metadata_chunks_are_reported() -> None:
     exif[0x013B] = "Jane Example"
     Image.new("RGB", (16, 16)).save(buffer, "WEBP", exif=exif.tobytes())
     assert "WebP:EXIF" in remaining_metadata(buffer.getvalue())
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
+def _progressive_jpeg_with_hidden_segments() -> bytes:
+    """A progressive JPEG with rich metadata, an IPTC segment, a comment between two of its scans
+    (where a reader that stops at the first scan never looks) and a second JPEG appended after EOI."""
+    rng = np.random.default_rng(5)
+    image = Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x013B] = "Jane Example"  # Artist
+    data = jpeg_bytes(image, progressive=True, exif=exif.tobytes(), comment=b"secret comment")
+    scans = [start for marker, start, _ in jpeg_parts(data) if marker == 0xDA]
+    assert len(scans) > 2
+    iptc = _segment(0xED, b"Photoshop 3.0\x00" + b"8BIM\x04\x04\x00\x00\x00\x00\x00\x0d"
+                    + b"\x1c\x02\x50\x00\x08Jane Exa\x00")
+    data = data[:2] + iptc + data[2:scans[1]] + _segment(0xFE, b"between scans: Jane") + data[scans[1]:]
+    return data + jpeg_bytes(Image.new("RGB", (8, 8), (255, 0, 0)))
+
+
+def test_stripped_jpeg_keeps_compressed_data_and_loses_every_segment(tmp_path: Path) -> None:
+    data = _progressive_jpeg_with_hidden_segments()
+    found = remaining_metadata(data)
+    assert {"EXIF", "IPTC", "JPEG:trailing_data"} <= set(found) and found.count("Comment") == 2
+    stripped = strip_jpeg_metadata(data)
+    assert remaining_metadata(stripped) == []
+    # The compressed image data is byte for byte the source's, so the pixels are too.
+    def coded(blob: bytes) -> list[bytes]:
+        return [blob[start:end] for marker, start, end in jpeg_parts(blob)
+                if marker == ENTROPY_CODED or 0xC0 <= marker <= 0xDB]
+    assert coded(stripped) == coded(data) and len(coded(data)) > 6
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(stripped))), np.asarray(Image.open(io.BytesIO(data))))
+    path = tmp_path / "stripped.jpg"
+    path.write_bytes(stripped)
+    tags = exiftool_tags(path)
+    neutral = ("SourceFile", "ExifTool:", "File:", "Composite:")
+    assert not {k: v for k, v in tags.items() if not k.startswith(neutral)}, tags
+    assert "Jane" not in str(tags)
+    # The rich test JPEG (EXIF, XMP, ICC, comment) strips clean too.
+    assert remaining_metadata(strip_jpeg_metadata(_rich_jpeg())) == []
+
+
+def test_malformed_jpeg_is_not_stripped() -> None:
+    data = jpeg_bytes(Image.new("RGB", (32, 32), (10, 200, 10)))
+    with pytest.raises(ValueError, match="EOI"):
+        strip_jpeg_metadata(data[: len(data) - 2])  # cut before its EOI
+    with pytest.raises(ValueError, match="past the end"):
+        strip_jpeg_metadata(data[:2] + b"\xff\xe1\x40\x00" + b"\x00" * 10)
+    with pytest.raises(ValueError, match="not a JPEG"):
+        strip_jpeg_metadata(b"\x89PNG")

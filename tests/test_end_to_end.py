@@ -55,6 +55,20 @@ def test_every_face_region_changed(demo_images: Path, demo_run: tuple[Path, list
             assert detail_b < 0.35 * detail_a, (row["relative_path"], detail_a, detail_b)
 
 
+
+def test_faceless_jpeg_is_published_losslessly(demo_images: Path, demo_run: tuple[Path, list[dict]]) -> None:
+    from transforms.decode import load_normalized
+
+    output, rows = demo_run
+    by_path = {row["relative_path"]: row for row in rows}
+    coffee = by_path["scenes/coffee.jpg"]
+    assert (coffee["output_encoding"], coffee["verify_detection"]) == ("stripped", "reused")
+    assert coffee["psnr"] == 100.0 and coffee["ssim"] == 1.0
+    original, _ = load_normalized((demo_images / "scenes" / "coffee.jpg").read_bytes(), 10**8)
+    assert np.array_equal(np.asarray(Image.open(output / "data" / "scenes" / "coffee.jpg")), np.asarray(original))
+    for path in ("people/astronaut.jpg", "people/astronaut-rotated.jpg", "scenes/chelsea.webp"):
+        assert (by_path[path]["output_encoding"], by_path[path]["verify_detection"]) == ("reencoded", "ran"), path
+
 def test_no_face_is_redetected_on_outputs(demo_run: tuple[Path, list[dict]]) -> None:
     output, rows = demo_run
     detector = MtcnnDetector(MtcnnSettings(min_face_size=12, torch_threads=1))
@@ -114,7 +128,9 @@ def test_cli_run_writes_a_passing_summary(demo_images: Path, tmp_path: Path) -> 
     assert summary["passed"] is True
     assert (summary["inputs"], summary["published"], summary["quarantined"]) == (2, 2, 0)
     assert summary["faces_total"] == 2
-    assert (output / "report" / "summary.html").read_text().count("PASSED") == 1
+    assert summary["published_outputs"] == {"reencoded, detection ran": 1, "stripped, detection reused": 1}
+    html_report = (output / "report" / "summary.html").read_text()
+    assert html_report.count("PASSED") == 1 and "stripped, detection reused" in html_report
 
 
 def _bad_inputs(folder: Path) -> None:

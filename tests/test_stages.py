@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 
 import apache_beam as beam
 import numpy as np
@@ -63,3 +64,75 @@ def test_replace_and_verify_slice_quarantines_a_face_found_again() -> None:
                    | beam.ParDo(VerifyOutput(10**6))
                    | beam.Map(verify_summary))
             assert_that(out, equal_to([expected]))
+
+
+# --- Face-less images: kept as they are, verified by the detection run on the same pixels -------
+
+def _stage(record: Record, replace: ReplaceFaces, detector: FixedBoxesFactory, verifier: FixedBoxesFactory,
+           reuse: bool = True, verify_threshold: float = 0.9) -> Record:
+    """Decode, detect, replace and verify one record, calling each stage directly."""
+    (record,) = DecodeAndNormalise(10**6, 1).process(record)
+    (record,) = FaceDetectionHandler(detector, 4, 10**6).run_inference([record], detector())
+    replace.setup()
+    (record,) = replace.process(record)
+    handler = FaceDetectionHandler(verifier, 4, 10**6, mode="verify", verify_threshold=verify_threshold,
+                                   reuse_same_pixels=reuse)
+    (record,) = handler.run_inference([record], verifier())
+    (record,) = VerifyOutput(10**6, verify_threshold).process(record)
+    return record
+
+
+def _faceless_jpeg(orientation: int = 1) -> bytes:
+    image = Image.fromarray(np.random.default_rng(8).integers(0, 255, (48, 64, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x013B] = "Jane Example"  # Artist
+    exif[0x0112] = orientation
+    return jpeg_bytes(image, exif=exif.tobytes(), comment=b"secret")
+
+
+def test_faceless_jpeg_keeps_its_compressed_data_and_verification_reuses_detection() -> None:
+    from transforms.metadata import remaining_metadata, strip_jpeg_metadata
+
+    source = _faceless_jpeg()
+    record = _stage(_record("plain", source), ReplaceFaces(ReplacementPolicy(), 10**6, 95),
+                    FixedBoxesFactory(()), FixedBoxesFactory([BOX]))
+    assert (record.status, record.output_encoding, record.output_same_pixels, record.verify_detection) == \
+        ("", "stripped", True, "reused")
+    assert record.data == strip_jpeg_metadata(source) and remaining_metadata(record.data) == []
+    assert "EXIF:Artist" in record.metadata_removed
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(record.data))),
+                          np.asarray(Image.open(io.BytesIO(source))))
+    assert (record.pixel_change, record.psnr, record.ssim) == (0.0, 100.0, 1.0)
+
+
+def test_faces_found_below_the_replace_threshold_still_count_when_detection_is_reused() -> None:
+    # Not replaced (0.6 < 0.7), so the pixels stay; verification at 0.5 must still see the face.
+    weak = (10.0, 10.0, 40.0, 44.0, 0.6)
+    record = _stage(_record("weak", _faceless_jpeg()), ReplaceFaces(ReplacementPolicy(), 10**6, 95),
+                    FixedBoxesFactory([weak]), FixedBoxesFactory(()), verify_threshold=0.5)
+    assert (record.output_encoding, record.verify_detection) == ("stripped", "reused")
+    assert (record.status, record.reason, record.residual_faces) == ("quarantined", "verify:residual_faces", 1)
+
+
+def test_changed_pixels_are_reencoded_and_detected_again() -> None:
+    cases = {
+        "rotated": (_faceless_jpeg(orientation=6), {}, (), "reencoded", False),  # upright pixels differ
+        "face": (_faceless_jpeg(), {}, [BOX], "reencoded", False),
+        "off": (_faceless_jpeg(), {"keep_unchanged_jpeg": False}, (), "reencoded", False),
+    }
+    for name, (data, settings, boxes, encoding, same) in cases.items():
+        replace = ReplaceFaces(ReplacementPolicy(), 10**6, 95, **settings)
+        record = _stage(_record(name, data), replace, FixedBoxesFactory(boxes), FixedBoxesFactory([BOX]))
+        assert (record.output_encoding, record.output_same_pixels, record.verify_detection) == \
+            (encoding, same, "ran"), name
+        assert record.reason == "verify:residual_faces", name  # the verifier ran and found its box
+
+
+def test_lossless_outputs_with_no_face_replaced_reuse_detection_only_when_allowed() -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(9).integers(0, 255, (40, 50, 3), np.uint8)).save(buffer, "PNG")
+    for reuse, expected in ((True, ("", "reused")), (False, ("verify:residual_faces", "ran"))):
+        record = _stage(_record("png", buffer.getvalue()), ReplaceFaces(ReplacementPolicy(), 10**6, 95),
+                        FixedBoxesFactory(()), FixedBoxesFactory([BOX]), reuse=reuse)
+        assert (record.output_encoding, record.output_same_pixels) == ("reencoded", True)
+        assert (record.reason, record.verify_detection) == expected

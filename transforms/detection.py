@@ -184,13 +184,17 @@ class FaceDetectionHandler(ModelHandler[Record, Record, Detector]):
     anonymized outputs and ``residual_faces`` counts faces at or above ``verify_threshold``.
     A record that cannot be decoded or detected is quarantined with the reason; a batch that
     fails is retried image by image so one bad image never takes its neighbours with it.
+    With ``reuse_same_pixels`` (verify mode; only when this detector is the detect stage's, or that
+    one less detection-only extras), a record whose output decodes to exactly the pixels the detect
+    stage searched (``output_same_pixels``) keeps that run's faces instead of a second, identical
+    run: a detector gives the same faces on the same pixels.
     The model loads once per worker process (RunInference's ``shared.Shared`` handle), shared by
     its threads; with ``share_across_processes`` once per machine (Beam's ``MultiProcessShared``).
     """
 
     def __init__(self, factory: DetectorFactory, batch_size: int, max_pixels: int,
                  mode: str = "detect", verify_threshold: float = 0.9,
-                 share_across_processes: bool = False) -> None:
+                 share_across_processes: bool = False, reuse_same_pixels: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if mode not in ("detect", "verify"):
@@ -202,6 +206,7 @@ class FaceDetectionHandler(ModelHandler[Record, Record, Detector]):
         self._mode = mode
         self._verify_threshold = verify_threshold
         self._share_across_processes = share_across_processes
+        self._reuse_same_pixels = reuse_same_pixels and mode == "verify"
 
     def load_model(self) -> Detector:
         return self._factory()
@@ -213,11 +218,11 @@ class FaceDetectionHandler(ModelHandler[Record, Record, Detector]):
     def batch_elements_kwargs(self) -> dict[str, Any]:
         return {"min_batch_size": 1, "max_batch_size": self._batch_size}
 
-    def _apply(self, record: Record, faces: list[Face]) -> Record:
+    def _apply(self, record: Record, faces: Sequence[Face], how: str = "ran") -> Record:
         if self._mode == "detect":
             return record.replace(faces=tuple(faces))
         residual = sum(1 for face in faces if face.score >= self._verify_threshold)
-        return record.replace(residual_faces=residual, output_faces=tuple(faces))
+        return record.replace(residual_faces=residual, output_faces=tuple(faces), verify_detection=how)
 
     def run_inference(self, batch: Sequence[Record], model: Detector,
                       inference_args: dict[str, Any] | None = None) -> Iterable[Record]:
@@ -228,6 +233,9 @@ class FaceDetectionHandler(ModelHandler[Record, Record, Detector]):
         for i, record in enumerate(batch):
             if record.is_quarantined:
                 out[i] = record
+                continue
+            if self._reuse_same_pixels and record.output_same_pixels:
+                out[i] = self._apply(record, record.output_faces, "reused")
                 continue
             try:
                 image, _ = load_normalized(record.data, self._max_pixels)

@@ -57,6 +57,11 @@ MANIFEST_SCHEMA = pa.schema([
     ("face_escalations", pa.list_(pa.int8())),
     ("min_identity_distance", pa.float32()),
     ("face_redetected_scores", pa.list_(pa.float32())),
+    # "reencoded" from pixels, or "stripped": a JPEG with no face replaced, compressed data kept.
+    ("output_encoding", pa.string()),
+    # "ran": the verification detector searched the output; "reused": the output decodes to the
+    # very pixels the detect stage searched, whose faces stand (same detector, same pixels).
+    ("verify_detection", pa.string()),
     ("generator", pa.string()),
     ("psnr", pa.float32()),
     ("ssim", pa.float32()),
@@ -124,6 +129,8 @@ def manifest_row(record: Record, output_uri: str | None, run: RunInfo,
             d for f, d in zip(record.faces, record.identity_distances, strict=False)
             if f.short_side >= MIN_GATED_FACE]) else None,
         "face_redetected_scores": list(record.redetected_scores) or None,
+        "output_encoding": record.output_encoding or None,
+        "verify_detection": record.verify_detection or None,
         "generator": record.generator or None,
         **{name: _measured(getattr(record, name))
            for name in ("psnr", "ssim", "psnr_outside_faces", "ssim_outside_faces")},

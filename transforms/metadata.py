@@ -2,6 +2,8 @@
 
 ``metadata_fields`` names what a source carried (names only, never values). ``encode_clean``
 writes pixels alone (colour already converted to sRGB at decode, so no ICC profile is needed).
+``strip_jpeg_metadata`` keeps a JPEG's compressed data and drops every metadata segment, for
+images whose pixels need no change.
 ``remaining_metadata`` is an independent container-level reader used by verification: it walks
 JPEG markers, PNG chunks and WebP RIFF chunks itself rather than trusting Pillow.
 """
@@ -22,29 +24,84 @@ _JPEG_APP_NAMES = {
 }
 
 
-def _jpeg_segments(data: bytes) -> list[tuple[int, bytes]]:
-    """(marker, payload) of every segment before the scan; raises ValueError if malformed."""
-    if data[:2] != b"\xff\xd8":
-        raise ValueError("not a JPEG")
-    pos, segments = 2, []
-    while pos < len(data):
-        if data[pos] != 0xFF:
-            raise ValueError(f"bad JPEG marker at {pos}")
-        marker = data[pos + 1]
-        if marker == 0xFF:
-            pos += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+_JPEG_STANDALONE = frozenset({0x01, 0xD8, *range(0xD0, 0xD8)})  # TEM, SOI, RSTn: no length field
+_JPEG_EOI = 0xD9
+_JPEG_SOS = 0xDA
+ENTROPY_CODED = -1
+
+
+def _entropy_end(data: bytes, pos: int) -> int:
+    """Where a scan's entropy-coded data starting at ``pos`` ends: the next marker that is not a
+    stuffed byte (FF 00) or a restart marker (FF D0-D7)."""
+    while True:
+        pos = data.find(b"\xff", pos)
+        if pos == -1 or pos + 1 >= len(data):
+            return len(data)
+        following = data[pos + 1]
+        if following == 0x00 or 0xD0 <= following <= 0xD7:
             pos += 2
             continue
-        if marker == 0xD9:
-            break
+        return pos
+
+
+def jpeg_parts(data: bytes) -> list[tuple[int, int, int]]:
+    """Every part of a JPEG in order, as ``(marker, start, end)`` byte ranges: marker segments
+    (header included), each scan's entropy-coded data (marker ``ENTROPY_CODED``), and the EOI
+    marker when present. Segments between progressive scans are walked too; bytes after EOI are
+    not part of the image.
+
+    Raises:
+        ValueError: not a JPEG, or a segment's length runs past the end.
+    """
+    if data[:2] != b"\xff\xd8":
+        raise ValueError("not a JPEG")
+    pos, parts = 2, [(0xD8, 0, 2)]
+    while pos < len(data):
+        if data[pos] != 0xFF or pos + 1 >= len(data):
+            raise ValueError(f"bad JPEG marker at {pos}")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _JPEG_STANDALONE or marker == _JPEG_EOI:
+            parts.append((marker, pos, pos + 2))
+            pos += 2
+            if marker == _JPEG_EOI:
+                break
+            continue
+        if pos + 4 > len(data):
+            raise ValueError(f"JPEG segment header cut at {pos}")
         (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
-        segments.append((marker, data[pos + 4:pos + 2 + length]))
-        if marker == 0xDA:  # start of scan: entropy-coded data follows up to EOI
-            break
-        pos += 2 + length
-    return segments
+        end = pos + 2 + length
+        if length < 2 or end > len(data):
+            raise ValueError(f"JPEG segment at {pos} runs past the end")
+        parts.append((marker, pos, end))
+        pos = end
+        if marker == _JPEG_SOS:
+            scan_end = _entropy_end(data, pos)
+            parts.append((ENTROPY_CODED, pos, scan_end))
+            pos = scan_end
+    return parts
+
+
+def _is_jpeg_metadata(marker: int) -> bool:
+    return 0xE0 <= marker <= 0xEF or marker == 0xFE  # APP0-APP15, COM
+
+
+def strip_jpeg_metadata(data: bytes) -> bytes:
+    """The JPEG with every APPn and COM segment and anything after EOI dropped: the compressed
+    image data (tables, frame, scans) kept byte for byte, so no re-encoding loss.
+
+    Dropping APP0 (JFIF), APP2 (ICC) or APP14 (Adobe) can change how a decoder reads the colours:
+    callers must check that the result decodes to the pixels they expect.
+
+    Raises:
+        ValueError: malformed, or no EOI marker.
+    """
+    parts = jpeg_parts(data)
+    if parts[-1][0] != _JPEG_EOI:
+        raise ValueError("JPEG without an EOI marker")
+    return b"".join(data[start:end] for marker, start, end in parts if not _is_jpeg_metadata(marker))
 
 
 def _jpeg_segment_name(marker: int, payload: bytes) -> str:
@@ -98,13 +155,15 @@ def remaining_metadata(data: bytes) -> list[str]:
     """
     found: list[str] = []
     if data[:2] == b"\xff\xd8":
-        for marker, payload in _jpeg_segments(data):
-            is_app = 0xE0 <= marker <= 0xEF
-            if marker == 0xFE or (is_app and not (
-                    marker in _JPEG_ALLOWED_APP and payload.startswith(_JPEG_ALLOWED_APP[marker]))):
+        parts = jpeg_parts(data)
+        for marker, start, end in parts:
+            payload = data[start + 4:end]
+            if _is_jpeg_metadata(marker) and not (
+                    marker in _JPEG_ALLOWED_APP and payload.startswith(_JPEG_ALLOWED_APP[marker])):
                 found.append(_jpeg_segment_name(marker, payload))
-        eoi = data.rfind(b"\xff\xd9")
-        if eoi != -1 and len(data) - eoi > 2:
+        # Bytes after EOI (an appended image, a maker's trailer), found by walking the markers:
+        # a search for the last FF D9 would stop at an appended JPEG's own EOI.
+        if parts[-1][0] == _JPEG_EOI and parts[-1][2] < len(data):
             found.append("JPEG:trailing_data")
         return found
     if data[:8] == b"\x89PNG\r\n\x1a\n":

@@ -137,6 +137,15 @@ class Record:
     # the best score of a re-detection overlapping it (0: none).
     output_faces: tuple[Face, ...] = ()
     redetected_scores: tuple[float, ...] = ()
+    # How the output was written: "reencoded" from pixels, or "stripped" (a JPEG with no face to
+    # replace: its compressed data kept, metadata segments dropped). ``output_same_pixels``: the
+    # output decodes to exactly the pixels the detect stage searched (no face replaced, lossless
+    # output), so that stage's faces are the output's (``output_faces``, set with it).
+    output_encoding: str = ""
+    output_same_pixels: bool = False
+    # How verification found the output's faces: "ran" (the verification detector on the output)
+    # or "reused" (``output_same_pixels``: the detect stage's run on those same pixels).
+    verify_detection: str = ""
     # Data subject (transforms/exclusions.py, from ``subject_field``): for exclusions and erasure lineage.
     subject_id: str = ""
     status: str = ""

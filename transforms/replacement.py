@@ -19,7 +19,7 @@ from pipelines.options import LOW_SECURITY_METHODS, REPLACEMENT_METHODS
 from transforms.accuracy import ReferenceSampling, pack_views
 from transforms.decode import ImageRejected, load_normalized
 from transforms.identity import CHECKED, SKIPPED, IdentityEmbedder, Reference, gated_match
-from transforms.metadata import encode_clean
+from transforms.metadata import encode_clean, metadata_fields, strip_jpeg_metadata
 from transforms.metrics import image_quality, pixel_change
 from transforms.records import Face, Record
 from transforms.synthesis import (
@@ -32,6 +32,8 @@ from transforms.synthesis import (
 )
 
 Box = tuple[int, int, int, int]
+REENCODED = "reencoded"
+STRIPPED = "stripped"
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,12 @@ class Rendering:
     distances: list[float]
     decoded: Image.Image
     escalations: tuple[int, ...] = ()
+    encoding: str = REENCODED
+
+
+def same_pixels(a: Image.Image, b: Image.Image) -> bool:
+    """Whether two decoded images are the very same pixels (mode, size and every value)."""
+    return a.mode == b.mode and a.size == b.size and a.tobytes() == b.tobytes()
 
 
 class ReplaceFaces(beam.DoFn):
@@ -268,12 +276,18 @@ class ReplaceFaces(beam.DoFn):
     The decoded output is compared with the original (PSNR, SSIM, whole and outside the replaced
     regions). With ``reference`` set, sampled records also carry both images' reference-model
     views (``sample_cutoff`` is the sampling side input; None: every record).
+
+    With ``keep_unchanged_jpeg``, a JPEG with no face to replace keeps its compressed data, every
+    metadata segment dropped (``strip_jpeg_metadata``), when that decodes to the very pixels the
+    detect stage searched; otherwise it is re-encoded. A record whose output decodes to those
+    pixels (stripped, or lossless with no face replaced) gets ``output_same_pixels`` and its
+    detected faces as ``output_faces``: verification may reuse that detection run.
     """
 
     def __init__(self, policy: ReplacementPolicy, max_pixels: int, quality: int,
                  reference: ReferenceSampling | None = None, identity_check: bool = False,
                  identity_threshold: float = 0.6, s3_endpoint: str = "", escalate: bool = True,
-                 identity_device: str = "cpu") -> None:
+                 identity_device: str = "cpu", keep_unchanged_jpeg: bool = True) -> None:
         if identity_threshold < 0.6:
             raise ValueError(f"identity_threshold must be >= 0.6, got {identity_threshold}")
         self._policy = policy
@@ -284,6 +298,7 @@ class ReplaceFaces(beam.DoFn):
         self._identity_check = identity_check
         self._identity_threshold = identity_threshold
         self._identity_device = identity_device
+        self._keep_unchanged_jpeg = keep_unchanged_jpeg
         self._s3_endpoint = s3_endpoint
         self._generator: FaceGenerator | None = None
         self._embedder: IdentityEmbedder | None = None
@@ -305,6 +320,10 @@ class ReplaceFaces(beam.DoFn):
         (distance <= ``identity_threshold``) is escalated (``escalated_policy``: stronger blur, then a
         solid fill) and the image rendered again. The returned distances are measured on the final output.
         """
+        if not faces and self._keep_unchanged_jpeg and fmt == "JPEG":
+            stripped = self._stripped(record, image)
+            if stripped is not None:
+                return stripped
         references: list[Reference] | None = None
         attempts = [0] * len(faces)
         if self._embedder is not None and faces:
@@ -326,6 +345,18 @@ class ReplaceFaces(beam.DoFn):
                 levels[i] = level
             rendering = self._render(record, image, fmt, faces, attempts, references, levels)
         return rendering
+
+    def _stripped(self, record: Record, image: Image.Image) -> Rendering | None:
+        """The source JPEG without its metadata segments, if it decodes to ``image``'s very pixels
+        (not when the EXIF orientation, an ICC profile or an Adobe colour transform mattered)."""
+        try:
+            stripped = strip_jpeg_metadata(record.data)
+            decoded, _ = load_normalized(stripped, self._max_pixels)
+        except (ValueError, ImageRejected):
+            return None
+        if not same_pixels(decoded, image):
+            return None
+        return Rendering(image, stripped, metadata_fields(record.data), [], decoded, (), STRIPPED)
 
     def _render(self, record: Record, image: Image.Image, fmt: str, faces: tuple[Face, ...], attempts: list[int],
                 references: list[Reference] | None, levels: list[int]) -> Rendering:
@@ -375,7 +406,10 @@ class ReplaceFaces(beam.DoFn):
         except RuntimeError as error:  # dlib reports its failures as RuntimeError
             yield record.quarantine(f"replace:identity_failed:{type(error).__name__}")
             return
+        unchanged = not faces and same_pixels(output, image)
         yield record.replace(
+            output_encoding=rendering.encoding, output_same_pixels=unchanged,
+            output_faces=record.faces if unchanged else (),
             identity_check=CHECKED if self._embedder is not None else SKIPPED,
             identity_distances=tuple(distances),
             escalations=rendering.escalations if distances else (),

@@ -103,9 +103,15 @@ def summarise(manifest: pa.Table, planned: Sequence[ShardSpec],
     reasons = collections.Counter(row["reason"] for row in rows if row["status"] == "quarantined")
     bands: collections.Counter[str] = collections.Counter({name: 0 for *_, name in SIZE_BANDS})
     methods: collections.Counter[str] = collections.Counter()
+    # How published outputs were written and how verification found their faces (manifest columns
+    # output_encoding and verify_detection; older manifests have neither: "unrecorded").
+    outputs: collections.Counter[str] = collections.Counter()
     for row in rows:
         if row["method"]:
             methods[row["method"]] += 1
+        if row["status"] == "published":
+            outputs[f"{row.get('output_encoding') or 'unrecorded'}, "
+                    f"detection {row.get('verify_detection') or 'unrecorded'}"] += 1
         for face in row["faces"] or []:
             bands[size_band(min(face["x2"] - face["x1"], face["y2"] - face["y1"]))] += 1
     shard_rows = collections.Counter(row["shard_id"] for row in rows)
@@ -154,6 +160,7 @@ def summarise(manifest: pa.Table, planned: Sequence[ShardSpec],
         "faces_total": sum(bands.values()),
         "faces_per_size_band": dict(bands),
         "methods": dict(methods),
+        "published_outputs": dict(sorted(outputs.items())),
         "missing_shards": missing_shards,
         "duplicate_records": duplicates,
         "image_quality": image_quality_summary(rows),
@@ -289,6 +296,7 @@ th,td{{border:1px solid #999;padding:4px 8px;text-align:left}}
 <h2>Checks</h2>{_table(summary["checks"])}
 <h2>Faces per size band (shorter side, px)</h2>{_table(summary["faces_per_size_band"])}
 <h2>Methods</h2>{_table(summary["methods"])}
+<h2>Published outputs: encoding, verification detection</h2>{_table(summary.get("published_outputs", {}))}
 <h2>Quarantine reasons</h2>{_table(summary["quarantine_reasons"])}
 {_quality_html(summary.get("image_quality"))}
 {_identity_html(summary.get("identity"))}
