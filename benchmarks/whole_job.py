@@ -1,8 +1,9 @@
 """Whole job, images in to anonymized images out, against deface on the same JPEGs (CPU).
 
-    python benchmarks/whole_job.py [--images 80] [--workers 2]
+    python benchmarks/whole_job.py [--images 80] [--workers 2] [--faceless-share 0.83] [--configs default,reencode]
 
-Writes the generated labelled set's 640x480 JPEGs (faces of 16-300 px, ``pipelines/labelled_faces.py``)
+Writes the generated labelled set's 640x480 JPEGs (faces of 16-300 px, ``pipelines/labelled_faces.py``;
+``--faceless-share`` of them without a face: 0.83 is ImageNet's share, 17% of its images show faces)
 to two folders, N and 2N images, and times each configuration on both, in one run. It prints the
 wall time of each, the images/s over 2N, and the steady-state images/s, N / (time(2N) - time(N)):
 a job's fixed cost (worker start-up, imports, model loads: several seconds per process) cancels
@@ -13,9 +14,12 @@ out, which is what a job of many images runs at. Configurations:
   ``pip install --no-deps deface==1.5.0 imageio-ffmpeg`` (not a dependency of this project);
 - ``anonymize run`` (``pipelines.anonymize.run``) with the base config on the DirectRunner with
   ``--workers`` processes of one torch thread each and ``--shard-size`` images per shard: the
-  default policy (detect with fast_mtcnn+centerface, replace, strip metadata, verify by
-  re-detection, identity evidence, quality metrics, gate, manifest), then the same without the
-  identity check, then also without CenterFace, then with ``detector: mtcnn`` (facenet-pytorch's).
+  default policy (``default``: detect with fast_mtcnn+centerface, replace, strip metadata, verify
+  by re-detection, identity evidence, quality metrics, gate, manifest; face-less JPEGs keep their
+  compressed data and their verification reuses the detection run on the same pixels), then
+  ``reencode``: ``keep_unchanged_jpeg=false`` (every output re-encoded and re-detected), then
+  ``no-identity``: without the identity check, ``no-centerface``: also without CenterFace, and
+  ``mtcnn``: that with ``detector: mtcnn`` (facenet-pytorch's).
 
 Wall time per configuration includes Beam's start-up and the run summary, not the launcher's imports.
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -39,6 +44,15 @@ from pipelines.config import build_options  # noqa: E402
 from pipelines.labelled_faces import generate_labelled_set  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIGS: dict[str, tuple[str, list[str]]] = {
+    "default": ("anonymize run, default policy", []),
+    "reencode": ("anonymize run, keep_unchanged_jpeg=false", ["keep_unchanged_jpeg=false"]),
+    "no-identity": ("anonymize run, identity_check=false", ["identity_check=false"]),
+    "no-centerface": ("anonymize run, identity_check=false, no centerface",
+                      ["identity_check=false", "detector_extra=''"]),
+    "mtcnn": ("anonymize run, identity_check=false, no centerface, detector=mtcnn",
+              ["identity_check=false", "detector_extra=''", "detector=mtcnn"]),
+}
 
 
 def time_deface(inputs: list[Path], output: Path) -> float | None:
@@ -84,7 +98,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=80, help="N: generated 640x480 images, all with faces")
     parser.add_argument("--workers", type=int, default=2, help="DirectRunner worker processes")
     parser.add_argument("--shard-size", type=int, default=10, help="images per shard (shards are the unit of work)")
+    parser.add_argument("--faceless-share", type=float, default=0.0, help="share of images without a face")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"which of {', '.join(CONFIGS)} to run")
     args = parser.parse_args()
+    chosen = [name.strip() for name in args.configs.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in CONFIGS]
+    if unknown or not 0.0 <= args.faceless_share < 1.0:
+        parser.error(f"unknown --configs {unknown} or --faceless-share outside [0, 1)")
     logging.disable(logging.WARNING)  # the DirectRunner's per-worker option warnings
     folder = Path(tempfile.mkdtemp(prefix="whole-job-"))
     try:
@@ -94,11 +114,15 @@ def main() -> None:
         small, large = folder / "in-small", folder / "in-large"
         small.mkdir()
         large.mkdir()
-        for index, (labelled, data) in enumerate(generate_labelled_set(with_faces=2 * args.images, faceless=0)):
+        faceless = round(2 * args.images * args.faceless_share)
+        items = list(generate_labelled_set(with_faces=2 * args.images - faceless, faceless=faceless))
+        random.Random(0).shuffle(items)  # both sets get the same mix
+        for index, (labelled, data) in enumerate(items):
             (large / labelled.name).write_bytes(data)
             if index < args.images:
                 (small / labelled.name).write_bytes(data)
-        print(f"{args.images} and {2 * args.images} JPEGs of 640x480 with 1-3 faces each; {os.cpu_count()} cores")
+        print(f"{args.images} and {2 * args.images} JPEGs of 640x480, {args.faceless_share:.0%} of them without "
+              f"a face, the others with 1-3 faces each; {os.cpu_count()} cores")
         print(f"{'':75} {'N s':>6} {'2N s':>6} {'2N images/s':>12} {'steady images/s':>16}")
         steady: dict[str, float] = {}
 
@@ -110,13 +134,7 @@ def main() -> None:
         times = [time_deface(sorted(source.iterdir()), folder / f"deface-{source.name}") for source in (small, large)]
         if times[0] is not None and times[1] is not None:
             report("deface 1.5.0 (CenterFace + blur, 1 process)", times[0], times[1])
-        runs = {
-            "anonymize run, default policy": [],
-            "anonymize run, identity_check=false": ["identity_check=false"],
-            "anonymize run, identity_check=false, no centerface": ["identity_check=false", "detector_extra=''"],
-            "anonymize run, identity_check=false, no centerface, detector=mtcnn": [
-                "identity_check=false", "detector_extra=''", "detector=mtcnn"],
-        }
+        runs = {CONFIGS[key][0]: CONFIGS[key][1] for key in chosen}
         for index, (name, overrides) in enumerate(runs.items()):
             seconds_small, _ = time_ours(small, folder / f"out-{index}-small", args.workers, args.shard_size, overrides)
             seconds_large, outcomes = time_ours(large, folder / f"out-{index}-large", args.workers, args.shard_size,
