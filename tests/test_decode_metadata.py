@@ -192,3 +192,31 @@ def test_malformed_jpeg_is_not_stripped() -> None:
         strip_jpeg_metadata(data[:2] + b"\xff\xe1\x40\x00" + b"\x00" * 10)
     with pytest.raises(ValueError, match="not a JPEG"):
         strip_jpeg_metadata(b"\x89PNG")
+
+
+def _mpo(primary: Image.Image, second: Image.Image, **kwargs: object) -> bytes:
+    buffer = io.BytesIO()
+    primary.save(buffer, "MPO", save_all=True, append_images=[second], quality=92, **kwargs)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def test_multi_picture_jpeg_is_read_as_its_primary_image_and_its_other_images_are_dropped() -> None:
+    # Ultra HDR / gain-map / stereo JPEGs carry further images after the first (MPF).
+    rng = np.random.default_rng(6)
+    primary = Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    second = Image.new("RGB", (64, 48), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated
+    data = _mpo(primary, second, exif=exif.tobytes())
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    image, fmt = load_normalized(data, 10**6)
+    assert (fmt, image.size) == ("JPEG", (48, 64))
+    stored = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert np.array_equal(np.asarray(image), np.rot90(stored, -1))  # the first image, upright
+    assert {"MPF", "JPEG:trailing_data"} <= set(metadata_fields(data))
+    clean, removed = encode_clean(image, data, fmt, 95)
+    assert remaining_metadata(clean) == [] and "MPF" in removed
+    reread = Image.open(io.BytesIO(clean))
+    assert reread.format == "JPEG" and getattr(reread, "n_frames", 1) == 1
+    stripped = strip_jpeg_metadata(_mpo(primary, second))
+    assert remaining_metadata(stripped) == [] and Image.open(io.BytesIO(stripped)).format == "JPEG"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
@@ -136,3 +137,19 @@ def test_lossless_outputs_with_no_face_replaced_reuse_detection_only_when_allowe
                         FixedBoxesFactory(()), FixedBoxesFactory([BOX]), reuse=reuse)
         assert (record.output_encoding, record.output_same_pixels) == ("reencoded", True)
         assert (record.reason, record.verify_detection) == expected
+
+
+def test_multi_picture_jpeg_is_published_as_its_first_image_alone(tmp_path: Path) -> None:
+    from tests.helpers import exiftool_tags
+
+    primary = Image.fromarray(np.random.default_rng(10).integers(0, 255, (48, 64, 3), np.uint8))
+    buffer = io.BytesIO()
+    primary.save(buffer, "MPO", save_all=True, append_images=[Image.new("RGB", (64, 48), (9, 9, 9))])
+    record = _stage(_record("mpo", buffer.getvalue()), ReplaceFaces(ReplacementPolicy(), 10**6, 95),
+                    FixedBoxesFactory(()), FixedBoxesFactory(()))
+    assert (record.status, record.source_format, record.output_encoding) == ("", "JPEG", "stripped")
+    assert {"MPF", "JPEG:trailing_data"} <= set(record.metadata_removed)
+    path = tmp_path / "out.jpg"
+    path.write_bytes(record.data)
+    tags = exiftool_tags(path)
+    assert not [k for k in tags if k.startswith("MPF")] and tags["File:FileType"] == "JPEG"

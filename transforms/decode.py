@@ -64,6 +64,16 @@ def _normalise_mode(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
+def _primary_jpeg(image: Image.Image) -> Image.Image:
+    """The first image of a multi-picture (MPO) file, as a plain single-frame JPEG image."""
+    image.seek(0)
+    image.load()
+    primary = image.copy()
+    primary.info = dict(image.info)
+    primary.info.pop("mp", None)
+    return primary
+
+
 def load_normalized(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
     """Decode image bytes into an upright RGB or RGBA image in sRGB.
 
@@ -83,6 +93,12 @@ def load_normalized(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageRejected("too_many_pixels", f"{width}x{height} > {max_pixels}")
+            if fmt == "MPO":
+                # A JPEG with more images after its own (MPF: Ultra HDR and iPhone gain maps, depth
+                # maps, a stereo pair's second view): the first is the photo; only it is read, and
+                # outputs are encoded from it alone, so the others never reach the output.
+                fmt = "JPEG"
+                image = _primary_jpeg(image)
             if fmt not in SUPPORTED_FORMATS:
                 raise ImageRejected("unsupported_format", fmt or "unknown")
             frames = int(getattr(image, "n_frames", 1))

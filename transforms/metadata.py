@@ -113,6 +113,8 @@ def _jpeg_segment_name(marker: int, payload: bytes) -> str:
         return "XMP"
     if marker == 0xE2 and payload.startswith(b"ICC_PROFILE"):
         return "ICC_Profile"
+    if marker == 0xE2 and payload.startswith(b"MPF\x00"):
+        return "MPF"  # the index of further images appended after EOI (trailing data)
     if marker == 0xED:
         return "IPTC"
     if marker == 0xE0 and payload.startswith(b"JFXX"):
