@@ -120,6 +120,7 @@ def test_changed_pixels_are_reencoded_and_detected_again() -> None:
         "rotated": (_faceless_jpeg(orientation=6), {}, (), "reencoded", False),  # upright pixels differ
         "face": (_faceless_jpeg(), {}, [BOX], "reencoded", False),
         "off": (_faceless_jpeg(), {"keep_unchanged_jpeg": False}, (), "reencoded", False),
+        "cmyk": (jpeg_bytes(Image.new("CMYK", (64, 48), (10, 200, 30, 40))), {}, (), "reencoded", False),
     }
     for name, (data, settings, boxes, encoding, same) in cases.items():
         replace = ReplaceFaces(ReplacementPolicy(), 10**6, 95, **settings)

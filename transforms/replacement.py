@@ -8,6 +8,7 @@ ellipse feathered at its outer edge only, so no seam shows and no original face 
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -347,12 +348,18 @@ class ReplaceFaces(beam.DoFn):
         return rendering
 
     def _stripped(self, record: Record, image: Image.Image) -> Rendering | None:
-        """The source JPEG without its metadata segments, if it decodes to ``image``'s very pixels
-        (not when the EXIF orientation, an ICC profile or an Adobe colour transform mattered)."""
+        """The source JPEG without its metadata segments, if it is YCbCr or greyscale and decodes to
+        ``image``'s very pixels (not when the EXIF orientation, an ICC profile or an Adobe colour
+        transform mattered)."""
         try:
             stripped = strip_jpeg_metadata(record.data)
+            with Image.open(io.BytesIO(stripped)) as header:
+                # Only YCbCr and greyscale, which every decoder reads alike without the APP
+                # segments; CMYK/YCCK depend on Adobe's marker, so they are re-encoded as RGB.
+                if header.mode not in ("RGB", "L"):
+                    return None
             decoded, _ = load_normalized(stripped, self._max_pixels)
-        except (ValueError, ImageRejected):
+        except (ValueError, OSError, ImageRejected):
             return None
         if not same_pixels(decoded, image):
             return None
