@@ -152,6 +152,8 @@ def cmd_run(conf: Sequence[str], overrides: Sequence[str], beam_argv: Sequence[s
           f"{summary['quarantined']} quarantined in {elapsed:.1f} s")
     for line in format_metrics(summary["metrics"]) if result is not None else []:
         print(line)
+    print("published outputs: " + ("; ".join(f"{count} {kind}" for kind, count in summary["published_outputs"].items())
+                                   or "none"))
     report = build_report(options.output, options.s3_endpoint, plan.shards + plan.skipped, summary,
                           GateThresholds.from_options(options))
     print(f"outputs: {options.output}/data  manifest: {options.output}/manifest  "

@@ -112,7 +112,8 @@ def test_manifest_names_removed_metadata(demo_run: tuple[Path, list[dict]]) -> N
     assert "PNG:text:Author" in png["metadata_removed"]
 
 
-def test_cli_run_writes_a_passing_summary(demo_images: Path, tmp_path: Path) -> None:
+def test_cli_run_writes_a_passing_summary(demo_images: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
     from pipelines.cli import main
@@ -129,6 +130,7 @@ def test_cli_run_writes_a_passing_summary(demo_images: Path, tmp_path: Path) -> 
     assert (summary["inputs"], summary["published"], summary["quarantined"]) == (2, 2, 0)
     assert summary["faces_total"] == 2
     assert summary["published_outputs"] == {"reencoded, detection ran": 1, "stripped, detection reused": 1}
+    assert "published outputs: 1 reencoded, detection ran; 1 stripped, detection reused" in capsys.readouterr().out
     html_report = (output / "report" / "summary.html").read_text()
     assert html_report.count("PASSED") == 1 and "stripped, detection reused" in html_report
 
