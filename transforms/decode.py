@@ -68,8 +68,7 @@ def _primary_jpeg(image: Image.Image) -> Image.Image:
     """The first image of a multi-picture (MPO) file, as a plain single-frame JPEG image."""
     image.seek(0)
     image.load()
-    primary = image.copy()
-    primary.info = dict(image.info)
+    primary = image.copy()  # its own copy of ``info``
     primary.info.pop("mp", None)
     return primary
 

@@ -142,13 +142,12 @@ def image_quality(original: Image.Image, output: Image.Image,
         raise ValueError(f"sizes differ: {original.size} vs {output.size}")
     a, b = _rgb(original), _rgb(output)
     mask = outside_mask(original.size, regions)
-    if np.array_equal(a, b):  # unchanged (a face-less image kept as is): no error, SSIM exactly 1
-        return ImageQuality(psnr=_psnr_of(np.zeros(a.shape[:2]), None),
-                            ssim=_masked_mean(np.ones(a.shape[:2]), _window_centres(a.shape[:2], None)),
-                            psnr_outside_faces=_psnr_of(np.zeros(a.shape[:2]), mask),
-                            ssim_outside_faces=_masked_mean(np.ones(a.shape[:2]), _window_centres(a.shape[:2], mask)))
-    squared = ((a - b) ** 2).sum(axis=-1) / 3.0  # per-pixel MSE over RGB, computed once
-    values = ssim_map(_luma(a), _luma(b), np.float32)  # float32: half the memory traffic, ~1e-6
+    if np.array_equal(a, b):  # unchanged (a face-less image kept as is): no error, SSIM map exactly 1
+        squared = np.zeros(a.shape[:2], np.float32)
+        values = np.ones(a.shape[:2], np.float32)
+    else:
+        squared = ((a - b) ** 2).sum(axis=-1) / 3.0  # per-pixel MSE over RGB, computed once
+        values = ssim_map(_luma(a), _luma(b), np.float32)  # float32: half the memory traffic, ~1e-6
     return ImageQuality(psnr=_psnr_of(squared, None), ssim=_masked_mean(values, _window_centres(values.shape, None)),
                         psnr_outside_faces=_psnr_of(squared, mask),
                         ssim_outside_faces=_masked_mean(values, _window_centres(values.shape, mask)))

@@ -413,7 +413,9 @@ class ReplaceFaces(beam.DoFn):
         except RuntimeError as error:  # dlib reports its failures as RuntimeError
             yield record.quarantine(f"replace:identity_failed:{type(error).__name__}")
             return
-        unchanged = not faces and same_pixels(output, image)
+        # A stripped output was kept because its pixels are the searched ones; a lossless re-encoding
+        # with no face replaced (PNG) may be too.
+        unchanged = not faces and (rendering.encoding == STRIPPED or same_pixels(output, image))
         yield record.replace(
             output_encoding=rendering.encoding, output_same_pixels=unchanged,
             output_faces=record.faces if unchanged else (),
