@@ -188,7 +188,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
                            identity_check=options.identity_check,
                            identity_threshold=options.identity_threshold, s3_endpoint=endpoint,
                            escalate=options.identity_escalation, identity_device=options.detector_device,
-                           keep_unchanged_jpeg=options.keep_unchanged_jpeg)
+                           keep_unchanged_jpeg=options.keep_unchanged_jpeg,
+                           identity_min_face_size=options.identity_min_face_size)
     replace_step = beam.ParDo(replace)
     if sampling is not None and sampling.sample_size > 0:
         cutoff = (

@@ -102,10 +102,18 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("identity_check", bool, True,
                "Measure each replaced face's identity distance to its original (needs the identity extra)."),
     OptionSpec("identity_threshold", float, 0.6,
-               "A replaced face closer than this to its original quarantines the record.", minimum=0.6, maximum=2.0),
+               "A replaced face closer than this to its original, and closer to it than to any other original "
+               "or impostor, is 'matched'.", minimum=0.6, maximum=2.0),
+    OptionSpec("identity_min_face_size", int, 40,
+               "Faces whose shorter side is under this (px) are 'unmeasurable_small': not measured, protected "
+               "by the policy's strength (the embedding reads nothing reliable under ~40 px).",
+               minimum=20, maximum=1000),
+    OptionSpec("identity_reid_alpha", float, 0.001,
+               "Shard gate: significance level of the one-sided binomial test of the shard's rank-1 "
+               "re-identification rate against chance.", minimum=1e-9, maximum=0.5),
     OptionSpec("identity_escalation", bool, True,
-               "A replaced face of 20 px or more that still matches its original is replaced again, with "
-               "twice the margin and blur, then with a solid fill, before its record is quarantined."),
+               "A replaced face that is 'matched' is replaced again, with twice the margin and blur, then "
+               "with a solid fill (no original pixel left), before its record would be quarantined."),
     # Encoding and verification.
     OptionSpec("jpeg_quality", int, 95, "JPEG/WebP quality of re-encoded outputs.", minimum=50, maximum=100),
     OptionSpec("keep_unchanged_jpeg", bool, True,

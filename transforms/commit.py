@@ -22,6 +22,7 @@ from transforms.io_webdataset import write_tar_shard
 from transforms.manifest import RunInfo, manifest_row, write_manifest
 from transforms.observability import meter_commit
 from transforms.records import Record, ShardSpec
+from transforms.reidentification import with_reidentification
 from transforms.staging import read_staged, remove_staging
 
 # (spec, records in order, output, s3 endpoint, load anonymized bytes) -> record_id: output URI
@@ -100,6 +101,7 @@ class CommitShard(beam.DoFn):
         records = sorted(grouped["records"], key=lambda r: r.index)
         read_counts = list(grouped["read_count"])
         check_complete(shard_id, records, sum(read_counts))
+        records = with_reidentification(records)  # the shard's rank-1 test; identity vectors dropped
         spec = self._specs[shard_id]
         now = datetime.datetime.now(datetime.UTC)
         if self._gate is not None:

@@ -1,12 +1,13 @@
-"""Verify each output before it may be published: no face re-detected, no replaced face that
-still matches its original's identity, no metadata left, the output decodes to the input's
+"""Verify each output before it may be published: no face re-detected, no replaced face whose
+identity status is ``matched`` (transforms/identity_evidence.py), no metadata left, the output decodes to the input's
 dimensions. Any failure quarantines the record.
 
 Synthetic faces are meant to be found by a detector. A face re-detected on a ``synthetic`` output
 is not a leak only when all of these hold: the identity check ran on the record; the re-detected
 box overlaps a replaced face's box (IoU >= ``SUBSTITUTE_IOU``), each replaced face explaining at
 most one re-detection; and that replaced face's identity distance to its original is above the
-identity threshold. Any other re-detected face above the verification score is residual.
+identity threshold (a face not measured has no distance and excuses nothing). Any other
+re-detected face above the verification score is residual.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 import apache_beam as beam
 
 from transforms.decode import ImageRejected, load_normalized
-from transforms.identity import CHECKED, gated_match
+from transforms.identity import CHECKED, FaceStatus
 from transforms.metadata import remaining_metadata
 from transforms.records import Face, Record
 
@@ -74,9 +75,7 @@ class VerifyOutput(beam.DoFn):
         record = record.replace(
             redetected_scores=redetection_scores(record.faces, record.output_faces),
             residual_faces=leaked_faces(record, self._verify_threshold, self._identity_threshold))
-        if record.identity_check == CHECKED and any(
-                gated_match(face.short_side, d, self._identity_threshold)
-                for face, d in zip(record.faces, record.identity_distances, strict=False)):
+        if record.identity_check == CHECKED and FaceStatus.MATCHED in record.identity_statuses:
             yield record.quarantine("verify:identity_match")
             return
         if record.residual_faces > 0:
