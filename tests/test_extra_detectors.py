@@ -11,15 +11,17 @@ from skimage import data
 from pipelines.anonymize import detector_factory_for
 from pipelines.config import build_options
 from tests.fakes import FixedBoxesFactory
-from transforms.extra_detectors import (
+from transforms.detection import (
     HAAR_PROFILE,
+    FastMtcnnDetector,
+    FastMtcnnFactory,
+    FastMtcnnSettings,
     HaarProfileDetector,
     HaarSettings,
     UnionDetector,
     UnionFactory,
     merge_faces,
 )
-from transforms.fast_mtcnn import FastMtcnnDetector, FastMtcnnFactory, FastMtcnnSettings
 from transforms.records import Face
 
 BASE_CONF = str(Path(__file__).resolve().parents[1] / "conf" / "base.yaml")

@@ -385,9 +385,13 @@ def test_a_face_that_still_matches_is_escalated_before_quarantine() -> None:
     from itertools import islice
 
     from pipelines.labelled_faces import generate_labelled_set
-    from transforms.centerface import CenterFaceDetector, CenterFaceSettings
-    from transforms.extra_detectors import UnionDetector
-    from transforms.fast_mtcnn import FastMtcnnDetector, FastMtcnnSettings
+    from transforms.detection import (
+        CenterFaceDetector,
+        CenterFaceSettings,
+        FastMtcnnDetector,
+        FastMtcnnSettings,
+        UnionDetector,
+    )
     from transforms.replacement import escalated_policy
 
     item, data = next(islice(generate_labelled_set(with_faces=80, faceless=0), 39, None))

@@ -273,7 +273,7 @@ class FastMtcnnDetector:
         self._onet = ONet().to(self.device).eval()
 
     def info(self) -> dict[str, str]:
-        from transforms.detection import mtcnn_info
+        from transforms.detection.mtcnn import mtcnn_info
 
         return mtcnn_info() | {"name": FAST_MTCNN}
 
@@ -518,6 +518,6 @@ class FastMtcnnFactory:
         return FastMtcnnDetector(self.settings)
 
     def info(self) -> dict[str, str]:
-        from transforms.detection import mtcnn_info
+        from transforms.detection.mtcnn import mtcnn_info
 
         return mtcnn_info() | {"name": FAST_MTCNN}
