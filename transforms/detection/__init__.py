@@ -1,10 +1,12 @@
 """Face detection: the detector protocol, the Beam handler, one module per detector, their union.
 
-``mtcnn``: facenet-pytorch's MTCNN, the handler and the protocols; ``fast_mtcnn``: the vectorized
-MTCNN; ``centerface``: CenterFace on onnxruntime; ``haar``: OpenCV's profile-face cascade and the
-IoU union of detectors.
+``base``: the ``Detector`` and ``DetectorFactory`` protocols; ``handler``: the Beam handler (detect and
+verify modes); ``mtcnn``: facenet-pytorch's MTCNN; ``fast_mtcnn``: the vectorized MTCNN;
+``centerface``: CenterFace on onnxruntime; ``haar``: OpenCV's profile-face cascade; ``union``: the
+IoU union of detectors and ``merge_faces``.
 """
 
+from transforms.detection.base import Detector, DetectorFactory
 from transforms.detection.centerface import (
     CENTERFACE,
     NOT_INSTALLED,
@@ -16,26 +18,10 @@ from transforms.detection.centerface import (
     centerface_model_path,
 )
 from transforms.detection.fast_mtcnn import FAST_MTCNN, FastMtcnnDetector, FastMtcnnFactory, FastMtcnnSettings
-from transforms.detection.haar import (
-    HAAR_PROFILE,
-    HaarProfileDetector,
-    HaarProfileFactory,
-    HaarSettings,
-    UnionDetector,
-    UnionFactory,
-    haar_info,
-    merge_faces,
-    union_info,
-)
-from transforms.detection.mtcnn import (
-    Detector,
-    DetectorFactory,
-    FaceDetectionHandler,
-    MtcnnDetector,
-    MtcnnFactory,
-    MtcnnSettings,
-    mtcnn_info,
-)
+from transforms.detection.haar import HAAR_PROFILE, HaarProfileDetector, HaarProfileFactory, HaarSettings, haar_info
+from transforms.detection.handler import FaceDetectionHandler
+from transforms.detection.mtcnn import MtcnnDetector, MtcnnFactory, MtcnnSettings, mtcnn_info
+from transforms.detection.union import UnionDetector, UnionFactory, merge_faces, union_info
 
 __all__ = [
     "CENTERFACE", "FAST_MTCNN", "HAAR_PROFILE", "NOT_INSTALLED",

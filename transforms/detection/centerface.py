@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from transforms.detection.haar import merge_faces
+from transforms.detection.union import merge_faces
 from transforms.records import Face
 
 CENTERFACE = "centerface"

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from transforms.detection.mtcnn import mtcnn_info
 from transforms.records import Face
 
 FAST_MTCNN = "fast_mtcnn"
@@ -273,8 +274,6 @@ class FastMtcnnDetector:
         self._onet = ONet().to(self.device).eval()
 
     def info(self) -> dict[str, str]:
-        from transforms.detection.mtcnn import mtcnn_info
-
         return mtcnn_info() | {"name": FAST_MTCNN}
 
     # -- stages ------------------------------------------------------------------------------
@@ -518,6 +517,4 @@ class FastMtcnnFactory:
         return FastMtcnnDetector(self.settings)
 
     def info(self) -> dict[str, str]:
-        from transforms.detection.mtcnn import mtcnn_info
-
         return mtcnn_info() | {"name": FAST_MTCNN}
