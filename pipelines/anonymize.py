@@ -25,15 +25,16 @@ from transforms.accuracy import ReferenceClassifierHandler, ReferenceSampling, R
 from transforms.commit import CommitShard, ShardResult
 from transforms.decode import DecodeAndNormalise
 from transforms.detection import (
-    CenterFaceFactory,
+    CenterFaceDetector,
     CenterFaceSettings,
     DetectorFactory,
     FaceDetectionHandler,
-    FastMtcnnFactory,
+    Factory,
+    FastMtcnnDetector,
     FastMtcnnSettings,
-    HaarProfileFactory,
+    HaarProfileDetector,
     HaarSettings,
-    MtcnnFactory,
+    MtcnnDetector,
     MtcnnSettings,
     UnionFactory,
     mtcnn_info,
@@ -69,11 +70,11 @@ def detector_factory_for(options: AnonymizeOptions, verify: bool = False) -> Det
     thresholds = parse_thresholds(options.detector_thresholds, "detector_thresholds")
     main: DetectorFactory
     if options.detector == "fast_mtcnn":
-        main = FastMtcnnFactory(FastMtcnnSettings(
+        main = Factory(FastMtcnnDetector, FastMtcnnSettings(
             min_face_size=options.detector_min_face_size, thresholds=thresholds,
             scale_factor=options.detector_scale_factor, device=options.detector_device, torch_threads=threads))
     else:
-        main = MtcnnFactory(MtcnnSettings(
+        main = Factory(MtcnnDetector, MtcnnSettings(
             min_face_size=options.detector_min_face_size, thresholds=thresholds,
             device=options.detector_device, torch_threads=threads))
     extra = parse_detector_extra(options.detector_extra, "detector_extra")
@@ -82,9 +83,10 @@ def detector_factory_for(options: AnonymizeOptions, verify: bool = False) -> Det
     extras: list[DetectorFactory] = []
     for name in extra:
         if name == "haar_profile":
-            extras.append(HaarProfileFactory(HaarSettings(min_face_size=max(options.detector_min_face_size, 20))))
+            extras.append(Factory(HaarProfileDetector,
+                                  HaarSettings(min_face_size=max(options.detector_min_face_size, 20))))
         else:
-            extras.append(CenterFaceFactory(CenterFaceSettings(
+            extras.append(Factory(CenterFaceDetector, CenterFaceSettings(
                 threshold=options.centerface_threshold, torch_threads=threads, device=options.detector_device,
                 low_light_scale=0.0 if verify else options.centerface_low_light_scale)))
     return UnionFactory([main, *extras])

@@ -183,11 +183,11 @@ def test_a_face_left_on_the_output_quarantines_the_record(tmp_path: Path, demo_i
     shutil.copy(demo_images / "people" / "astronaut.jpg", folder / "astronaut.jpg")
     shutil.copy(demo_images / "scenes" / "coffee.jpg", folder / "coffee.jpg")
     # Detection misses on purpose; verification uses the real MTCNN and finds the face.
-    from transforms.detection import MtcnnFactory
+    from transforms.detection import Factory
 
     output = tmp_path / "out"
     rows = run_job(str(folder), str(output), FixedBoxesFactory(boxes=()),
-                   verify_factory=MtcnnFactory(MtcnnSettings(torch_threads=1))).to_pylist()
+                   verify_factory=Factory(MtcnnDetector, MtcnnSettings(torch_threads=1))).to_pylist()
     by_name = {row["relative_path"]: row for row in rows}
     assert by_name["astronaut.jpg"]["status"] == "quarantined"
     assert by_name["astronaut.jpg"]["reason"] == "verify:residual_faces"

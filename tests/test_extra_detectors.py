@@ -13,8 +13,8 @@ from pipelines.config import build_options
 from tests.fakes import FixedBoxesFactory
 from transforms.detection import (
     HAAR_PROFILE,
+    Factory,
     FastMtcnnDetector,
-    FastMtcnnFactory,
     FastMtcnnSettings,
     HaarProfileDetector,
     HaarSettings,
@@ -79,7 +79,8 @@ def test_options_choose_the_detectors() -> None:
     default = detector_factory_for(_options())  # type: ignore[arg-type]
     assert isinstance(default, UnionFactory) and default.info()["name"] == "fast_mtcnn+centerface"
     factory = detector_factory_for(_options("detector=fast_mtcnn", "detector_extra=''"))  # type: ignore[arg-type]
-    assert isinstance(factory, FastMtcnnFactory) and factory.info()["name"] == "fast_mtcnn"
+    assert isinstance(factory, Factory) and factory.detector is FastMtcnnDetector
+    assert factory.info()["name"] == "fast_mtcnn"
     assert factory.settings.scale_factor == pytest.approx(0.709)
     union = detector_factory_for(_options("detector=fast_mtcnn", "detector_extra=haar_profile",
                                           "detector_scale_factor=0.8"))  # type: ignore[arg-type]
@@ -87,6 +88,29 @@ def test_options_choose_the_detectors() -> None:
     assert union.info()["name"] == "fast_mtcnn+haar_profile"
     assert union.factories[0].settings.scale_factor == pytest.approx(0.8)
     assert union().name == "fast_mtcnn+haar_profile"
+
+
+def test_factories_pickle_by_value_and_describe_without_building(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one generic factory (and the union of factories) survives pickling to a worker equal to
+    itself, and describes its detector without loading a model."""
+    import pickle
+
+    haar = Factory(HaarProfileDetector, HaarSettings(min_neighbors=3))
+    union = UnionFactory([Factory(FastMtcnnDetector, FastMtcnnSettings(scale_factor=0.8)), haar], 0.4)
+    assert pickle.loads(pickle.dumps(union)) == union and pickle.loads(pickle.dumps(haar)) == haar
+    assert union != UnionFactory([Factory(FastMtcnnDetector, FastMtcnnSettings()), haar], 0.4)
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("info() built the detector")
+
+    monkeypatch.setattr(HaarProfileDetector, "__init__", refuse)
+    monkeypatch.setattr(FastMtcnnDetector, "__init__", refuse)
+    assert haar.info()["name"] == HAAR_PROFILE and haar.info()["weights_sha256"]
+    assert union.info()["name"] == "fast_mtcnn+haar_profile"
+    with pytest.raises(AssertionError, match="built the detector"):
+        haar()
+    with pytest.raises(ValueError, match="factories"):
+        UnionFactory([])
 
 
 def test_unknown_extra_detector_is_a_config_error() -> None:

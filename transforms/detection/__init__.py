@@ -6,28 +6,26 @@ verify modes); ``mtcnn``: facenet-pytorch's MTCNN; ``fast_mtcnn``: the vectorize
 IoU union of detectors and ``merge_faces``.
 """
 
-from transforms.detection.base import Detector, DetectorFactory
+from transforms.detection.base import Detector, DetectorClass, DetectorFactory, Factory
 from transforms.detection.centerface import (
     CENTERFACE,
     NOT_INSTALLED,
     CenterFaceDetector,
-    CenterFaceFactory,
     CenterFaceSettings,
     centerface_available,
     centerface_info,
     centerface_model_path,
 )
-from transforms.detection.fast_mtcnn import FAST_MTCNN, FastMtcnnDetector, FastMtcnnFactory, FastMtcnnSettings
-from transforms.detection.haar import HAAR_PROFILE, HaarProfileDetector, HaarProfileFactory, HaarSettings, haar_info
+from transforms.detection.fast_mtcnn import FAST_MTCNN, FastMtcnnDetector, FastMtcnnSettings
+from transforms.detection.haar import HAAR_PROFILE, HaarProfileDetector, HaarSettings, haar_info
 from transforms.detection.handler import FaceDetectionHandler
-from transforms.detection.mtcnn import MtcnnDetector, MtcnnFactory, MtcnnSettings, mtcnn_info
+from transforms.detection.mtcnn import MtcnnDetector, MtcnnSettings, mtcnn_info
 from transforms.detection.union import UnionDetector, UnionFactory, merge_faces, union_info
 
 __all__ = [
-    "CENTERFACE", "FAST_MTCNN", "HAAR_PROFILE", "NOT_INSTALLED",
-    "CenterFaceDetector", "CenterFaceFactory", "CenterFaceSettings", "Detector", "DetectorFactory",
-    "FaceDetectionHandler", "FastMtcnnDetector", "FastMtcnnFactory", "FastMtcnnSettings", "HaarProfileDetector",
-    "HaarProfileFactory", "HaarSettings", "MtcnnDetector", "MtcnnFactory", "MtcnnSettings", "UnionDetector",
-    "UnionFactory", "centerface_available", "centerface_info", "centerface_model_path", "haar_info",
-    "merge_faces", "mtcnn_info", "union_info",
+    "CENTERFACE", "FAST_MTCNN", "HAAR_PROFILE", "NOT_INSTALLED", "CenterFaceDetector", "CenterFaceSettings",
+    "Detector", "DetectorClass", "DetectorFactory", "FaceDetectionHandler", "Factory", "FastMtcnnDetector",
+    "FastMtcnnSettings", "HaarProfileDetector", "HaarSettings", "MtcnnDetector", "MtcnnSettings", "UnionDetector",
+    "UnionFactory", "centerface_available", "centerface_info", "centerface_model_path", "haar_info", "merge_faces",
+    "mtcnn_info", "union_info",
 ]

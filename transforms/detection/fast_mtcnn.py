@@ -273,7 +273,8 @@ class FastMtcnnDetector:
         self._rnet = RNet().to(self.device).eval()
         self._onet = ONet().to(self.device).eval()
 
-    def info(self) -> dict[str, str]:
+    @classmethod
+    def info(cls) -> dict[str, str]:
         return mtcnn_info() | {"name": FAST_MTCNN}
 
     # -- stages ------------------------------------------------------------------------------
@@ -505,16 +506,3 @@ def _bbreg(boxes: Any, reg: Any) -> Any:
     moved = torch.stack([boxes[:, 0] + reg[:, 0] * w, boxes[:, 1] + reg[:, 1] * h,
                          boxes[:, 2] + reg[:, 2] * w, boxes[:, 3] + reg[:, 3] * h], dim=1)
     return torch.cat([moved, boxes[:, 4:]], dim=1)
-
-
-class FastMtcnnFactory:
-    """Builds a ``FastMtcnnDetector`` inside the worker (picklable)."""
-
-    def __init__(self, settings: FastMtcnnSettings) -> None:
-        self.settings = settings
-
-    def __call__(self) -> FastMtcnnDetector:
-        return FastMtcnnDetector(self.settings)
-
-    def info(self) -> dict[str, str]:
-        return mtcnn_info() | {"name": FAST_MTCNN}

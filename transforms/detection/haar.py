@@ -75,7 +75,8 @@ class HaarProfileDetector:
         cv2.setNumThreads(1)
         self.settings = settings
 
-    def info(self) -> dict[str, str]:
+    @classmethod
+    def info(cls) -> dict[str, str]:
         return haar_info()
 
     def _run(self, gray: np.ndarray) -> list[tuple[int, int, int, int]]:
@@ -100,16 +101,3 @@ class HaarProfileDetector:
                      for a, b, c, d in boxes]
             results.append(merge_faces(faces, 0.3))
         return results
-
-
-class HaarProfileFactory:
-    """Builds a ``HaarProfileDetector`` inside the worker (picklable)."""
-
-    def __init__(self, settings: HaarSettings) -> None:
-        self.settings = settings
-
-    def __call__(self) -> HaarProfileDetector:
-        return HaarProfileDetector(self.settings)
-
-    def info(self) -> dict[str, str]:
-        return haar_info()

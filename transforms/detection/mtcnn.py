@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from transforms.detection.base import Detector
 from transforms.records import Face
 
 
@@ -93,7 +92,8 @@ class MtcnnDetector:
             post_process=False,
         ).eval()
 
-    def info(self) -> dict[str, str]:
+    @classmethod
+    def info(cls) -> dict[str, str]:
         return mtcnn_info()
 
     def _detect_same_canvas(self, images: Sequence[Image.Image]) -> list[list[Face]]:
@@ -133,16 +133,3 @@ class MtcnnDetector:
             width, height = images[i].size
             results[i] = [f for f in faces if f.x1 < width and f.y1 < height]
         return results
-
-
-class MtcnnFactory:
-    """Builds an ``MtcnnDetector`` inside the worker (picklable)."""
-
-    def __init__(self, settings: MtcnnSettings) -> None:
-        self.settings = settings
-
-    def __call__(self) -> Detector:
-        return MtcnnDetector(self.settings)
-
-    def info(self) -> dict[str, str]:
-        return mtcnn_info()

@@ -9,6 +9,7 @@ passes (CenterFace's tiles, the Haar cascade's mirror image) use it too.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from PIL import Image
 
@@ -63,14 +64,17 @@ def union_info(infos: Sequence[dict[str, str]]) -> dict[str, str]:
     return {key: "+".join(info.get(key, "") for info in infos) for key in ("name", "version", "weights_sha256")}
 
 
+@dataclass(frozen=True)
 class UnionFactory:
     """Builds a ``UnionDetector`` of the given factories' detectors inside the worker (picklable)."""
 
-    def __init__(self, factories: Sequence[DetectorFactory], iou_threshold: float = 0.3) -> None:
-        if not factories:
+    factories: Sequence[DetectorFactory]
+    iou_threshold: float = 0.3
+
+    def __post_init__(self) -> None:
+        if not self.factories:
             raise ValueError("factories must not be empty")
-        self.factories = list(factories)
-        self.iou_threshold = iou_threshold
+        object.__setattr__(self, "factories", tuple(self.factories))  # frozen: hashable, compared by value
 
     def __call__(self) -> UnionDetector:
         return UnionDetector([f() for f in self.factories], self.iou_threshold)
