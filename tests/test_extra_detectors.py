@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageOps
 from skimage import data
 
-from pipelines.anonymize import detector_factory_for
+from pipelines.anonymize import detector_stack_for
 from pipelines.config import build_options
 from tests.fakes import FixedBoxesFactory
 from transforms.detection import (
@@ -76,14 +76,14 @@ def test_union_adds_faces_the_main_detector_misses() -> None:
 
 
 def test_options_choose_the_detectors() -> None:
-    default = detector_factory_for(_options())  # type: ignore[arg-type]
+    default = detector_stack_for(_options()).detect  # type: ignore[arg-type]
     assert isinstance(default, UnionFactory) and default.info()["name"] == "fast_mtcnn+centerface"
-    factory = detector_factory_for(_options("detector=fast_mtcnn", "detector_extra=''"))  # type: ignore[arg-type]
+    factory = detector_stack_for(_options("detector=fast_mtcnn", "detector_extra=''")).detect  # type: ignore[arg-type]
     assert isinstance(factory, Factory) and factory.detector is FastMtcnnDetector
     assert factory.info()["name"] == "fast_mtcnn"
     assert factory.settings.scale_factor == pytest.approx(0.709)
-    union = detector_factory_for(_options("detector=fast_mtcnn", "detector_extra=haar_profile",
-                                          "detector_scale_factor=0.8"))  # type: ignore[arg-type]
+    union = detector_stack_for(_options("detector=fast_mtcnn", "detector_extra=haar_profile",
+                                        "detector_scale_factor=0.8")).detect  # type: ignore[arg-type]
     assert isinstance(union, UnionFactory)
     assert union.info()["name"] == "fast_mtcnn+haar_profile"
     assert union.factories[0].settings.scale_factor == pytest.approx(0.8)
@@ -111,6 +111,30 @@ def test_factories_pickle_by_value_and_describe_without_building(monkeypatch: py
         haar()
     with pytest.raises(ValueError, match="factories"):
         UnionFactory([])
+
+
+def test_detector_stack_lets_only_a_subset_verify_detector_reuse_detections() -> None:
+    """The options' stack verifies with the detect detector less its detection-only extras (a subset,
+    so same-pixel detections may be reused) and records both with their settings; a caller's own
+    verify detector is not known to be a subset."""
+    import pickle
+
+    from pipelines.anonymize import run
+    from transforms.detection import DetectorStack
+
+    configured = detector_stack_for(_options("detector=fast_mtcnn", "detector_extra=haar_profile"))  # type: ignore[arg-type]
+    assert configured.verify_is_detect_subset and pickle.loads(pickle.dumps(configured)) == configured
+    recorded = configured.info()
+    assert recorded["detect"]["name"] == recorded["verify"]["name"] == "fast_mtcnn+haar_profile"
+    assert recorded["verify"]["settings"]["haar_profile"]["min_neighbors"] == 5
+    assert recorded["verify"]["settings"]["fast_mtcnn"]["scale_factor"] == pytest.approx(0.709)
+    fake, other = FixedBoxesFactory(), FixedBoxesFactory([(0, 0, 10, 10, 0.9)])
+    alone = DetectorStack.of(fake)
+    assert alone.verify is fake and alone.verify_is_detect_subset
+    assert alone.info() == {"detect": fake.info(), "verify": fake.info()}  # a fake has no settings to record
+    assert not DetectorStack.of(fake, other).verify_is_detect_subset
+    with pytest.raises(ValueError, match="not both"):
+        run(options=_options(), detectors=configured, detector_factory=fake)  # type: ignore[arg-type]
 
 
 def test_unknown_extra_detector_is_a_config_error() -> None:
