@@ -12,7 +12,7 @@ from typing import Any
 from expectations.report import ReportResult, build_report
 from expectations.suites import GateThresholds
 from pipelines.accountability import record_run_finished, record_run_started, recorded_settings
-from pipelines.anonymize import detector_factory_for, plan_job, reference_run_config, run
+from pipelines.anonymize import detector_stack_for, plan_job, reference_run_config, run
 from pipelines.config import ConfigError, build_options
 from pipelines.dpia import write_dpia
 from pipelines.erase import erase, parse_request_file, purge
@@ -121,20 +121,20 @@ def cmd_run(conf: Sequence[str], overrides: Sequence[str], beam_argv: Sequence[s
     """Validate the config, run the job, check the invariants and write the run summary."""
     try:
         options, _ = build_options(conf, overrides, beam_argv)
-        factory = detector_factory_for(options)
-        plan = plan_job(options, detector_info=factory.info())  # fails early on a bad input
+        stack = detector_stack_for(options)  # the detect and verify detectors, decided once
+        plan = plan_job(options, stack)  # fails early on a bad input
         reference = reference_run_config(options)  # fails early on missing reference weights
     except (ConfigError, FileNotFoundError, PermissionError, ValueError) as error:
         print(f"anonymize: config error: {error}", file=sys.stderr)
         return 2
-    detectors = {"detect": dict(plan.run_info.detector), "verify": dict(plan.run_info.detector)}
+    detectors = stack.info()
     record_run_started(options, plan.run_id, detectors, plan.exclusions, len(plan.shards) + len(plan.skipped),
                        len(plan.skipped))
     started = time.monotonic()
     try:
         with ProgressBar(options.output, options.s3_endpoint, plan.run_id, len(plan.shards) + len(plan.skipped),
                          len(plan.skipped)):
-            result, _ = run(options=options, detector_factory=factory, plan=plan)
+            result, _ = run(options=options, plan=plan, detectors=stack)
     except Exception as error:
         record_run_finished(options, plan.run_id, detectors, plan.exclusions,
                             read_manifests(options.output, options.s3_endpoint), None, type(error).__name__)
@@ -144,6 +144,7 @@ def cmd_run(conf: Sequence[str], overrides: Sequence[str], beam_argv: Sequence[s
     summary = summarise(manifest, plan.shards + plan.skipped, reference)
     summary["settings"] = recorded_settings(options)  # exclusion identifiers are not written down
     summary["detector"] = dict(plan.run_info.detector)
+    summary["detectors"] = detectors
     summary["wall_seconds"] = round(elapsed, 2)
     summary["shards_skipped_as_committed"] = len(plan.skipped)
     summary["metrics"] = metrics_summary(result) if result is not None else {}

@@ -268,7 +268,7 @@ def validate(options: AnonymizeOptions) -> None:
     parse_rgb(options.solid_color, "solid_color")
     parse_thresholds(options.detector_thresholds, "detector_thresholds")
     if "centerface" in parse_detector_extra(options.detector_extra, "detector_extra"):
-        from transforms.centerface import NOT_INSTALLED, centerface_available
+        from transforms.detection.centerface import NOT_INSTALLED, centerface_available
 
         if not centerface_available():
             raise ValueError(NOT_INSTALLED)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -91,11 +91,13 @@ MANIFEST_SCHEMA = pa.schema([
 
 @dataclass(frozen=True)
 class RunInfo:
-    """What every manifest row of a run shares."""
+    """What every manifest row of a run shares (``detector``, the detect one), and the detector that
+    re-checked the outputs."""
 
     run_id: str
     config_sha256: str
     detector: Mapping[str, str]
+    verify_detector: Mapping[str, str] = field(default_factory=dict)
 
 
 def _measured(value: float) -> float | None:
