@@ -16,13 +16,20 @@ from typing import Any
 import pyarrow as pa
 
 from transforms.accuracy import accuracy_impact
+from transforms.identity import CHECKED, MIN_GATED_FACE, gated_match
 from transforms.identity import MATCH_THRESHOLD as IDENTITY_MATCH_THRESHOLD
-from transforms.identity import MIN_GATED_FACE, gated_match
 from transforms.identity import MODEL_NAME as IDENTITY_MODEL
 from transforms.records import ShardSpec
 from transforms.storage import filesystem, join, write_atomic
 
 SIZE_BANDS = ((0, 20, "<20"), (20, 40, "20-40"), (40, 80, "40-80"), (80, float("inf"), ">=80"))
+# Quarantine reasons of inputs that could not be read as images at all: not "withheld" (the run's
+# gate_max_withheld_share bounds what the anonymizer itself held back). Exclusions are not quarantined.
+UNREADABLE_REASONS = ("decode:", "read:")
+# A detection scored under this is reported as uncertain (it is replaced all the same).
+LOW_DETECTION_SCORE = 0.9
+# The manifest column of per-face identity-check statuses, in ``faces`` order (newer manifests).
+IDENTITY_STATUS_COLUMN = "face_identity_statuses"
 
 
 def size_band(short_side: float) -> str:
@@ -48,6 +55,55 @@ def _short_side(face: Mapping[str, Any]) -> float:
     if not face or "x1" not in face:
         return float("inf")
     return float(min(face["x2"] - face["x1"], face["y2"] - face["y1"]))
+
+
+def is_withheld(row: Mapping[str, Any]) -> bool:
+    """Whether a manifest row was withheld: quarantined for a reason other than an unreadable input."""
+    return row["status"] == "quarantined" and not str(row.get("reason") or "").startswith(UNREADABLE_REASONS)
+
+
+def face_identity_statuses(row: Mapping[str, Any]) -> list[str]:
+    """Per face of a manifest row (in ``faces`` order), how the identity check treated it.
+
+    Read from the ``face_identity_statuses`` column where the manifest has it
+    (``removed_by_construction``, ``measured_no_match``, ``matched``, ``unmeasurable_small``,
+    ``unmeasurable_no_face``). Older manifests: derived from ``identity_check``, the face sizes
+    and ``face_identity_distances``; ``not_checked`` when the check was off, ``unmeasured`` for a
+    face with no distance.
+    """
+    faces = row.get("faces") or []
+    recorded = row.get(IDENTITY_STATUS_COLUMN)
+    if recorded:
+        return [str(status) for status in recorded]
+    if row.get("identity_check") != CHECKED:
+        return ["not_checked"] * len(faces)
+    distances = row.get("face_identity_distances") or []
+    statuses: list[str] = []
+    for i, face in enumerate(faces):
+        side = _short_side(face)
+        if side < MIN_GATED_FACE:
+            statuses.append("unmeasurable_small")
+        elif i >= len(distances):
+            statuses.append("unmeasured")
+        else:
+            statuses.append("matched" if gated_match(side, float(distances[i])) else "measured_no_match")
+    return statuses
+
+
+def not_measured(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What the checks could not vouch for in the published images: faces per identity status,
+    detections under ``LOW_DETECTION_SCORE``, and recall (never measured by a run: no ground truth)."""
+    published = [row for row in rows if row["status"] == "published"]
+    faces = [face for row in published for face in row["faces"] or []]
+    statuses = collections.Counter(status for row in published for status in face_identity_statuses(row))
+    return {
+        "published_faces": len(faces),
+        "identity_statuses": dict(sorted(statuses.items())),
+        "low_score_threshold": LOW_DETECTION_SCORE,
+        "low_score_detections": sum(1 for face in faces
+                                    if face.get("score") is not None and face["score"] < LOW_DETECTION_SCORE),
+        "recall": "not measured: no ground truth (labelled faces) for this run's images",
+    }
 
 
 def identity_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -101,6 +157,7 @@ def summarise(manifest: pa.Table, planned: Sequence[ShardSpec],
     rows = manifest.to_pylist()
     statuses = collections.Counter(row["status"] for row in rows)
     reasons = collections.Counter(row["reason"] for row in rows if row["status"] == "quarantined")
+    withheld = collections.Counter(row["reason"] for row in rows if is_withheld(row))
     bands: collections.Counter[str] = collections.Counter({name: 0 for *_, name in SIZE_BANDS})
     methods: collections.Counter[str] = collections.Counter()
     # How published outputs were written and how verification found their faces (manifest columns
@@ -157,6 +214,11 @@ def summarise(manifest: pa.Table, planned: Sequence[ShardSpec],
         "excluded": excluded,
         "erased": erased,
         "quarantine_reasons": dict(sorted(reasons.items())),
+        # Completeness: quarantined for a reason other than an unreadable input, as a share of all inputs.
+        "withheld": sum(withheld.values()),
+        "withheld_share": sum(withheld.values()) / inputs if inputs else 0.0,
+        "withheld_reasons": dict(sorted(withheld.items())),
+        "not_measured": not_measured(rows),
         "faces_total": sum(bands.values()),
         "faces_per_size_band": dict(bands),
         "methods": dict(methods),
