@@ -169,9 +169,9 @@ def not_measured_lines(figures: Mapping[str, Any] | None) -> list[str]:
         f"{count} {IDENTITY_STATUS_WORDS.get(status, status.replace('_', ' '))}"
         for status, count in sorted(statuses.items(), key=lambda item: -item[1])) + ".")
     low, threshold = int(figures.get("low_score_detections", 0)), figures.get("low_score_threshold")
-    lines.append(f"{low} of the {faces} faces in published images were detected with a score under {threshold}: "
-                 "the detector was unsure, and they were replaced all the same. Detections the main detector "
-                 "scored under detector_score_threshold were not replaced and are not counted.")
+    lines.append(f"{low} of the {faces} faces in published images had a detection score under {threshold} "
+                 "(uncertain detections, replaced all the same); detections the main detector scored under "
+                 "detector_score_threshold were not replaced and are not counted.")
     return lines
 
 

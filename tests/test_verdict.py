@@ -85,7 +85,7 @@ def test_identity_statuses_read_the_new_column_and_fall_back_on_older_manifests(
     lines = not_measured_lines(figures)
     assert lines[0].startswith("Recall was not measured on this run: there is no ground truth")
     assert "1 too small for the identity check" in lines[1]
-    assert lines[2].startswith("1 of the 5 faces in published images were detected with a score under 0.9")
+    assert lines[2].startswith("1 of the 5 faces in published images had a detection score under 0.9")
 
 
 def test_withheld_section_lists_records_past_the_cap_in_the_manifest_only() -> None:
