@@ -124,7 +124,7 @@ def privacy_verdict(safe: bool, published: int, why_not: Sequence[str]) -> dict[
                 "replaced and its metadata removed, and passed verification of its output; every shard passed "
                 "its gate and every run check passed" if published else "no image was published")
     else:
-        text = "; ".join(why_not)
+        text = "; ".join(why_not) or "a check failed: see the shards and run-level expectations below"
     return {"verdict": SAFE if safe else NOT_SAFE, "safe": safe, "text": text}
 
 

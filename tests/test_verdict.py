@@ -17,7 +17,7 @@ from PIL import Image
 
 from expectations.report import WITHHELD_LISTED, render_withheld
 from expectations.suites import GateThresholds
-from expectations.verdict import completeness_verdict, not_measured_lines, verdict_lines
+from expectations.verdict import completeness_verdict, not_measured_lines, privacy_verdict, verdict_lines
 from pipelines.cli import main
 from pipelines.config import ConfigError, build_options
 from tests.fakes import FixedBoxesFactory
@@ -65,6 +65,15 @@ def test_completeness_says_how_many_were_withheld_and_why() -> None:
     rows.append(_row(23, "quarantined", "decode:undecodable"))
     text = completeness_verdict(summarise(_table(rows), []), False, 0.05)["text"]
     assert "not counted as withheld: 1 could not be read as images" in text
+
+
+def test_privacy_says_what_was_checked_or_why_not() -> None:
+    assert privacy_verdict(True, 1, [])["text"].startswith("the 1 image published was searched for faces")
+    assert privacy_verdict(True, 0, [])["text"] == "no image was published"
+    unsafe = privacy_verdict(False, 3, ["shard a failed its gate", "run check failed: x"])
+    assert unsafe["verdict"] == "NOT SAFE TO RELEASE"
+    assert unsafe["text"] == "shard a failed its gate; run check failed: x"
+    assert "check failed" in privacy_verdict(False, 3, [])["text"]
 
 
 def test_identity_statuses_read_the_new_column_and_fall_back_on_older_manifests() -> None:
