@@ -26,6 +26,8 @@ from transforms.identity import FaceStatus
 from transforms.records import ShardSpec
 
 PUBLISHED_ONLY = 'status == "published"'
+# The run expectation about completeness (not privacy): failing it makes the run INCOMPLETE.
+WITHHELD_EXPECTATION = "withheld_share_within_bound"
 SIZE_BAND_NAMES = ("<20", "20-40", "40-80", ">=80")
 
 
@@ -41,18 +43,23 @@ class GateThresholds:
             (transforms/reidentification.py).
         same_dimensions: published outputs must have the input's dimensions (False when the
             policy resizes).
+        max_withheld_share: the largest share of the run's input that may be withheld (run level:
+            failing it fails the run as incomplete, it quarantines nothing).
     """
 
     allow_low_security: bool = False
     max_quarantine_share: float = 1.0
     reid_alpha: float = 0.001
     same_dimensions: bool = True
+    max_withheld_share: float = 0.05
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_quarantine_share <= 1.0:
             raise ValueError(f"max_quarantine_share: must be in [0, 1], got {self.max_quarantine_share!r}")
         if not (math.isfinite(self.reid_alpha) and 0.0 < self.reid_alpha <= 0.5):
             raise ValueError(f"reid_alpha: must be in (0, 0.5], got {self.reid_alpha!r}")
+        if not 0.0 <= self.max_withheld_share <= 1.0:
+            raise ValueError(f"max_withheld_share: must be in [0, 1], got {self.max_withheld_share!r}")
 
     @classmethod
     def from_options(cls, options: Any) -> GateThresholds:
@@ -61,6 +68,7 @@ class GateThresholds:
             allow_low_security=bool(options.allow_low_security),
             max_quarantine_share=float(options.gate_max_quarantine_share),
             reid_alpha=float(options.identity_reid_alpha),
+            max_withheld_share=float(options.gate_max_withheld_share),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -223,6 +231,8 @@ def run_figures(rows: Sequence[Mapping[str, Any]], planned: Sequence[str],
         "unaccounted_records": int(summary["inputs"]) - int(summary["published"]) - int(summary["quarantined"])
         - int(summary.get("excluded", 0)) - int(summary.get("erased", 0)),
         "duplicate_records": int(summary["duplicate_records"]),
+        "withheld": int(summary.get("withheld", 0)),
+        "withheld_share": float(summary.get("withheld_share", 0.0)),
     }
     for band, count in (summary.get("faces_per_size_band") or {}).items():
         figures[band_column(band)] = int(count)
@@ -270,6 +280,17 @@ def _bands(figures: RunFigures, _: GateThresholds) -> Expectation:
     return gxe.ExpectTableColumnsToMatchSet(
         column_set=[band_column(b) for b in SIZE_BAND_NAMES], exact_match=False,
         description="The faces-per-size-band distribution (<20, 20-40, 40-80, >=80 px) is reported.")
+
+
+@run_expectation(WITHHELD_EXPECTATION,
+                 "At most gate_max_withheld_share of the input is withheld (quarantined for a reason other than an "
+                 "unreadable input).")
+def _withheld(figures: RunFigures, thresholds: GateThresholds) -> Expectation:
+    bound = thresholds.max_withheld_share
+    return gxe.ExpectColumnValuesToBeBetween(
+        column="withheld_share", min_value=0.0, max_value=bound,
+        description=f"At most {bound:.0%} of the input records are withheld: quarantined for a reason other than "
+                    "an unreadable input (gate_max_withheld_share). A run over it is incomplete, not unsafe.")
 
 
 @run_expectation("reference_top1_agreement_at_least_bound",

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from expectations.report import ReportResult, build_report
-from expectations.suites import GateThresholds
+from expectations.suites import WITHHELD_EXPECTATION, GateThresholds
+from expectations.verdict import verdict_lines
 from pipelines.accountability import record_run_finished, record_run_started, recorded_settings
 from pipelines.anonymize import detector_stack_for, plan_job, reference_run_config, run
 from pipelines.config import ConfigError, build_options
@@ -163,6 +164,8 @@ def cmd_run(conf: Sequence[str], overrides: Sequence[str], beam_argv: Sequence[s
                                 bool(summary["passed"] and report.passed))
     print(f"record of processing: {options.output}/audit/{entry['seq']:012d}.json "
           f"({summary.get('excluded', 0)} excluded by objection)")
+    for line in verdict_lines(report.verdicts):
+        print(line)
     if not summary["passed"]:
         failed = [name for name, ok in summary["checks"].items() if not ok]
         print(f"anonymize: run checks FAILED: {', '.join(failed)}", file=sys.stderr)
@@ -171,12 +174,17 @@ def cmd_run(conf: Sequence[str], overrides: Sequence[str], beam_argv: Sequence[s
 
 
 def _report_status(report: ReportResult) -> int:
-    """0 when every shard gate, run expectation and run check passed; else 1, saying what failed."""
+    """0 when the run is safe and complete (every shard gate, run expectation and run check passed);
+    else 1, saying what failed."""
     if report.failed_shards:
         print(f"anonymize: shards FAILED the gate (quarantined): {', '.join(report.failed_shards)}",
               file=sys.stderr)
-    if report.run_failed or report.summary_failed:
-        print(f"anonymize: run expectations FAILED: {', '.join(report.run_failed + report.summary_failed)}",
+    failed = tuple(name for name in report.run_failed if name != WITHHELD_EXPECTATION) + report.summary_failed
+    if failed:
+        print(f"anonymize: run expectations FAILED: {', '.join(failed)}", file=sys.stderr)
+    if not report.complete:
+        completeness = report.verdicts.get("completeness") or {}
+        print(f"anonymize: run INCOMPLETE: {completeness.get('text', WITHHELD_EXPECTATION + ' failed')}",
               file=sys.stderr)
     return 0 if report.passed else 1
 
@@ -189,6 +197,8 @@ def cmd_report(output: str, s3_endpoint: str = "") -> int:
         print(f"anonymize: cannot build the report of {output}: {error}", file=sys.stderr)
         return 2
     print(f"report: {report.index} ({'PASSED' if report.passed else 'FAILED'})")
+    for line in verdict_lines(report.verdicts):
+        print(line)
     return _report_status(report)
 
 

@@ -127,6 +127,11 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("gate_max_quarantine_share", float, 1.0,
                "Largest share of a shard's records that may be quarantined before the gate fails it (1: no bound).",
                minimum=0.0, maximum=1.0),
+    # The run-level completeness bound (expectations/suites.py): it fails the run, it quarantines nothing.
+    OptionSpec("gate_max_withheld_share", float, 0.05,
+               "Largest share of the run's input that may be withheld (quarantined for a reason other than an "
+               "unreadable input; exclusions are not withheld) before the run is reported INCOMPLETE and exits 1.",
+               minimum=0.0, maximum=1.0),
     # Accuracy impact (transforms/accuracy.py): a reference classifier on originals and outputs.
     OptionSpec("reference_model", str, "",
                "Reference classifier: a torchvision architecture name, or 'torchscript' (empty: off)."),

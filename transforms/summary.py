@@ -17,13 +17,20 @@ from typing import Any
 import pyarrow as pa
 
 from transforms.accuracy import accuracy_impact
+from transforms.identity import CHECKED, FaceStatus
 from transforms.identity import MATCH_THRESHOLD as IDENTITY_MATCH_THRESHOLD
 from transforms.identity import MODEL_NAME as IDENTITY_MODEL
-from transforms.identity import FaceStatus
 from transforms.records import ShardSpec
 from transforms.storage import filesystem, join, write_atomic
 
 SIZE_BANDS = ((0, 20, "<20"), (20, 40, "20-40"), (40, 80, "40-80"), (80, float("inf"), ">=80"))
+# Quarantine reasons of inputs that could not be read as images at all: not "withheld" (the run's
+# gate_max_withheld_share bounds what the anonymizer itself held back). Exclusions are not quarantined.
+UNREADABLE_REASONS = ("decode:", "read:")
+# A detection scored under this is reported as uncertain (it is replaced all the same).
+LOW_DETECTION_SCORE = 0.9
+# The manifest column of per-face identity-check statuses, in ``faces`` order (newer manifests).
+IDENTITY_STATUS_COLUMN = "face_identity_statuses"
 
 
 def size_band(short_side: float) -> str:
@@ -47,6 +54,63 @@ def image_quality_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def _measured(distances: Sequence[Any] | None) -> list[float]:
     return [float(d) for d in distances or () if d is not None and math.isfinite(float(d))]
+
+
+def is_withheld(row: Mapping[str, Any]) -> bool:
+    """Whether a manifest row was withheld: quarantined for a reason other than an unreadable input."""
+    return row["status"] == "quarantined" and not str(row.get("reason") or "").startswith(UNREADABLE_REASONS)
+
+
+# Older manifests (before per-face statuses): faces under this many px were not gated.
+LEGACY_GATED_FACE = 20.0
+
+
+def _short_side(face: Mapping[str, Any]) -> float:
+    return float(min(face["x2"] - face["x1"], face["y2"] - face["y1"])) if face and "x1" in face else math.inf
+
+
+def face_identity_statuses(row: Mapping[str, Any]) -> list[str]:
+    """Per face of a manifest row (in ``faces`` order), how the identity check treated it.
+
+    Read from the ``face_identity_statuses`` column where the manifest has it (``FaceStatus``).
+    Older manifests: derived from ``identity_check``, the face sizes and ``face_identity_distances``
+    under the rule of their time (faces of 20 px or more within the match distance matched);
+    ``not_checked`` when the check was off, ``unmeasured`` for a face with no distance.
+    """
+    faces = row.get("faces") or []
+    recorded = row.get(IDENTITY_STATUS_COLUMN)
+    if recorded:
+        return [str(status) for status in recorded]
+    if row.get("identity_check") != CHECKED:
+        return ["not_checked"] * len(faces)
+    distances = row.get("face_identity_distances") or []
+    statuses: list[str] = []
+    for i, face in enumerate(faces):
+        side = _short_side(face)
+        if side < LEGACY_GATED_FACE:
+            statuses.append(FaceStatus.UNMEASURABLE_SMALL)
+        elif i >= len(distances) or distances[i] is None:
+            statuses.append("unmeasured")
+        else:
+            statuses.append(FaceStatus.MATCHED if float(distances[i]) <= IDENTITY_MATCH_THRESHOLD
+                            else FaceStatus.MEASURED_NO_MATCH)
+    return statuses
+
+
+def not_measured(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What the checks could not vouch for in the published images: faces per identity status,
+    detections under ``LOW_DETECTION_SCORE``, and recall (never measured by a run: no ground truth)."""
+    published = [row for row in rows if row["status"] == "published"]
+    faces = [face for row in published for face in row["faces"] or []]
+    statuses = collections.Counter(status for row in published for status in face_identity_statuses(row))
+    return {
+        "published_faces": len(faces),
+        "identity_statuses": dict(sorted(statuses.items())),
+        "low_score_threshold": LOW_DETECTION_SCORE,
+        "low_score_detections": sum(1 for face in faces
+                                    if face.get("score") is not None and face["score"] < LOW_DETECTION_SCORE),
+        "recall": "not measured: no ground truth (labelled faces) for this run's images",
+    }
 
 
 def identity_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -111,14 +175,8 @@ def reidentification_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any
 
 
 def published_identity_matches(row: Mapping[str, Any]) -> int:
-    """A published row's ``matched`` faces (older manifests without statuses: faces of 20 px or
-    more within the match distance, the rule of their time)."""
-    statuses = row.get("face_identity_statuses")
-    if statuses is not None or row.get("identity_check") != "checked":
-        return sum(1 for status in statuses or () if status == FaceStatus.MATCHED)
-    return sum(1 for f, d in zip(row.get("faces") or [], row.get("face_identity_distances") or [], strict=False)
-               if d is not None and float(d) <= IDENTITY_MATCH_THRESHOLD
-               and min(f["x2"] - f["x1"], f["y2"] - f["y1"]) >= 20)
+    """A row's ``matched`` faces (``face_identity_statuses``, older manifests included)."""
+    return face_identity_statuses(row).count(FaceStatus.MATCHED)
 
 
 def summarise(manifest: pa.Table, planned: Sequence[ShardSpec],
@@ -132,6 +190,7 @@ def summarise(manifest: pa.Table, planned: Sequence[ShardSpec],
     rows = manifest.to_pylist()
     statuses = collections.Counter(row["status"] for row in rows)
     reasons = collections.Counter(row["reason"] for row in rows if row["status"] == "quarantined")
+    withheld = collections.Counter(row["reason"] for row in rows if is_withheld(row))
     bands: collections.Counter[str] = collections.Counter({name: 0 for *_, name in SIZE_BANDS})
     methods: collections.Counter[str] = collections.Counter()
     # How published outputs were written and how verification found their faces (manifest columns
@@ -186,6 +245,11 @@ def summarise(manifest: pa.Table, planned: Sequence[ShardSpec],
         "excluded": excluded,
         "erased": erased,
         "quarantine_reasons": dict(sorted(reasons.items())),
+        # Completeness: quarantined for a reason other than an unreadable input, as a share of all inputs.
+        "withheld": sum(withheld.values()),
+        "withheld_share": sum(withheld.values()) / inputs if inputs else 0.0,
+        "withheld_reasons": dict(sorted(withheld.items())),
+        "not_measured": not_measured(rows),
         "faces_total": sum(bands.values()),
         "faces_per_size_band": dict(bands),
         "methods": dict(methods),
