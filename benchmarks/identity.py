@@ -66,8 +66,8 @@ def main() -> None:
             attempts = [0] * len(faces)
             if method.endswith("*"):
                 started = time.perf_counter()
-                attempts = choose_synthetic_attempts(np.asarray(image), faces, dict(enumerate(references[name])), policy, generator,
-                                                     embedder, name)
+                attempts = choose_synthetic_attempts(np.asarray(image), faces, dict(enumerate(references[name])),
+                                                     policy, generator, embedder, name)
                 select_seconds += time.perf_counter() - started
             seeds = [attempt_seed(policy, name, i, t) for i, t in enumerate(attempts)]
             started = time.perf_counter()
