@@ -46,7 +46,7 @@ from transforms.records import ShardSpec
 from transforms.replacement import ReplaceFaces, ReplacementPolicy
 from transforms.shards import plan_shards, read_shard
 from transforms.staging import StageOutput, remove_staging
-from transforms.verification import VerifyOutput
+from transforms.verification import SECOND_PASS, VerifyOutput
 
 LOG = logging.getLogger(__name__)
 
@@ -200,31 +200,46 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
     reference = reference_spec_for(options)
     sampling = ReferenceSampling(options.reference_sample_size, options.reference_sample_seed) \
         if reference is not None else None
-    replace = ReplaceFaces(replacement_policy_for(options), max_pixels, options.jpeg_quality, sampling,
-                           identity_check=options.identity_check,
-                           identity_threshold=options.identity_threshold, s3_endpoint=endpoint,
-                           escalate=options.identity_escalation, identity_device=options.detector_device,
-                           keep_unchanged_jpeg=options.keep_unchanged_jpeg,
-                           identity_min_face_size=options.identity_min_face_size)
-    replace_step = beam.ParDo(replace)
+    replace_args = (replacement_policy_for(options), max_pixels, options.jpeg_quality, sampling)
+    replace_kwargs: dict[str, Any] = dict(
+        identity_check=options.identity_check, identity_threshold=options.identity_threshold, s3_endpoint=endpoint,
+        escalate=options.identity_escalation, identity_device=options.detector_device,
+        keep_unchanged_jpeg=options.keep_unchanged_jpeg, identity_min_face_size=options.identity_min_face_size)
+    # The first pass keeps each source for a second one: faces verification finds on an output
+    # (revealed once a neighbour is blurred, or missed the first time) are replaced too, and that
+    # output is verified again; a face found then quarantines the record.
+    first = ReplaceFaces(*replace_args, keep_source=True, **replace_kwargs)
+    second = ReplaceFaces(*replace_args, **replace_kwargs)
+    cutoff = None
     if sampling is not None and sampling.sample_size > 0:
-        cutoff = (
+        cutoff = beam.pvalue.AsSingleton(
             records
             | "SampleKeys" >> beam.Map(lambda r, seed: sample_key(r.record_id, seed), sampling.seed)
             | "SmallestKeys" >> beam.combiners.Top.Smallest(sampling.sample_size)
             | "SampleCutoff" >> beam.Map(sample_cutoff)
         )
-        replace_step = beam.ParDo(replace, sample_cutoff=beam.pvalue.AsSingleton(cutoff))
-    verified = (
+
+    def replace_step(stage: ReplaceFaces) -> beam.ParDo:
+        return beam.ParDo(stage, sample_cutoff=cutoff) if cutoff is not None else beam.ParDo(stage)
+
+    checked = (
         records
         | "Decode" >> beam.ParDo(DecodeAndNormalise(max_pixels, options.min_image_side))
         | "Detect" >> RunInference(detect)
         | "MeterDetections" >> beam.ParDo(MeterDetections())
-        | "Replace" >> replace_step
+        | "Replace" >> replace_step(first)
         | "Redetect" >> RunInference(verify)
-        | "Verify" >> beam.ParDo(VerifyOutput(max_pixels, options.verify_score_threshold,
-                                              options.identity_threshold))
+        | "Verify" >> beam.ParDo(VerifyOutput(max_pixels, options.verify_score_threshold, options.identity_threshold,
+                                              second_pass=True)).with_outputs(SECOND_PASS, main="verified")
     )
+    again = (
+        checked[SECOND_PASS]
+        | "ReplaceAgain" >> replace_step(second)
+        | "RedetectAgain" >> RunInference(verify)
+        | "VerifyAgain" >> beam.ParDo(VerifyOutput(max_pixels, options.verify_score_threshold,
+                                                   options.identity_threshold))
+    )
+    verified = (checked.verified, again) | "BothPasses" >> beam.Flatten()
     if reference is not None:
         verified = verified | "Classify" >> RunInference(
             ReferenceClassifierHandler(reference, options.reference_batch_size, options.label_field))

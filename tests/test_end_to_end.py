@@ -222,6 +222,8 @@ def test_bad_inputs_are_quarantined_and_the_rest_published(tmp_path: Path) -> No
 
 
 def test_a_face_left_on_the_output_quarantines_the_record(tmp_path: Path, demo_images: Path) -> None:
+    """A face the detect pass missed and verification finds on the output is replaced in a second
+    pass and the output verified again; a face still found after that quarantines the record."""
     folder = tmp_path / "in"
     folder.mkdir()
     shutil.copy(demo_images / "people" / "astronaut.jpg", folder / "astronaut.jpg")
@@ -233,7 +235,16 @@ def test_a_face_left_on_the_output_quarantines_the_record(tmp_path: Path, demo_i
     rows = run_job(str(folder), str(output), FixedBoxesFactory(boxes=()),
                    verify_factory=Factory(MtcnnDetector, MtcnnSettings(torch_threads=1))).to_pylist()
     by_name = {row["relative_path"]: row for row in rows}
+    astronaut = by_name["astronaut.jpg"]
+    assert astronaut["status"] == "published", astronaut["reason"]
+    assert astronaut["replace_passes"] == 2 and astronaut["face_count"] == 1 and astronaut["residual_faces"] == 0
+    assert by_name["coffee.jpg"]["status"] == "published" and by_name["coffee.jpg"]["replace_passes"] == 1
+    # A verification detector that finds the face wherever it was: still there after the second pass.
+    face = astronaut["faces"][0]
+    output = tmp_path / "out2"
+    rows = run_job(str(folder), str(output), FixedBoxesFactory(boxes=()), verify_factory=FixedBoxesFactory(
+        [(face["x1"], face["y1"], face["x2"], face["y2"], 0.99)])).to_pylist()
+    by_name = {row["relative_path"]: row for row in rows}
     assert by_name["astronaut.jpg"]["status"] == "quarantined"
     assert by_name["astronaut.jpg"]["reason"] == "verify:residual_faces"
-    assert by_name["coffee.jpg"]["status"] == "published"
     assert not (output / "data" / "astronaut.jpg").exists()

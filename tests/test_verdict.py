@@ -22,6 +22,7 @@ from pipelines.cli import main
 from pipelines.config import ConfigError, build_options
 from tests.fakes import FixedBoxesFactory
 from tests.helpers import ACCOUNTABILITY, ACCOUNTABILITY_SETS, BASE_CONF, jpeg_bytes
+from transforms.detection import DetectorStack
 from transforms.manifest import MANIFEST_SCHEMA
 from transforms.summary import face_identity_statuses, summarise
 
@@ -135,8 +136,8 @@ def withheld_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fixed_detector() -> Iterator[None]:
     """The command line's detector replaced by the fixed-box test detector (no face; raises on one width)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("pipelines.cli.detector_factory_for",
-                      lambda options, verify=False: FixedBoxesFactory(raise_on_width=FAILING_WIDTH))
+        fixed = FixedBoxesFactory(raise_on_width=FAILING_WIDTH)
+        patch.setattr("pipelines.cli.detector_stack_for", lambda options: DetectorStack(fixed, fixed, True))
         yield
 
 

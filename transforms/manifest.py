@@ -67,6 +67,9 @@ MANIFEST_SCHEMA = pa.schema([
     ("identity_rank1_gallery", pa.int32()),
     ("shard_reid_p_value", pa.float64()),
     ("face_redetected_scores", pa.list_(pa.float32())),
+    # 1, or 2 when verification found faces on the first output and they were replaced too
+    # (those faces are at the end of ``faces``).
+    ("replace_passes", pa.int8()),
     # "reencoded" from pixels, or "stripped": a JPEG with no face replaced, compressed data kept.
     ("output_encoding", pa.string()),
     # "ran": the verification detector searched the output; "reused": the output decodes to the
@@ -145,6 +148,7 @@ def manifest_row(record: Record, output_uri: str | None, run: RunInfo,
             "shard_reid_p_value": record.reid_p_value if math.isfinite(record.reid_p_value) else None}
            if record.identity_check == CHECKED else {}),
         "face_redetected_scores": list(record.redetected_scores) or None,
+        "replace_passes": record.replace_pass if record.method else None,
         "output_encoding": record.output_encoding or None,
         "verify_detection": record.verify_detection or None,
         "generator": record.generator or None,

@@ -157,6 +157,11 @@ class Record:
     # How verification found the output's faces: "ran" (the verification detector on the output)
     # or "reused" (``output_same_pixels``: the detect stage's run on those same pixels).
     verify_detection: str = ""
+    # The source bytes, kept from the replace stage to verification when a second pass is allowed:
+    # faces verification finds on the output are added to ``faces`` and the source replaced again
+    # (``replace_pass`` 2). Dropped once verified or quarantined; never written.
+    source_data: bytes = b""
+    replace_pass: int = 1
     # Data subject (transforms/exclusions.py, from ``subject_field``): for exclusions and erasure lineage.
     subject_id: str = ""
     status: str = ""
@@ -169,12 +174,12 @@ class Record:
     def quarantine(self, reason: str) -> Record:
         """This record, marked quarantined; its bytes are dropped so they can never be written."""
         return dataclasses.replace(self, status=QUARANTINED, reason=reason, data=b"", reference_views=b"",
-                                   identity_vectors=b"")
+                                   identity_vectors=b"", source_data=b"")
 
     def exclude(self, reason: str) -> Record:
         """This record, marked excluded; its bytes and sidecars are dropped before anything reads them."""
         return dataclasses.replace(self, status=EXCLUDED, reason=reason, data=b"", extras=(), reference_views=b"",
-                                   source_sha256="", identity_vectors=b"")
+                                   source_sha256="", identity_vectors=b"", source_data=b"")
 
     @property
     def is_excluded(self) -> bool:

@@ -299,7 +299,7 @@ class ReplaceFaces(beam.DoFn):
                  reference: ReferenceSampling | None = None, identity_check: bool = False,
                  identity_threshold: float = 0.6, s3_endpoint: str = "", escalate: bool = True,
                  identity_device: str = "cpu", keep_unchanged_jpeg: bool = True,
-                 identity_min_face_size: int = 40) -> None:
+                 identity_min_face_size: int = 40, keep_source: bool = False) -> None:
         self._policy = policy
         self._identity = IdentityPolicy(identity_threshold, identity_min_face_size, escalate)
         self._max_pixels = max_pixels
@@ -308,6 +308,7 @@ class ReplaceFaces(beam.DoFn):
         self._identity_check = identity_check
         self._identity_device = identity_device
         self._keep_unchanged_jpeg = keep_unchanged_jpeg
+        self._keep_source = keep_source
         self._s3_endpoint = s3_endpoint
         self._generator: FaceGenerator | None = None
         self._embedder: IdentityEmbedder | None = None
@@ -438,6 +439,8 @@ class ReplaceFaces(beam.DoFn):
             identity_vectors=rendering.evidence.vectors if rendering.evidence is not None else b"",
             escalations=rendering.escalations if rendering.evidence is not None else (),
             generator=self._generator.name if self._generator is not None else "",
+            # A first pass keeps its source for a second pass (verification finds a face on the output).
+            source_data=record.data if self._keep_source and record.replace_pass == 1 else b"",
         ).replace(
             data=encoded, faces=faces, method=self._policy.method,
             security_level=self._policy.security_level, metadata_removed=tuple(removed),
