@@ -20,7 +20,7 @@ from transforms.io_images import write_image_shard
 from transforms.io_parquet import write_parquet_shard
 from transforms.io_webdataset import write_tar_shard
 from transforms.manifest import RunInfo, manifest_row, write_manifest
-from transforms.observability import meter_commit
+from transforms.observability import meter_commit, timed
 from transforms.records import Record, ShardSpec
 from transforms.reidentification import with_reidentification
 from transforms.staging import read_staged, remove_staging
@@ -105,16 +105,18 @@ class CommitShard(beam.DoFn):
         spec = self._specs[shard_id]
         now = datetime.datetime.now(datetime.UTC)
         if self._gate is not None:
-            provisional = [manifest_row(r, None if held else "", self._run, now)
-                           | ({} if held else output_facts(self._load(r)))
-                           for r, held in ((r, r.is_quarantined or r.is_excluded) for r in records)]
-            verdict = self._gate(spec, provisional)
+            with timed("gate", len(records)):
+                provisional = [manifest_row(r, None if held else "", self._run, now)
+                               | ({} if held else output_facts(self._load(r)))
+                               for r, held in ((r, r.is_quarantined or r.is_excluded) for r in records)]
+                verdict = self._gate(spec, provisional)
             if verdict.failed:
                 reason = "gate:" + ",".join(verdict.failed)
                 records = [r if r.is_quarantined or r.is_excluded else r.quarantine(reason) for r in records]
         # Excluded records carry no bytes and never reach a writer.
-        written = WRITERS[spec.format](spec, [r for r in records if not r.is_excluded], self._output,
-                                       self._endpoint, self._load)
+        with timed("commit", len(records)):
+            written = WRITERS[spec.format](spec, [r for r in records if not r.is_excluded], self._output,
+                                           self._endpoint, self._load)
         rows = [manifest_row(r, written.get(r.record_id), self._run, now) for r in records]
         failpoint("before_manifest")
         write_manifest(rows, self._output, shard_id, self._endpoint)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import apache_beam as beam
 from PIL import Image, ImageCms, ImageOps
 
+from transforms.observability import timed
 from transforms.records import Record
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
@@ -140,7 +141,8 @@ class DecodeAndNormalise(beam.DoFn):
             yield record
             return
         try:
-            image, fmt = load_normalized(record.data, self._max_pixels)
+            with timed("decode"):
+                image, fmt = load_normalized(record.data, self._max_pixels)
         except ImageRejected as rejected:
             yield record.quarantine(f"decode:{rejected.reason}")
             return
