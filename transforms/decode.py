@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import apache_beam as beam
 from PIL import Image, ImageCms, ImageOps
 
+from transforms.failures import quarantine_failures
 from transforms.observability import timed
 from transforms.records import Record
 
@@ -136,6 +137,7 @@ class DecodeAndNormalise(beam.DoFn):
         self._max_pixels = max_pixels
         self._min_side = min_side
 
+    @quarantine_failures("decode")
     def process(self, record: Record) -> Iterator[Record]:
         if record.is_quarantined:
             yield record

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from pipelines.options import LOW_SECURITY_METHODS, REPLACEMENT_METHODS
 from transforms.accuracy import ReferenceSampling, pack_views
 from transforms.decode import ImageRejected, load_normalized
+from transforms.failures import quarantine_failures
 from transforms.identity import CHECKED, SKIPPED, IdentityEmbedder, Reference
 from transforms.identity_evidence import IdentityPolicy, ImageEvidence, measure_image, screen_faces
 from transforms.metadata import encode_clean, metadata_fields, strip_jpeg_metadata
@@ -406,6 +407,7 @@ class ReplaceFaces(beam.DoFn):
                                          solid, self._identity)
         return Rendering(anonymized, encoded, removed, decoded, tuple(levels), evidence=evidence)
 
+    @quarantine_failures("replace")
     def process(self, record: Record, sample_cutoff: int | None = None) -> Iterator[Record]:
         if record.is_quarantined:
             yield record

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import apache_beam as beam
 
 from transforms.decode import ImageRejected, load_normalized
+from transforms.failures import quarantine_failures
 from transforms.identity import CHECKED, FaceStatus
 from transforms.metadata import remaining_metadata
 from transforms.observability import timed
@@ -87,6 +88,7 @@ class VerifyOutput(beam.DoFn):
         self._identity_threshold = identity_threshold
         self._second_pass = second_pass
 
+    @quarantine_failures("verify")
     def process(self, record: Record) -> Iterator[Record | beam.pvalue.TaggedOutput]:
         if record.is_quarantined:
             yield record
