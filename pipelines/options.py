@@ -89,6 +89,10 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("synthetic_attempts", int, 12,
                "Seeds tried per face until its substitute is farther than synthetic_target_distance from the "
                "original; the farthest is kept (needs identity_check).", minimum=1),
+    OptionSpec("synthetic_min_score", float, 0.9,
+               "method synthetic: a detection gets a synthetic face only at this score or more, found by two "
+               "detectors or with plausible landmarks; other faces are blurred (face_method_reasons: "
+               "low_confidence).", minimum=0.0, maximum=1.0),
     OptionSpec("synthetic_min_face_size", int, 20,
                "Under method synthetic, faces with a shorter side below this (px) are blurred instead.",
                minimum=0),

@@ -20,14 +20,22 @@ class _Fixed:
     def detect(self, images: Sequence[Image.Image]) -> list[list[Face]]:
         if self._raise_on_width is not None and any(i.width == self._raise_on_width for i in images):
             raise RuntimeError("detector exploded")
-        return [[Face(*box, detector=self.name) for box in self._boxes] for _ in images]
+        return [[_with_template_landmarks(Face(*box, detector=self.name)) for box in self._boxes] for _ in images]
 
     def info(self) -> dict[str, str]:
         return {"name": self.name, "version": "test", "weights_sha256": ""}
 
 
+def _with_template_landmarks(face: Face) -> Face:
+    """``face`` with the five landmarks a face of its box would have (the synthesis template)."""
+    from transforms.synthesis import landmarks_from_box
+
+    marks = tuple((float(x), float(y)) for x, y in landmarks_from_box(face))
+    return Face(face.x1, face.y1, face.x2, face.y2, face.score, face.detector, marks)
+
+
 class FixedBoxesFactory:
-    """Every image gets the same boxes (x1, y1, x2, y2, score)."""
+    """Every image gets the same boxes (x1, y1, x2, y2, score), with template landmarks."""
 
     def __init__(self, boxes: Sequence[tuple[float, float, float, float, float]] = (),
                  raise_on_width: int | None = None) -> None:

@@ -62,3 +62,41 @@ def test_policy_rejects_weaker_than_the_floor(field: str, kwargs: dict[str, obje
 def test_pixelate_is_marked_low_security() -> None:
     assert ReplacementPolicy(method="pixelate").security_level == "low"
     assert ReplacementPolicy(method="gaussian").security_level == "high"
+
+
+def test_detections_of_one_face_are_merged_before_any_replacement() -> None:
+    """A box mostly inside a more confident one (a hat-to-chin box around a face box) is one face:
+    the union of both, so nothing either covered is left, replaced once."""
+    from transforms.replacement import one_box_per_face
+
+    face = Face(100, 100, 140, 150, 0.99, "fast_mtcnn")
+    larger = Face(95, 80, 145, 152, 0.6, "centerface")
+    neighbour = Face(150, 100, 190, 150, 0.95, "fast_mtcnn")  # touching, not inside: a second face
+    merged = one_box_per_face([larger, face, neighbour])
+    assert len(merged) == 2
+    assert merged[0].box == (95, 80, 145, 152) and merged[0].score == 0.99
+    assert merged[0].detector == "fast_mtcnn+centerface"
+    assert merged[1] == neighbour
+    assert one_box_per_face([face, neighbour]) == (face, neighbour)
+
+
+def test_synthetic_substitutes_only_confident_plausible_faces() -> None:
+    from transforms.replacement import plausible_face
+
+    marks = ((112.0, 118.0), (128.0, 118.0), (120.0, 128.0), (113.0, 138.0), (127.0, 138.0))
+    face = Face(100, 100, 140, 150, 0.99, "fast_mtcnn", marks)
+    assert plausible_face(face)
+    upside_down = Face(100, 100, 140, 150, 0.99, "fast_mtcnn", tuple((x, 250 - y) for x, y in marks))
+    assert not plausible_face(upside_down) and not plausible_face(Face(100, 100, 140, 150, 0.99))
+    policy = ReplacementPolicy(method="synthetic")
+    assert policy.face_method(face) == ("synthetic", "")
+    assert policy.face_method(upside_down) == ("gaussian", "low_confidence")
+    # Two detectors agreeing stand in for landmarks; a low score never gets a substitute.
+    assert policy.face_method(Face(100, 100, 140, 150, 0.95, "fast_mtcnn+centerface")) == ("synthetic", "")
+    assert policy.face_method(Face(100, 100, 140, 150, 0.85, "fast_mtcnn+centerface", marks)) == \
+        ("gaussian", "low_confidence")
+    assert policy.face_method(Face(100, 100, 110, 110, 0.99, "fast_mtcnn", marks)) == ("gaussian", "small")
+    assert policy.face_method(face, escalation=2) == ("solid", "escalated")
+    assert ReplacementPolicy().face_method(upside_down) == ("gaussian", "")
+    with pytest.raises(ValueError, match="synthetic_min_score"):
+        ReplacementPolicy(synthetic_min_score=1.5)

@@ -378,8 +378,8 @@ def test_synthetic_blurs_faces_too_small_to_substitute() -> None:
     from skimage import data
 
     image = Image.fromarray(data.astronaut()).convert("RGB")
-    small = Face(300.0, 300.0, 316.0, 316.0, 0.99, "test")
-    large = Face(170.0, 60.0, 270.0, 180.0, 0.99, "test")
+    small = Face(300.0, 300.0, 316.0, 316.0, 0.99, "test+other")
+    large = Face(170.0, 60.0, 270.0, 180.0, 0.99, "test+other")  # two detectors agree: confident
     synthetic = ReplacementPolicy(method="synthetic")
     assert not synthetic.synthesizes(small) and synthetic.synthesizes(large)
     alone = np.asarray(replace_faces(image, [small], synthetic, ParametricFaceGenerator(), [1]))

@@ -130,6 +130,10 @@ class Record:
     # face ("checked"), or none ("skipped" when identity_check is off); the generator used.
     identity_check: str = ""
     identity_distances: tuple[float, ...] = ()
+    # Per face, the method that replaced it and why it is not the record's ``method`` ("": it is;
+    # ``small`` / ``low_confidence``: blurred under synthetic; ``escalated``).
+    face_methods: tuple[str, ...] = ()
+    face_method_reasons: tuple[str, ...] = ()
     # Per face, its identity status (identity.FaceStatus; distances are NaN where not measured).
     identity_statuses: tuple[str, ...] = ()
     # In the pipeline only, never written: per measured face the original's and the replacement's

@@ -61,6 +61,9 @@ class ReplacementPolicy:
     # Faces smaller than this (shorter side, px) are blurred under method synthetic: too small to
     # identify or to learn from, and a substitute that small cannot be told from its original.
     synthetic_min_face_size: int = 20
+    # A detection gets a synthetic face only when it is confident: at least this score, and found
+    # by two detectors or with landmarks laid out as a face's (``plausible_face``); else it is blurred.
+    synthetic_min_score: float = 0.9
 
     def __post_init__(self) -> None:
         if self.method not in REPLACEMENT_METHODS:
@@ -84,6 +87,8 @@ class ReplacementPolicy:
             raise ValueError(f"synthetic_min_face_size must be >= 0, got {self.synthetic_min_face_size}")
         if self.synthetic_target_distance < 0.6:
             raise ValueError(f"synthetic_target_distance must be >= 0.6, got {self.synthetic_target_distance}")
+        if not 0.0 <= self.synthetic_min_score <= 1.0:
+            raise ValueError(f"synthetic_min_score must be in [0, 1], got {self.synthetic_min_score}")
 
     def replaces(self, face: Face) -> bool:
         """Whether ``face`` is replaced: its score reaches ``score_threshold``, or a self-thresholded
@@ -92,12 +97,68 @@ class ReplacementPolicy:
             name in self.self_thresholded_detectors for name in face.detector.split("+"))
 
     def synthesizes(self, face: Face) -> bool:
-        """Whether method ``synthetic`` substitutes ``face`` (else it is blurred: too small)."""
-        return self.method == "synthetic" and face.short_side >= self.synthetic_min_face_size
+        """Whether method ``synthetic`` substitutes ``face`` (else it is blurred: ``face_method``)."""
+        return self.method == "synthetic" and not self.blur_reason(face)
+
+    def blur_reason(self, face: Face) -> str:
+        """Why method ``synthetic`` blurs ``face`` instead: ``small``, ``low_confidence``, or ""."""
+        if face.short_side < self.synthetic_min_face_size:
+            return "small"
+        if face.score < self.synthetic_min_score or not ("+" in face.detector or plausible_face(face)):
+            return "low_confidence"
+        return ""
+
+    def face_method(self, face: Face, escalation: int = 0) -> tuple[str, str]:
+        """The method that replaced ``face`` (after ``escalation``) and why it is not the policy's
+        (``small``, ``low_confidence``, ``escalated``; "" when it is)."""
+        if escalation:
+            return ("solid" if escalation == ESCALATION_LEVELS[-1] else "gaussian"), "escalated"
+        if self.method == "synthetic" and (reason := self.blur_reason(face)):
+            return "gaussian", reason
+        return self.method, ""
 
     @property
     def security_level(self) -> str:
         return "low" if self.method in LOW_SECURITY_METHODS else "high"
+
+
+def plausible_face(face: Face) -> bool:
+    """Whether ``face``'s five landmarks (left eye, right eye, nose, left and right mouth corner) lie
+    as a face's do in its box: inside it, eyes left to right and above the mouth, the nose between
+    them, and an eye distance of 20-70% of the box width. False without landmarks."""
+    if len(face.landmarks) != 5 or face.width <= 0 or face.height <= 0:
+        return False
+    (lx, ly), (rx, ry), (nx, ny), (mlx, mly), (mrx, mry) = face.landmarks
+    slack_x, slack_y = 0.1 * face.width, 0.1 * face.height
+    inside = all(face.x1 - slack_x <= x <= face.x2 + slack_x and face.y1 - slack_y <= y <= face.y2 + slack_y
+                 for x, y in face.landmarks)
+    eyes = max(ly, ry)
+    return (inside and lx < rx and mlx < mrx and 0.2 <= (rx - lx) / face.width <= 0.7
+            and eyes < min(mly, mry) and min(ly, ry) <= ny <= max(mly, mry))
+
+
+def one_box_per_face(faces: Sequence[Face], overlap: float = 0.6) -> tuple[Face, ...]:
+    """Detections of one face merged, so that no face is replaced twice: a detection lying mostly
+    inside a more confident one (intersection over the smaller box >= ``overlap``; two detectors'
+    boxes of one face often overlap too little for their IoU union) is merged into it: the union of
+    both boxes (every pixel either covered stays covered), the higher score and landmarks, both
+    detectors' names."""
+    kept: list[Face] = []
+    order: list[int] = []
+    for position, face in sorted(enumerate(faces), key=lambda item: -item[1].score):
+        for index, other in enumerate(kept):
+            iw = min(face.x2, other.x2) - max(face.x1, other.x1)
+            ih = min(face.y2, other.y2) - max(face.y1, other.y1)
+            smaller = min(face.width * face.height, other.width * other.height)
+            if iw > 0 and ih > 0 and smaller > 0 and iw * ih / smaller >= overlap:
+                names = "+".join(dict.fromkeys(other.detector.split("+") + face.detector.split("+")))
+                kept[index] = Face(min(face.x1, other.x1), min(face.y1, other.y1), max(face.x2, other.x2),
+                                   max(face.y2, other.y2), other.score, names, other.landmarks)
+                break
+        else:
+            kept.append(face)
+            order.append(position)
+    return tuple(face for _, face in sorted(zip(order, kept, strict=True), key=lambda item: item[0]))
 
 
 def _clip(box: tuple[float, float, float, float], width: int, height: int) -> Box:
@@ -412,7 +473,7 @@ class ReplaceFaces(beam.DoFn):
         if record.is_quarantined:
             yield record
             return
-        faces = tuple(f for f in record.faces if self._policy.replaces(f))
+        faces = one_box_per_face([f for f in record.faces if self._policy.replaces(f)])
         try:
             with timed("replace:decode"):
                 image, fmt = load_normalized(record.data, self._max_pixels)
@@ -438,6 +499,8 @@ class ReplaceFaces(beam.DoFn):
         except RuntimeError as error:  # dlib reports its failures as RuntimeError
             yield record.quarantine(f"replace:identity_failed:{type(error).__name__}")
             return
+        methods = [self._policy.face_method(face, level)
+                   for face, level in zip(faces, rendering.escalations or (0,) * len(faces), strict=True)]
         # A stripped output was kept because its pixels are the searched ones; a lossless re-encoding
         # with no face replaced (PNG) may be too.
         unchanged = not faces and (rendering.encoding == STRIPPED or same_pixels(output, image))
@@ -449,6 +512,7 @@ class ReplaceFaces(beam.DoFn):
             identity_statuses=rendering.evidence.statuses if rendering.evidence is not None else (),
             identity_vectors=rendering.evidence.vectors if rendering.evidence is not None else b"",
             escalations=rendering.escalations if rendering.evidence is not None else (),
+            face_methods=tuple(m for m, _ in methods), face_method_reasons=tuple(r for _, r in methods),
             generator=self._generator.name if self._generator is not None else "",
             # A first pass keeps its source for a second pass (verification finds a face on the output).
             source_data=record.data if self._keep_source and record.replace_pass == 1 else b"",
