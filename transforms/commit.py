@@ -105,14 +105,15 @@ class CommitShard(beam.DoFn):
         if self._gate is not None:
             provisional = [manifest_row(r, None if held else "", self._run, now)
                            | ({} if held else output_facts(self._load(r)))
-                           for r, held in ((r, r.is_quarantined or r.is_excluded) for r in records)]
+                           for r, held in ((r, r.is_withheld) for r in records)]
             verdict = self._gate(spec, provisional)
             if verdict.failed:
                 reason = "gate:" + ",".join(verdict.failed)
-                records = [r if r.is_quarantined or r.is_excluded else r.quarantine(reason) for r in records]
-        # Excluded records carry no bytes and never reach a writer.
-        written = WRITERS[spec.format](spec, [r for r in records if not r.is_excluded], self._output,
-                                       self._endpoint, self._load)
+                records = [r if r.is_withheld else r.quarantine(reason) for r in records]
+        # Every record reaches the writer: withheld ones (quarantined, excluded) carry no bytes and
+        # are never written, and whatever an earlier, crashed attempt left for them is removed, so
+        # that after the commit data/ holds exactly the shard's published records.
+        written = WRITERS[spec.format](spec, records, self._output, self._endpoint, self._load)
         rows = [manifest_row(r, written.get(r.record_id), self._run, now) for r in records]
         failpoint("before_manifest")
         write_manifest(rows, self._output, shard_id, self._endpoint)

@@ -173,6 +173,12 @@ def erase_shard(output: str, shard_id: str, request: ErasureRequest, erasure_id:
             keep = [r for r in published if r["record_id"] not in target_ids]
             new_uris, written = _rewrite_parquet(spec, output, s3_endpoint, published, keep)
             result.data_rewritten = data_uri if written else ""
+    # An image-folder target that is not published (excluded, quarantined) has no output; a file at
+    # its output path can only be what an older version's crashed commit left there: remove it.
+    fs, root = filesystem(output, s3_endpoint)
+    for row in targets:
+        if row["status"] != PUBLISHED and row.get("relative_path") and "#" not in str(row.get("source_uri") or ""):
+            result.files_removed += remove_if_exists(fs, join(root, "data", str(row["relative_path"])))
     failpoint("erase_before_manifest")
     updated = []
     for row in rows:

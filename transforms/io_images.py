@@ -84,7 +84,8 @@ def write_image_shard(spec: ShardSpec, records: Sequence[Record], output: str, s
                       load: Callable[[Record], bytes]) -> dict[str, str]:
     """Write the shard's published records under ``<output>/data/``, each atomically.
 
-    Any file a crashed earlier attempt left for a record that is not published now is removed.
+    Any file a crashed earlier attempt left for a record that is not published now (quarantined
+    or excluded) is removed.
 
     Returns:
         record_id -> output URI for every record written.
@@ -93,7 +94,7 @@ def write_image_shard(spec: ShardSpec, records: Sequence[Record], output: str, s
     written: dict[str, str] = {}
     for record in records:
         path = join(root, spec.output_name, record.relative_path)
-        if record.is_quarantined:
+        if record.is_withheld:
             remove_if_exists(fs, path)
             continue
         write_atomic(fs, path, load(record))

@@ -182,7 +182,7 @@ def write_tar_shard(spec: ShardSpec, records: Sequence[Record], output: str, s3_
     with tempfile.NamedTemporaryFile(suffix=".tar") as local:
         with tarfile.open(fileobj=local, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for record in records:
-                if record.is_quarantined:
+                if record.is_withheld:
                     continue
                 data = load(record)
                 tar.addfile(_tarinfo(record.relative_path, len(data)), io.BytesIO(data))
