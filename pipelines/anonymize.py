@@ -35,6 +35,7 @@ from transforms.detection import (
 from transforms.exclusions import Exclusions
 from transforms.extra_detectors import HaarProfileFactory, HaarSettings, UnionFactory
 from transforms.fast_mtcnn import FastMtcnnFactory, FastMtcnnSettings
+from transforms.locations import check_no_overlap
 from transforms.manifest import RunInfo, committed_shards
 from transforms.observability import MeterDetections, MeterRead, MeterVerified
 from transforms.records import ShardSpec
@@ -129,7 +130,12 @@ def replacement_policy_for(options: AnonymizeOptions) -> ReplacementPolicy:
 
 def plan_job(options: AnonymizeOptions, detector_info: dict[str, str] | None = None,
              run_id: str | None = None) -> JobPlan:
-    """List the input shards and skip those already committed in the output (resume)."""
+    """List the input shards and skip those already committed in the output (resume).
+
+    Raises:
+        ValueError: the input and output overlap (naming both), or the input is unusable.
+    """
+    check_no_overlap(options.input, options.output, options.s3_endpoint)
     shards = plan_shards(options)
     done = committed_shards(options.output, options.s3_endpoint)
     todo = tuple(s for s in shards if s.shard_id not in done)
@@ -266,5 +272,5 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     build_pipeline(pipeline, options, plan, factory, verify_factory, verify_is_detect_subset=derived)
     result = pipeline.run()
     result.wait_until_finish()
-    remove_staging(options.output, options.s3_endpoint)
+    remove_staging(options.output, options.s3_endpoint, plan.run_id)  # this run's own staging only
     return result, plan

@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from pipelines.cli import main
 from tests.fakes import FixedBoxesFactory
 from tests.helpers import ACCOUNTABILITY_SETS, BASE_CONF, run_job
+from transforms.locations import check_no_overlap
 
 FAST = {"identity_check": False, "detector_extra": ""}
 
@@ -60,3 +62,56 @@ def test_excluded_record_left_by_a_crashed_attempt_is_removed_at_commit(tmp_path
     (output / "data" / "b.jpg").write_bytes(paths[1].read_bytes())
     assert main(["erase", str(output), "--source-uri", str(paths[1])]) == 0
     assert _data_files(output) == {"a.jpg", "c.jpg"}
+
+
+@pytest.mark.parametrize("layout", ["input_in_output", "output_in_input", "same", "output_linked_into_input"])
+def test_overlapping_input_and_output_are_refused_before_work(tmp_path: Path, layout: str,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    if layout == "input_in_output":
+        source, output = tmp_path / "out" / "in", tmp_path / "out"
+    elif layout == "output_in_input":
+        source, output = tmp_path / "in", tmp_path / "in" / "anonymized"
+    elif layout == "same":
+        source, output = tmp_path / "in", tmp_path / "in"
+    else:
+        source, output = tmp_path / "in", tmp_path / "link"
+        (tmp_path / "in" / "anonymized").mkdir(parents=True)
+        output.symlink_to(tmp_path / "in" / "anonymized")
+    _images(source, ["a.jpg", ".staging-mine.jpg"])
+    before = sorted(p for p in tmp_path.rglob("*"))
+    assert main(_cli(source, output)) == 2
+    err = capsys.readouterr().err
+    assert "input, output:" in err and "Traceback" not in err
+    assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing written, nothing removed
+
+
+@pytest.mark.parametrize(("source", "output", "overlap"), [
+    ("s3://bucket/train/shard-{000000..000009}.tar", "s3://bucket/train/anonymized", True),
+    ("s3://bucket/train/*.parquet", "s3://bucket", True),
+    ("s3://bucket/train/anonymized/*.jpg", "s3://bucket/train", True),
+    ("s3://bucket/train", "s3://bucket/train/", True),
+    ("s3://bucket/train", "s3://bucket/train-anonymized", False),
+    ("s3://bucket/train", "s3://other/train", False),
+])
+def test_object_store_prefixes_overlap_component_by_component(source: str, output: str, overlap: bool) -> None:
+    if overlap:
+        with pytest.raises(ValueError, match="input, output"):
+            check_no_overlap(source, output)
+    else:
+        check_no_overlap(source, output)
+
+
+def test_clean_up_touches_only_what_the_product_created(tmp_path: Path) -> None:
+    source, output = tmp_path / "in", tmp_path / "out"
+    _images(source, ["a.jpg", ".staging-photo.jpg"])
+    mine = [output / ".staging-notes.txt", output / "data" / ".staging-keep", output / "notes" / ".staging-x"]
+    for path in mine:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"the user's own file")
+    leftover = output / "data" / ".anonymize-partial-0123-a.jpg"  # a killed run's half-written file
+    leftover.write_bytes(b"half")
+    rows = _job(source, output)
+    assert sorted(Path(r["source_uri"]).name for r in rows) == [".staging-photo.jpg", "a.jpg"]
+    assert all(r["status"] == "published" for r in rows)
+    assert all(path.read_bytes() == b"the user's own file" for path in mine)
+    assert not leftover.exists() and not (output / "_staging").exists()

@@ -21,7 +21,6 @@ import json
 import os
 import posixpath
 import subprocess
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -30,7 +29,7 @@ from typing import Any
 
 from fsspec import AbstractFileSystem
 
-from transforms.storage import filesystem, is_local, join
+from transforms.storage import filesystem, is_local, join, partial_path
 
 AUDIT_FOLDER = "audit"
 GENESIS = "0" * 64
@@ -106,7 +105,7 @@ def create_exclusive(fs: AbstractFileSystem, path: str, data: bytes) -> bool:
     if is_local(fs):
         parent = posixpath.dirname(path)
         os.makedirs(parent, exist_ok=True)
-        staging = join(parent, f".staging-{uuid.uuid4().hex}")
+        staging = partial_path(path)
         with open(staging, "wb") as handle:
             handle.write(data)
             handle.flush()

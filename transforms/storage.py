@@ -14,6 +14,10 @@ from typing import Any
 import fsspec
 from fsspec import AbstractFileSystem
 
+# Name prefix of the half-written file of an atomic local write (renamed over its target when
+# whole): the only dot-files this product ever creates, and the only ones its clean-up removes.
+PARTIAL_PREFIX = ".anonymize-partial-"
+
 
 def storage_options(uri: str, s3_endpoint: str = "") -> dict[str, Any]:
     """fsspec options for ``uri``: only the endpoint, never credentials."""
@@ -57,12 +61,17 @@ def to_uri(fs: AbstractFileSystem, path: str) -> str:
     return str(fs.unstrip_protocol(path)) if not is_local(fs) else path
 
 
+def partial_path(path: str) -> str:
+    """Where the half-written copy of ``path`` goes during an atomic local write."""
+    return join(posixpath.dirname(path), f"{PARTIAL_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(path)}")
+
+
 def write_atomic(fs: AbstractFileSystem, path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old object or the whole new one."""
     parent = posixpath.dirname(path)
     if is_local(fs):
         os.makedirs(parent, exist_ok=True)
-        staging = join(parent, f".staging-{uuid.uuid4().hex}-{posixpath.basename(path)}")
+        staging = partial_path(path)
         with open(staging, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -77,7 +86,7 @@ def write_atomic_from_file(fs: AbstractFileSystem, path: str, local_file: str) -
     parent = posixpath.dirname(path)
     if is_local(fs):
         os.makedirs(parent, exist_ok=True)
-        staging = join(parent, f".staging-{uuid.uuid4().hex}-{posixpath.basename(path)}")
+        staging = partial_path(path)
         shutil.copyfile(local_file, staging)
         with open(staging, "rb") as handle:
             os.fsync(handle.fileno())
