@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
@@ -23,7 +23,7 @@ from pipelines.options import AnonymizeOptions, parse_detector_extra, parse_rgb,
 from pipelines.runners import torch_threads_for
 from transforms.accuracy import ReferenceClassifierHandler, ReferenceSampling, ReferenceSpec, sample_cutoff, sample_key
 from transforms.centerface import CenterFaceFactory, CenterFaceSettings
-from transforms.commit import CommitShard, ShardResult
+from transforms.commit import CommitShard, ShardResult, planned_outputs, withdraw_shard
 from transforms.decode import DecodeAndNormalise
 from transforms.detection import (
     DetectorFactory,
@@ -36,9 +36,9 @@ from transforms.exclusions import Exclusions
 from transforms.extra_detectors import HaarProfileFactory, HaarSettings, UnionFactory
 from transforms.fast_mtcnn import FastMtcnnFactory, FastMtcnnSettings
 from transforms.locations import check_no_overlap
-from transforms.manifest import RunInfo, committed_shards
+from transforms.manifest import RunInfo, changed_shards, committed_shards, read_shard_rows
 from transforms.observability import MeterDetections, MeterRead, MeterVerified
-from transforms.records import ShardSpec
+from transforms.records import ERASED, ShardSpec
 from transforms.replacement import ReplaceFaces, ReplacementPolicy
 from transforms.shards import plan_shards, read_shard
 from transforms.staging import StageOutput, remove_staging
@@ -56,6 +56,13 @@ class JobPlan:
     skipped: tuple[ShardSpec, ...]
     run_info: RunInfo
     exclusions: Exclusions = Exclusions()
+    # Committed shards the input no longer matches (shard id -> what changed): their commits are
+    # withdrawn before work and they are redone.
+    changed: Mapping[str, str] = field(default_factory=dict)
+
+
+class InputChangedError(ValueError):
+    """The input changed since shards were committed in a way a re-run cannot redo safely."""
 
 
 def detector_factory_for(options: AnonymizeOptions, verify: bool = False) -> DetectorFactory:
@@ -137,7 +144,9 @@ def plan_job(options: AnonymizeOptions, detector_info: dict[str, str] | None = N
     """
     check_no_overlap(options.input, options.output, options.s3_endpoint)
     shards = plan_shards(options)
-    done = committed_shards(options.output, options.s3_endpoint)
+    changed = changed_shards(shards, options.output, options.s3_endpoint)
+    check_redoable(options, shards, changed)
+    done = committed_shards(options.output, options.s3_endpoint) - set(changed)
     todo = tuple(s for s in shards if s.shard_id not in done)
     skipped = tuple(s for s in shards if s.shard_id in done)
     run_info = RunInfo(
@@ -145,7 +154,25 @@ def plan_job(options: AnonymizeOptions, detector_info: dict[str, str] | None = N
         config_sha256=config_sha256(options),
         detector=detector_info if detector_info is not None else mtcnn_info(),
     )
-    return JobPlan(run_info.run_id, todo, skipped, run_info, Exclusions.from_options(options))
+    return JobPlan(run_info.run_id, todo, skipped, run_info, Exclusions.from_options(options), changed)
+
+
+def check_redoable(options: AnonymizeOptions, shards: Sequence[ShardSpec], changed: Mapping[str, str]) -> None:
+    """A changed committed shard is redone, unless that could bring back an erased record or the
+    shard is not one of the input's any more (the output may be another input's): then stop.
+
+    Raises:
+        InputChangedError: naming the shards and what changed.
+    """
+    planned = {spec.shard_id for spec in shards}
+    refused = [f"{shard_id} {why}" for shard_id, why in changed.items() if shard_id not in planned]
+    refused += [f"{shard_id} {why}, and holds erased records" for shard_id, why in changed.items()
+                if shard_id in planned and any(row["status"] == ERASED for row in read_shard_rows(
+                    options.output, shard_id, options.s3_endpoint))]
+    if refused:
+        raise InputChangedError(
+            f"input: changed since {options.output} was written: committed shard {'; '.join(refused)}. "
+            "Nothing was done; write to a new output (or restore the input)")
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: JobPlan,
@@ -268,6 +295,10 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     if not plan.shards:
         return None, plan
     remove_staging(options.output, options.s3_endpoint)  # leftovers of a killed earlier run
+    keep = planned_outputs(options.output, plan.shards + plan.skipped, options.s3_endpoint)
+    for shard_id, why in plan.changed.items():
+        LOG.warning("shard %s %s: its commit is withdrawn and it is redone", shard_id, why)
+        withdraw_shard(options.output, shard_id, keep, options.s3_endpoint)
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build_pipeline(pipeline, options, plan, factory, verify_factory, verify_is_detect_subset=derived)
     result = pipeline.run()

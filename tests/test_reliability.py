@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -115,3 +116,50 @@ def test_clean_up_touches_only_what_the_product_created(tmp_path: Path) -> None:
     assert all(r["status"] == "published" for r in rows)
     assert all(path.read_bytes() == b"the user's own file" for path in mine)
     assert not leftover.exists() and not (output / "_staging").exists()
+
+
+def _exactly_once(output: Path, source: Path) -> list[dict[str, Any]]:
+    """Every input file in the manifests exactly once; every data file a published row's."""
+    rows = pq.read_table(output / "manifest").to_pylist()
+    names = sorted(Path(r["source_uri"]).name for r in rows)
+    assert names == sorted(p.name for p in source.iterdir())
+    assert _data_files(output) == {r["relative_path"] for r in rows if r["status"] == "published"}
+    return rows
+
+
+def test_resume_over_a_grown_input_redoes_the_shards_whose_records_moved(tmp_path: Path) -> None:
+    source, output = tmp_path / "in", tmp_path / "out"
+    _images(source, ["b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg"])
+    _job(source, output, shard_size=2)
+    # Killed after committing images-000000 {b, c} and images-000001 {d, e}, before images-000002 {f}.
+    (output / "manifest" / "images-000002.parquet").unlink()
+    before = (output / "manifest" / "images-000000.parquet").read_bytes()
+    _images(source, ["a.jpg"])  # shifts every shard boundary: {a, b} {c, d} {e, f}
+    _job(source, output, shard_size=2)
+    rows = _exactly_once(output, source)
+    assert {Path(r["source_uri"]).name: r["shard_id"] for r in rows} == {
+        "a.jpg": "images-000000", "b.jpg": "images-000000", "c.jpg": "images-000001",
+        "d.jpg": "images-000001", "e.jpg": "images-000002", "f.jpg": "images-000002"}
+    assert (output / "manifest" / "images-000000.parquet").read_bytes() != before
+
+
+def test_resume_refuses_an_input_that_lost_a_shard_or_would_bring_back_an_erased_record(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source, output = tmp_path / "in", tmp_path / "out"
+    paths = _images(source, ["b.jpg", "c.jpg", "d.jpg"])
+    assert main(_cli(source, output, "shard_size=2")) == 0
+    assert main(["erase", str(output), "--source-uri", str(paths[2])]) == 0
+    capsys.readouterr()
+    fingerprint = {p: p.read_bytes() for p in output.rglob("*") if p.is_file()}
+
+    _images(source, ["a.jpg"])  # {a, b} {c, d}: images-000001 now holds the erased d again
+    assert main(_cli(source, output, "shard_size=2")) == 2
+    err = capsys.readouterr().err
+    assert "input: changed" in err and "images-000001" in err and "erased" in err
+    paths[2].unlink()
+    (source / "a.jpg").unlink()
+    paths[1].unlink()  # {b}: images-000001 is no longer a shard of the input
+    assert main(_cli(source, output, "shard_size=2")) == 2
+    err = capsys.readouterr().err
+    assert "images-000001 is no longer a shard of the input" in err and "Traceback" not in err
+    assert {p: p.read_bytes() for p in output.rglob("*") if p.is_file()} == fingerprint  # nothing done

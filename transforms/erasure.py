@@ -12,20 +12,17 @@ is recognised by its rows' hashes, a tar shard is filtered again (a no-op), remo
 from __future__ import annotations
 
 import hashlib
-import io
 import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import pyarrow.parquet as pq
 
 from transforms.commit import WRITERS
 from transforms.exclusions import source_matches
 from transforms.failpoints import failpoint
 from transforms.io_parquet import read_parquet_shard
 from transforms.io_webdataset import read_tar_shard
-from transforms.manifest import MANIFEST_SCHEMA, manifest_path, write_manifest
+from transforms.manifest import MANIFEST_SCHEMA, read_shard_plan, read_shard_rows, write_manifest
 from transforms.records import ERASED, PUBLISHED, Record, ShardSpec
 from transforms.storage import filesystem, join, remove_if_exists
 
@@ -75,11 +72,6 @@ def manifest_files(output: str, s3_endpoint: str = "") -> dict[str, str]:
         return {}
     return {posixpath.basename(p).removesuffix(".parquet"): p
             for p in sorted(fs.ls(folder, detail=False)) if str(p).endswith(".parquet")}
-
-
-def read_shard_rows(output: str, shard_id: str, s3_endpoint: str = "") -> list[dict[str, Any]]:
-    fs, root = filesystem(output, s3_endpoint)
-    return pq.read_table(io.BytesIO(fs.cat_file(manifest_path(root, shard_id))), schema=MANIFEST_SCHEMA).to_pylist()
 
 
 def shard_format(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -188,7 +180,7 @@ def erase_shard(output: str, shard_id: str, request: ErasureRequest, erasure_id:
             updated.append(dict(row) | {"output_uri": new_uris[row["record_id"]]})
         else:
             updated.append(dict(row))
-    write_manifest(updated, output, shard_id, s3_endpoint)
+    write_manifest(updated, output, shard_id, s3_endpoint, read_shard_plan(output, shard_id, s3_endpoint))
     result.erased = len(targets)
     return result
 
