@@ -16,7 +16,8 @@ from s3fs import S3FileSystem
 
 from expectations.report import build_report
 from pipelines.cli import main
-from tests.datasets import face_photo, jpeg, write_parquet_files, write_tar_shards
+from tests.datasets import add_member, face_photo, jpeg, write_parquet_files, write_tar_shards
+from tests.fakes import FixedBoxesFactory
 from tests.helpers import ACCOUNTABILITY_SETS, run_job
 from tests.s3server import s3_client
 from transforms.io_webdataset import expand_braces, read_tar_shard, split_member_name
@@ -198,3 +199,20 @@ def test_missing_bucket_and_wrong_credentials_fail_before_work(
     assert "denied" in err.lower() or "forbidden" in err.lower(), err
     assert "wrong-secret" not in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_key_repeated_after_other_samples_is_quarantined_alone(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    with tarfile.open(tmp_path / "in" / "shard.tar", "w") as tar:
+        for name, payload in [("a.jpg", jpeg(face_photo(1))), ("b.jpg", jpeg(face_photo(3))),
+                              ("b.cls", b"3"), ("a.txt", b"stray caption")]:
+            add_member(tar, name, payload)
+    spec = ShardSpec("shard", "webdataset", (str(tmp_path / "in" / "shard.tar"),), ("shard.tar",), "data")
+    records = list(read_tar_shard(spec))
+    assert [(r.relative_path, r.reason) for r in records] == [("a.jpg", ""), ("b.jpg", ""), ("a", "read:repeated_key")]
+    assert len({r.record_id for r in records}) == 3 and records[2].data == b""
+    rows = run_job(str(tmp_path / "in" / "shard.tar"), str(tmp_path / "out"), FixedBoxesFactory(), FixedBoxesFactory(),
+                   identity_check=False, detector_extra="").to_pylist()
+    assert sorted((r["relative_path"], r["status"]) for r in rows) == [
+        ("a", "quarantined"), ("a.jpg", "published"), ("b.jpg", "published")]
+    assert [name for name, _ in _members(tmp_path / "out" / "data" / "shard.tar")] == ["a.jpg", "b.jpg", "b.cls"]
