@@ -35,6 +35,7 @@ from transforms.detection import (
 from transforms.exclusions import Exclusions
 from transforms.extra_detectors import HaarProfileFactory, HaarSettings, UnionFactory
 from transforms.fast_mtcnn import FastMtcnnFactory, FastMtcnnSettings
+from transforms.lease import OutputLease
 from transforms.locations import check_no_overlap
 from transforms.manifest import RunInfo, changed_shards, committed_shards, read_shard_rows
 from transforms.observability import MeterDetections, MeterRead, MeterVerified
@@ -267,7 +268,8 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         detector_factory: DetectorFactory | None = None,
         options: AnonymizeOptions | None = None,
         verify_factory: DetectorFactory | None = None,
-        plan: JobPlan | None = None) -> tuple[beam.runners.runner.PipelineResult | None, JobPlan]:
+        plan: JobPlan | None = None,
+        lease: OutputLease | None = None) -> tuple[beam.runners.runner.PipelineResult | None, JobPlan]:
     """Run the job to completion.
 
     Args:
@@ -278,6 +280,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
             mode, or ``detector_factory`` when that is given).
         options: already-validated options.
         plan: an already-made plan (the launcher makes it to fail early on a bad input).
+        lease: the output's lease, already held for ``plan.run_id`` (default: taken here).
 
     Returns:
         The pipeline result (``None`` when every shard was already committed) and the plan.
@@ -294,14 +297,23 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
              len(plan.shards), len(plan.skipped))
     if not plan.shards:
         return None, plan
-    remove_staging(options.output, options.s3_endpoint)  # leftovers of a killed earlier run
-    keep = planned_outputs(options.output, plan.shards + plan.skipped, options.s3_endpoint)
-    for shard_id, why in plan.changed.items():
-        LOG.warning("shard %s %s: its commit is withdrawn and it is redone", shard_id, why)
-        withdraw_shard(options.output, shard_id, keep, options.s3_endpoint)
-    pipeline = test_pipeline or beam.Pipeline(options=options)
-    build_pipeline(pipeline, options, plan, factory, verify_factory, verify_is_detect_subset=derived)
-    result = pipeline.run()
-    result.wait_until_finish()
-    remove_staging(options.output, options.s3_endpoint, plan.run_id)  # this run's own staging only
+    own_lease = lease is None
+    if lease is None:
+        lease = OutputLease(options.output, options.s3_endpoint, plan.run_id, options.lease_seconds)
+        lease.acquire()
+    try:
+        # Under the lease no other run is live: what earlier runs left is a killed run's.
+        remove_staging(options.output, options.s3_endpoint)
+        keep = planned_outputs(options.output, plan.shards + plan.skipped, options.s3_endpoint)
+        for shard_id, why in plan.changed.items():
+            LOG.warning("shard %s %s: its commit is withdrawn and it is redone", shard_id, why)
+            withdraw_shard(options.output, shard_id, keep, options.s3_endpoint)
+        pipeline = test_pipeline or beam.Pipeline(options=options)
+        build_pipeline(pipeline, options, plan, factory, verify_factory, verify_is_detect_subset=derived)
+        result = pipeline.run()
+        result.wait_until_finish()
+        remove_staging(options.output, options.s3_endpoint, plan.run_id)  # this run's own staging only
+    finally:
+        if own_lease:
+            lease.release()
     return result, plan

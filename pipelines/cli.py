@@ -12,13 +12,16 @@ from typing import Any
 from expectations.report import ReportResult, build_report
 from expectations.suites import GateThresholds
 from pipelines.accountability import record_run_finished, record_run_started, recorded_settings
-from pipelines.anonymize import detector_factory_for, plan_job, reference_run_config, run
+from pipelines.anonymize import JobPlan, detector_factory_for, plan_job, reference_run_config, run
 from pipelines.config import ConfigError, build_options
 from pipelines.dpia import write_dpia
 from pipelines.erase import erase, parse_request_file, purge
+from pipelines.options import AnonymizeOptions
 from pipelines.progress import ProgressBar
 from transforms.audit import verify_chain
+from transforms.detection import DetectorFactory
 from transforms.exclusions import read_identifier_file
+from transforms.lease import LeaseHeldError, OutputLease
 from transforms.manifest import read_manifests
 from transforms.observability import format_metrics, metrics_summary
 from transforms.summary import summarise, write_summary
@@ -127,6 +130,26 @@ def cmd_run(conf: Sequence[str], overrides: Sequence[str], beam_argv: Sequence[s
     except (ConfigError, FileNotFoundError, PermissionError, ValueError) as error:
         print(f"anonymize: config error: {error}", file=sys.stderr)
         return 2
+    lease = OutputLease(options.output, options.s3_endpoint, plan.run_id, options.lease_seconds)
+    try:
+        lease.acquire()
+    except LeaseHeldError as error:
+        print(f"anonymize: {error}", file=sys.stderr)
+        return 2
+    try:
+        try:  # planned again under the lease: another run may have committed shards meanwhile
+            plan = plan_job(options, detector_info=factory.info(), run_id=plan.run_id)
+        except (FileNotFoundError, PermissionError, ValueError) as error:
+            print(f"anonymize: config error: {error}", file=sys.stderr)
+            return 2
+        return _run_leased(options, factory, plan, reference, lease)
+    finally:
+        lease.release()
+
+
+def _run_leased(options: AnonymizeOptions, factory: DetectorFactory, plan: JobPlan, reference: dict[str, Any] | None,
+                lease: OutputLease) -> int:
+    """The run itself, with the output's lease held: record, run, summarise, report, record."""
     detectors = {"detect": dict(plan.run_info.detector), "verify": dict(plan.run_info.detector)}
     record_run_started(options, plan.run_id, detectors, plan.exclusions, len(plan.shards) + len(plan.skipped),
                        len(plan.skipped))
@@ -134,7 +157,7 @@ def cmd_run(conf: Sequence[str], overrides: Sequence[str], beam_argv: Sequence[s
     try:
         with ProgressBar(options.output, options.s3_endpoint, plan.run_id, len(plan.shards) + len(plan.skipped),
                          len(plan.skipped)):
-            result, _ = run(options=options, detector_factory=factory, plan=plan)
+            result, _ = run(options=options, detector_factory=factory, plan=plan, lease=lease)
     except Exception as error:
         record_run_finished(options, plan.run_id, detectors, plan.exclusions,
                             read_manifests(options.output, options.s3_endpoint), None, type(error).__name__)

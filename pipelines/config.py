@@ -156,7 +156,7 @@ def job_settings(options: AnonymizeOptions) -> dict[str, Any]:
 def config_sha256(options: AnonymizeOptions) -> str:
     """A hash of the settings that decide the output, recorded with every manifest row."""
     settings = job_settings(options)
-    for runtime_only in ("s3_endpoint", "torch_threads", "detector_share_across_processes"):
+    for runtime_only in ("s3_endpoint", "torch_threads", "detector_share_across_processes", "lease_seconds"):
         settings.pop(runtime_only, None)  # where and how fast, not what: same hash on every runner
     encoded = json.dumps(settings, sort_keys=True, default=str).encode()
     return hashlib.sha256(encoded).hexdigest()

@@ -23,8 +23,8 @@ from tests.datasets import add_member, face_photo, jpeg
 from tests.fakes import FixedBoxesFactory
 from tests.helpers import ACCOUNTABILITY_SETS, run_job
 from tests.s3server import s3_client
-from transforms.audit import append_entry, create_exclusive, entry_path, verify_chain
-from transforms.storage import filesystem
+from transforms.audit import append_entry, entry_path, verify_chain
+from transforms.storage import create_exclusive, filesystem
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = str(ROOT / "conf" / "base.yaml")

@@ -3,6 +3,11 @@ output locations that cannot be written (issue 17). Runs use the fixed-box test 
 
 from __future__ import annotations
 
+import datetime
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +19,8 @@ from PIL import Image
 from pipelines.cli import main
 from tests.fakes import FixedBoxesFactory
 from tests.helpers import ACCOUNTABILITY_SETS, BASE_CONF, run_job
+from tests.s3server import s3_client
+from transforms.lease import LeaseHeldError, LeaseLostError, OutputLease, check_held, current_lease, host_identity
 from transforms.locations import check_no_overlap
 
 FAST = {"identity_check": False, "detector_extra": ""}
@@ -163,3 +170,73 @@ def test_resume_refuses_an_input_that_lost_a_shard_or_would_bring_back_an_erased
     err = capsys.readouterr().err
     assert "images-000001 is no longer a shard of the input" in err and "Traceback" not in err
     assert {p: p.read_bytes() for p in output.rglob("*") if p.is_file()} == fingerprint  # nothing done
+
+
+def _write_lease(output: Path, generation: int, **fields: Any) -> None:
+    folder = output / "_lease"
+    folder.mkdir(parents=True, exist_ok=True)
+    lease = {"run_id": "other", "purpose": "run", "host": host_identity(), "pid": os.getpid(), "released": False,
+             "expires": (datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=5)).isoformat()}
+    (folder / f"{generation:012d}.json").write_text(json.dumps(lease | fields))
+
+
+def test_a_second_run_on_an_output_in_use_stops_before_work(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    source, output = tmp_path / "in", tmp_path / "out"
+    _images(source, ["a.jpg"])
+    with OutputLease(str(output), "", "first-run", 60):  # a live run (this process) holds the output
+        staged = output / "_staging" / "first-run" / "images-000000" / "000000000"
+        staged.parent.mkdir(parents=True)
+        staged.write_bytes(b"the first run's staged output")
+        assert main(_cli(source, output)) == 2
+        err = capsys.readouterr().err
+        assert "is in use by run first-run" in err and "Traceback" not in err
+        assert staged.read_bytes() == b"the first run's staged output"
+        assert not (output / "manifest").exists() and not (output / "audit").exists()
+        with pytest.raises(LeaseHeldError):
+            OutputLease(str(output), "", "third-run").acquire()
+    assert current_lease(str(output))["released"]
+    assert main(_cli(source, output)) == 0  # once released, the next run takes the next generation
+    assert current_lease(str(output))["generation"] == 1
+
+
+def test_stale_leases_are_taken_over(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source, output = tmp_path / "in", tmp_path / "out"
+    _images(source, ["a.jpg"])
+    killed = subprocess.run([sys.executable, "-c", "import os, signal; print(os.getpid())"], capture_output=True,
+                            text=True, check=True)
+    _write_lease(output, 0, pid=int(killed.stdout))  # a run of this host whose process is gone
+    assert main(_cli(source, output)) == 0
+    assert current_lease(str(output))["generation"] == 1
+    past = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=1)).isoformat()
+    _write_lease(output, 2, host="elsewhere/boot/ns", pid=1, expires=past)  # expired, on another host
+    assert main(_cli(source, output)) == 0
+    _write_lease(output, 4, host="elsewhere/boot/ns", pid=1)  # live on another host: not taken
+    assert main(_cli(source, output)) == 2
+    assert "in use by run other (host elsewhere" in capsys.readouterr().err
+
+
+def test_a_run_that_lost_its_lease_does_not_commit(tmp_path: Path) -> None:
+    output = str(tmp_path / "out")
+    lease = OutputLease(output, "", "slow-run", 1000)  # no renewal during the test
+    lease.acquire()
+    check_held(output, "slow-run")
+    past = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=1)).isoformat()
+    _write_lease(tmp_path / "out", 0, run_id="slow-run", expires=past)  # it froze past its expiry
+    with OutputLease(output, "", "new-run"):
+        with pytest.raises(LeaseLostError):
+            check_held(output, "slow-run")
+        lease.release()  # a late release leaves the new holder's lease alone
+        check_held(output, "new-run")
+
+
+def test_lease_on_object_storage(s3: str) -> None:
+    s3_client(s3).create_bucket(Bucket="leased")  # type: ignore[attr-defined]
+    first = OutputLease("s3://leased/out", s3, "first", 60)
+    first.acquire()
+    with pytest.raises(LeaseHeldError, match="in use by run first"):
+        OutputLease("s3://leased/out", s3, "second", 60).acquire()
+    first.release()
+    with OutputLease("s3://leased/out", s3, "second", 60):
+        check_held("s3://leased/out", "second", s3)
+        assert current_lease("s3://leased/out", s3)["generation"] == 1

@@ -19,6 +19,7 @@ from transforms.failpoints import failpoint
 from transforms.io_images import write_image_shard
 from transforms.io_parquet import write_parquet_shard
 from transforms.io_webdataset import write_tar_shard
+from transforms.lease import check_held
 from transforms.manifest import RunInfo, manifest_path, manifest_row, read_shard_rows, shard_plan, write_manifest
 from transforms.observability import meter_commit
 from transforms.records import Record, ShardSpec
@@ -101,6 +102,7 @@ class CommitShard(beam.DoFn):
         records = sorted(grouped["records"], key=lambda r: r.index)
         read_counts = list(grouped["read_count"])
         check_complete(shard_id, records, sum(read_counts))
+        check_held(self._output, self._run.run_id, self._endpoint)  # no commit beside another run
         spec = self._specs[shard_id]
         now = datetime.datetime.now(datetime.UTC)
         if self._gate is not None:

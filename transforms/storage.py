@@ -5,6 +5,7 @@ object put on object stores (an object appears whole or not at all)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import shutil
@@ -101,3 +102,41 @@ def remove_if_exists(fs: AbstractFileSystem, path: str) -> bool:
         fs.rm_file(path)
         return True
     return False
+
+
+def create_exclusive(fs: AbstractFileSystem, path: str, data: bytes) -> bool:
+    """Write ``data`` at ``path`` only if nothing is there; whole or not at all.
+
+    Returns:
+        False when ``path`` already exists (another writer won), True when written.
+    """
+    if is_local(fs):
+        parent = posixpath.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        staging = partial_path(path)
+        with open(staging, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(staging, path)  # fails if path exists: atomic and exclusive
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(staging)
+        return True
+    if "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        try:
+            fs.pipe_file(path, data, mode="create")  # If-None-Match: *
+        except FileExistsError:
+            return False
+        except OSError as error:
+            if error.errno == errno.EINVAL and fs.exists(path):
+                return False
+            raise
+        return True
+    # Other stores: check, then write; a race between two writers is caught by verify_chain.
+    if fs.exists(path):
+        return False
+    fs.pipe_file(path, data)
+    return True
