@@ -36,7 +36,7 @@ from transforms.exclusions import Exclusions
 from transforms.extra_detectors import HaarProfileFactory, HaarSettings, UnionFactory
 from transforms.fast_mtcnn import FastMtcnnFactory, FastMtcnnSettings
 from transforms.lease import OutputLease
-from transforms.locations import check_no_overlap
+from transforms.locations import check_no_overlap, check_output_writable
 from transforms.manifest import RunInfo, changed_shards, committed_shards, read_shard_rows
 from transforms.observability import MeterDetections, MeterRead, MeterVerified
 from transforms.records import ERASED, ShardSpec
@@ -141,9 +141,11 @@ def plan_job(options: AnonymizeOptions, detector_info: dict[str, str] | None = N
     """List the input shards and skip those already committed in the output (resume).
 
     Raises:
-        ValueError: the input and output overlap (naming both), or the input is unusable.
+        ValueError: the input and output overlap (naming both), an output location cannot be
+            written (naming it), or the input is unusable.
     """
     check_no_overlap(options.input, options.output, options.s3_endpoint)
+    check_output_writable(options.output, options.s3_endpoint)
     shards = plan_shards(options)
     changed = changed_shards(shards, options.output, options.s3_endpoint)
     check_redoable(options, shards, changed)

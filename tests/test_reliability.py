@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from s3fs import S3FileSystem
 
 from pipelines.cli import main
 from tests.fakes import FixedBoxesFactory
 from tests.helpers import ACCOUNTABILITY_SETS, BASE_CONF, run_job
-from tests.s3server import s3_client
+from tests.s3server import free_port, s3_client
 from transforms.lease import LeaseHeldError, LeaseLostError, OutputLease, check_held, current_lease, host_identity
 from transforms.locations import check_no_overlap
 
@@ -240,3 +242,50 @@ def test_lease_on_object_storage(s3: str) -> None:
     with OutputLease("s3://leased/out", s3, "second", 60):
         check_held("s3://leased/out", "second", s3)
         assert current_lease("s3://leased/out", s3)["generation"] == 1
+
+
+@pytest.mark.parametrize("case", ["output_is_a_file", "data_is_a_file", "manifest_is_a_file", "read_only"])
+def test_unwritable_output_locations_fail_before_work(tmp_path: Path, case: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    source, output = tmp_path / "in", tmp_path / "out"
+    _images(source, ["a.jpg"])
+    if case == "output_is_a_file":
+        output.write_bytes(b"a file")
+        blocked = output
+    elif case == "read_only":
+        if os.geteuid() == 0:
+            pytest.skip("root writes through read-only permissions")
+        output.mkdir()
+        output.chmod(0o555)
+        blocked = output
+    else:
+        blocked = output / case.split("_", 1)[0]
+        output.mkdir()
+        blocked.write_bytes(b"a file")
+    assert main(_cli(source, output)) == 2
+    err = capsys.readouterr().err
+    assert f"output: cannot write to {blocked}" in err or f"output: {blocked} is a file" in err, err
+    assert "Traceback" not in err
+    assert not (output / "audit").exists() if output.is_dir() else True
+
+
+def test_unreachable_store_and_missing_credentials_fail_before_work(
+        s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "in"
+    _images(source, ["a.jpg"])
+    s3_client(s3).create_bucket(Bucket="target")  # type: ignore[attr-defined]
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    assert main(_cli(source, "s3://target/out", f"s3_endpoint={nowhere}")) == 2
+    err = capsys.readouterr().err
+    assert "output: cannot write to s3://target/out" in err and "Traceback" not in err, err
+    assert time.monotonic() - started < 30
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    S3FileSystem.clear_instance_cache()
+    assert main(_cli(source, "s3://target/out", f"s3_endpoint={s3}")) == 2
+    err = capsys.readouterr().err
+    assert "output: cannot write to s3://target/out" in err and "Credentials" in err and "Traceback" not in err, err
