@@ -141,19 +141,22 @@ def read_tar_shard(spec: ShardSpec, s3_endpoint: str = "") -> Iterator[Record]:
             for member in tar:
                 if member.isdir():
                     continue
-                reason = _unsafe(member)
-                payload = b""
-                if not reason:
-                    extracted = tar.extractfile(member)
-                    payload = extracted.read() if extracted is not None else b""
+                # A member of a new key closes the sample before it: that one was read whole,
+                # whatever happens to this member's data.
                 member_key = split_member_name(member.name)[0]
                 if key is not None and member_key != key:
                     yield sample(key)
                     index += 1
                     members = []
                 key = member_key
+                reason = _unsafe(member)
+                payload = b""
+                if not reason:
+                    extracted = tar.extractfile(member)
+                    payload = extracted.read() if extracted is not None else b""
                 members.append((member, payload, reason))
     except (tarfile.TarError, OSError, EOFError) as error:
+        # The sample being read when the tar broke may lack members: quarantined with the rest.
         if key is not None and members:
             yield sample(key).quarantine("read:corrupt_tar")
             index += 1
