@@ -20,7 +20,7 @@ from pipelines.options import LOW_SECURITY_METHODS, REPLACEMENT_METHODS
 from transforms.accuracy import ReferenceSampling, pack_views
 from transforms.decode import ImageRejected, load_normalized
 from transforms.identity import CHECKED, SKIPPED, IdentityEmbedder, Reference, gated_match
-from transforms.metadata import encode_clean, metadata_fields, strip_jpeg_metadata
+from transforms.metadata import encode_clean, jpeg_is_rgb_coded, metadata_fields, strip_jpeg_metadata
 from transforms.metrics import image_quality, pixel_change
 from transforms.records import Face, Record
 from transforms.synthesis import (
@@ -348,9 +348,11 @@ class ReplaceFaces(beam.DoFn):
         return rendering
 
     def _stripped(self, record: Record, image: Image.Image) -> Rendering | None:
-        """The source JPEG without its metadata segments, if it is YCbCr or greyscale and decodes to
-        ``image``'s very pixels (not when the EXIF orientation, an ICC profile or an Adobe colour
-        transform mattered)."""
+        """The source JPEG without its metadata segments, if it is YCbCr or greyscale (not RGB-coded)
+        and decodes to ``image``'s very pixels (not when the EXIF orientation, an ICC profile or an
+        Adobe colour transform mattered)."""
+        if jpeg_is_rgb_coded(record.data):
+            return None
         try:
             stripped = strip_jpeg_metadata(record.data)
             with Image.open(io.BytesIO(stripped)) as header:
