@@ -289,3 +289,17 @@ def test_unreachable_store_and_missing_credentials_fail_before_work(
     assert main(_cli(source, "s3://target/out", f"s3_endpoint={s3}")) == 2
     err = capsys.readouterr().err
     assert "output: cannot write to s3://target/out" in err and "Credentials" in err and "Traceback" not in err, err
+
+
+def test_symlinks_and_misnamed_images_are_rows_with_a_reason(tmp_path: Path) -> None:
+    source, output, outside = tmp_path / "in", tmp_path / "out", tmp_path / "elsewhere"
+    _images(source, ["a.jpg", "photo.heic"])  # JPEG bytes named .heic
+    _images(outside, ["secret.jpg", "album/b.jpg"])
+    (source / "link.jpg").symlink_to(outside / "secret.jpg")
+    (source / "linked-folder").symlink_to(outside / "album")
+    rows = {r["relative_path"]: (r["status"], r["reason"]) for r in _job(source, output)}
+    assert rows == {"a.jpg": ("published", None),
+                    "photo.heic": ("quarantined", "decode:extension_mismatch:JPEG"),
+                    "link.jpg": ("quarantined", "read:symlink"),
+                    "linked-folder": ("quarantined", "read:symlinked_folder")}
+    assert _data_files(output) == {"a.jpg"}
