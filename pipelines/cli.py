@@ -83,7 +83,7 @@ def cmd_erase(output: str, sources: Sequence[str], subjects: Sequence[str], from
             sources += more_sources
             subjects += more_subjects
         result = erase(output, sources, subjects, s3_endpoint, operator)
-    except (FileNotFoundError, PermissionError, ValueError) as error:
+    except (FileNotFoundError, PermissionError, ValueError, LeaseHeldError) as error:
         print(f"anonymize: erase: {error}", file=sys.stderr)
         return 2
     for problem in result.problems:
@@ -98,7 +98,7 @@ def cmd_purge(output: str, older_than: float | None, s3_endpoint: str, operator:
     """Remove expired runs' shards and report what went."""
     try:
         report = purge(output, s3_endpoint, older_than, operator)
-    except (FileNotFoundError, PermissionError, ValueError) as error:
+    except (FileNotFoundError, PermissionError, ValueError, LeaseHeldError) as error:
         print(f"anonymize: purge: {error}", file=sys.stderr)
         return 2
     for run_id, why in report["runs_due"].items():

@@ -197,6 +197,9 @@ def test_a_second_run_on_an_output_in_use_stops_before_work(tmp_path: Path,
         assert not (output / "manifest").exists() and not (output / "audit").exists()
         with pytest.raises(LeaseHeldError):
             OutputLease(str(output), "", "third-run").acquire()
+        assert main(["erase", str(output), "--source-uri", str(source / "a.jpg")]) == 2  # nor an erasure
+        assert main(["purge", str(output), "--older-than", "0"]) == 2
+        assert capsys.readouterr().err.count("is in use by run first-run") == 2
     assert current_lease(str(output))["released"]
     assert main(_cli(source, output)) == 0  # once released, the next run takes the next generation
     assert current_lease(str(output))["generation"] == 1
@@ -303,3 +306,4 @@ def test_symlinks_and_misnamed_images_are_rows_with_a_reason(tmp_path: Path) -> 
                     "link.jpg": ("quarantined", "read:symlink"),
                     "linked-folder": ("quarantined", "read:symlinked_folder")}
     assert _data_files(output) == {"a.jpg"}
+
