@@ -297,8 +297,6 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         plan = plan_job(options, detector_info=factory.info())
     LOG.info("run %s: %d shards to process, %d already committed", plan.run_id,
              len(plan.shards), len(plan.skipped))
-    if not plan.shards:
-        return None, plan
     own_lease = lease is None
     if lease is None:
         lease = OutputLease(options.output, options.s3_endpoint, plan.run_id, options.lease_seconds)
@@ -306,6 +304,8 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     try:
         # Under the lease no other run is live: what earlier runs left is a killed run's.
         remove_staging(options.output, options.s3_endpoint)
+        if not plan.shards:
+            return None, plan
         keep = planned_outputs(options.output, plan.shards + plan.skipped, options.s3_endpoint)
         for shard_id, why in plan.changed.items():
             LOG.warning("shard %s %s: its commit is withdrawn and it is redone", shard_id, why)

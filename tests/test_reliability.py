@@ -307,3 +307,13 @@ def test_symlinks_and_misnamed_images_are_rows_with_a_reason(tmp_path: Path) -> 
                     "linked-folder": ("quarantined", "read:symlinked_folder")}
     assert _data_files(output) == {"a.jpg"}
 
+
+def test_a_run_with_nothing_left_to_do_still_clears_what_a_killed_run_left(tmp_path: Path) -> None:
+    source, output = tmp_path / "in", tmp_path / "out"
+    _images(source, ["a.jpg"])
+    _job(source, output)
+    staged = output / "_staging" / "killed-run" / "images-000000" / "000000000"  # killed after its commit
+    staged.parent.mkdir(parents=True)
+    staged.write_bytes(b"staged")
+    _job(source, output)
+    assert not (output / "_staging").exists()
