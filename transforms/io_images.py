@@ -11,6 +11,7 @@ import os
 import posixpath
 from collections.abc import Callable, Iterator, Sequence
 
+from transforms.failpoints import failpoint
 from transforms.records import Record, ShardSpec
 from transforms.storage import filesystem, is_local, join, path_kind, remove_if_exists, to_uri, write_atomic
 
@@ -121,5 +122,6 @@ def write_image_shard(spec: ShardSpec, records: Sequence[Record], output: str, s
             remove_if_exists(fs, path)
             continue
         write_atomic(fs, path, load(record))
+        failpoint("image_written")  # crash tests: part of a shard's files written
         written[record.record_id] = to_uri(fs, path)
     return written
