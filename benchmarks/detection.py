@@ -65,8 +65,13 @@ def configurations(threads: int, with_haar: bool, device: str = "cpu",
     import torch
     from facenet_pytorch import MTCNN
 
-    from transforms.extra_detectors import HaarProfileDetector, HaarSettings, UnionDetector
-    from transforms.fast_mtcnn import FastMtcnnDetector, FastMtcnnSettings
+    from transforms.detection import (
+        FastMtcnnDetector,
+        FastMtcnnSettings,
+        HaarProfileDetector,
+        HaarSettings,
+        UnionDetector,
+    )
 
     torch.set_num_threads(threads)
     def ours(box: Box) -> Box:
@@ -92,7 +97,7 @@ def configurations(threads: int, with_haar: bool, device: str = "cpu",
         det = FastMtcnnDetector(FastMtcnnSettings(min_face_size=min_face, device=device, torch_threads=threads))
         configs[f"fast_mtcnn (min {min_face}, batch {batch})"] = (
             (lambda images, d=det: _faces(d.detect(images))), batch, ours)  # type: ignore[misc]
-    from transforms.centerface import CENTERFACE, CenterFaceDetector, CenterFaceSettings, centerface_available
+    from transforms.detection import CENTERFACE, CenterFaceDetector, CenterFaceSettings, centerface_available
     from transforms.replacement import ReplacementPolicy
 
     if centerface_available():

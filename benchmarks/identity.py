@@ -24,7 +24,7 @@ from PIL import Image
 from pipelines.demo_data import build_demo_dataset
 from transforms.decode import load_normalized
 from transforms.detection import MtcnnDetector, MtcnnSettings
-from transforms.identity import MATCH_THRESHOLD, MIN_GATED_FACE, IdentityEmbedder
+from transforms.identity import MATCH_THRESHOLD, MIN_IDENTIFIABLE_FACE, IdentityEmbedder
 from transforms.replacement import ReplacementPolicy, attempt_seed, choose_synthetic_attempts, replace_faces
 from transforms.synthesis import ParametricFaceGenerator
 from transforms.verification import SUBSTITUTE_IOU
@@ -55,7 +55,7 @@ def main() -> None:
     sides = [face.short_side for _, _, faces in images for face in faces]
     print(f"demo images with faces: {len(images)}, faces: {total_faces} (MTCNN, score >= 0.7); "
           f"generator {generator.name}; reference (original alignment + embedding) {reference_ms:.1f} ms/face")
-    print(f"{'method':10} {'faces':>5} {'mean dist':>9} {'min dist':>8} {'min >=20':>8} {'matching':>8} "
+    print(f"{'method':10} {'faces':>5} {'mean dist':>9} {'min dist':>8} {'min >=40':>8} {'matching':>8} "
           f"{'redetected':>10} {'ms/face':>8} {'select ms':>9} {'id ms/face':>10}")
     for method in METHODS:
         policy = ReplacementPolicy(method=method.rstrip("*"))
@@ -66,8 +66,8 @@ def main() -> None:
             attempts = [0] * len(faces)
             if method.endswith("*"):
                 started = time.perf_counter()
-                attempts = choose_synthetic_attempts(np.asarray(image), faces, references[name], policy, generator,
-                                                     embedder, name)
+                attempts = choose_synthetic_attempts(np.asarray(image), faces, dict(enumerate(references[name])),
+                                                     policy, generator, embedder, name)
                 select_seconds += time.perf_counter() - started
             seeds = [attempt_seed(policy, name, i, t) for i, t in enumerate(attempts)]
             started = time.perf_counter()
@@ -83,12 +83,12 @@ def main() -> None:
             found = detector.detect([Image.fromarray(decoded)])[0]
             redetected += sum(1 for face in faces if any(face.iou(f) >= SUBSTITUTE_IOU for f in found))
         matching = sum(1 for d in distances if d <= MATCH_THRESHOLD)
-        gated = min(d for d, side in zip(distances, sides, strict=True) if side >= MIN_GATED_FACE)
+        gated = min(d for d, side in zip(distances, sides, strict=True) if side >= MIN_IDENTIFIABLE_FACE)
         print(f"{method:10} {total_faces:5d} {np.mean(distances):9.3f} {min(distances):8.3f} {gated:8.3f} "
               f"{matching:8d} {redetected / total_faces:10.2f} {1000 * replace_seconds / total_faces:8.1f} "
               f"{1000 * select_seconds / total_faces:9.1f} {1000 * identity_seconds / total_faces:10.1f}")
     default = ReplacementPolicy(method="synthetic")
-    print(f"identity match threshold: distance <= {MATCH_THRESHOLD}; min >=20: faces of {MIN_GATED_FACE:.0f} px "
+    print(f"identity match threshold: distance <= {MATCH_THRESHOLD}; min >=40: faces of {MIN_IDENTIFIABLE_FACE} px "
           f"or more; synthetic: first seed; synthetic*: farthest of up to {default.synthetic_attempts} seeds "
           f"(stop above {default.synthetic_target_distance})")
 

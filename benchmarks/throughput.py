@@ -39,7 +39,7 @@ def _detect_all(args: tuple[list[bytes], int, int, str]) -> float:
 
     model: object
     if detector == "fast_mtcnn":
-        from transforms.fast_mtcnn import FastMtcnnDetector, FastMtcnnSettings
+        from transforms.detection import FastMtcnnDetector, FastMtcnnSettings
 
         model = FastMtcnnDetector(FastMtcnnSettings(torch_threads=threads))
     else:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from expectations.suites import GateThresholds, expected_rows, identity_columns, shard_expectations, shard_frame
+from expectations.suites import GateThresholds, expected_rows, shard_expectations, shard_frame
 from expectations.validate import failed_names, validate_frame
 from transforms.commit import GateVerdict
 from transforms.records import ShardSpec
@@ -54,10 +54,8 @@ def gate_shard(spec: ShardSpec, rows: Sequence[Mapping[str, Any]], thresholds: G
     """Validate one shard's provisional manifest rows; returns the validation record to keep."""
     started = time.monotonic()
     expected = expected_rows(spec, rows)
-    identity = identity_columns(rows)
     meta = {"level": "shard", "shard_id": spec.shard_id, "run_id": run_id, "thresholds": thresholds.as_dict()}
-    result = validate_frame(f"shard.{spec.shard_id}", shard_frame(rows), shard_expectations(
-        thresholds, expected, identity), meta)
+    result = validate_frame(f"shard.{spec.shard_id}", shard_frame(rows), shard_expectations(thresholds, expected), meta)
     failed = failed_names(result)
     return {
         "level": "shard",
@@ -68,7 +66,6 @@ def gate_shard(spec: ShardSpec, rows: Sequence[Mapping[str, Any]], thresholds: G
         "thresholds": thresholds.as_dict(),
         "records": len(rows),
         "expected_records": expected,
-        "identity_columns": identity,
         "validated_at": datetime.datetime.now(datetime.UTC).isoformat(),
         "seconds": round(time.monotonic() - started, 3),
         "gx_result": result,

@@ -1,8 +1,9 @@
 """The validation report under ``<output>/report/``: the page a data steward reads first.
 
-``index.html`` (the run summary: verdict, pass/fail per shard, counts, faces per size band,
-methods, quarantine reasons, a small gallery of anonymized outputs with the detected boxes
-drawn) links to a Great Expectations Data Docs page per validation under ``validations/``.
+``index.html`` (the run summary: the privacy and completeness verdicts, the withheld images by
+reason, what was not measured, pass/fail per shard, counts, faces per size band, methods,
+quarantine reasons, a small gallery of anonymized outputs with the detected boxes drawn) links
+to a Great Expectations Data Docs page per validation under ``validations/``.
 Every link is relative and nothing references the network, so the folder works opened from
 disk or from object storage. Built from the manifests and kept validation results only, so
 ``anonymize report <output>`` rebuilds it for any finished run.
@@ -24,29 +25,39 @@ from PIL import Image, ImageDraw
 from expectations.datadocs import render_validation_page
 from expectations.gate import RUN_VALIDATION, read_validations, write_validation
 from expectations.suites import (
+    WITHHELD_EXPECTATION,
     GateThresholds,
     run_expectations,
     run_figures,
     run_frame,
 )
 from expectations.validate import failed_names, validate_frame
+from expectations.verdict import COMPLETE, SAFE, explain, make_verdicts
 from transforms.io_parquet import read_row_image
 from transforms.io_webdataset import read_member
 from transforms.manifest import read_manifests
 from transforms.records import ShardSpec
 from transforms.storage import filesystem, join, write_atomic
-from transforms.summary import summarise, write_summary
+from transforms.summary import UNREADABLE_REASONS, is_withheld, summarise, write_summary
 
 GALLERY_SIZE = 6
 THUMBNAIL_SIDE = 360
+# Records listed per withheld reason on the index page; the manifest has them all.
+WITHHELD_LISTED = 500
 
 
 @dataclass(frozen=True)
 class ReportResult:
-    """What building the report found: the overall verdict and where the index page is."""
+    """What building the report found: the verdicts and where the index page is.
+
+    ``passed``: safe and complete. ``verdicts``: both verdicts in words, as ``summary.json`` has them.
+    """
 
     passed: bool
     index: str
+    safe: bool = False
+    complete: bool = False
+    verdicts: Mapping[str, Any] = field(default_factory=dict)
     failed_shards: tuple[str, ...] = ()
     run_failed: tuple[str, ...] = ()
     summary_failed: tuple[str, ...] = ()
@@ -123,12 +134,67 @@ def _mark(ok: bool) -> str:
     return '<span class="pass">PASS</span>' if ok else '<span class="fail">FAIL</span>'
 
 
-def render_index(summary: Mapping[str, Any], shards: Sequence[Mapping[str, Any]], run: Mapping[str, Any],
-                 gallery: Sequence[tuple[str, Mapping[str, Any]]], passed: bool,
-                 reasons_why: Sequence[str]) -> str:
-    """The steward's page. ``shards``: one entry per planned shard; ``gallery``: (file, row)."""
-    verdict = "SAFE TO RELEASE" if passed else "NOT SAFE TO RELEASE"
+def _faces_cell(row: Mapping[str, Any]) -> str:
+    """A withheld record's face count, or that it was never searched (unreadable, or detection failed)."""
+    if str(row.get("reason") or "").startswith((*UNREADABLE_REASONS, "detect:")):
+        return "not searched"
+    return str(row.get("face_count") or 0)
+
+
+def render_withheld(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The "Withheld images" section: quarantined records grouped by reason, each reason in plain
+    words with what the steward can do, each record with its source, reason and face count."""
+    quarantined = sorted((row for row in rows if row["status"] == "quarantined"),
+                         key=lambda row: (row["shard_id"], row["shard_index"]))
+    if not quarantined:
+        return '<p id="withheld-none">No image was withheld.</p>'
+    groups: dict[str, list[Mapping[str, Any]]] = collections.defaultdict(list)
+    for row in quarantined:
+        groups[str(row.get("reason") or "unknown")].append(row)
+    parts = ["<p>Withheld images are never published; the manifest keeps each one (status quarantined) with "
+             "its reason. No thumbnail is shown: a withheld record's anonymized attempt is dropped when it is "
+             "quarantined, so it can never be written, and an original is never shown.</p>"]
+    # Counted reasons first (most records first), then the unreadable inputs.
+    for reason, members in sorted(groups.items(), key=lambda item: (not is_withheld(item[1][0]), -len(item[1]),
+                                                                     item[0])):
+        text = explain(reason)
+        counted = "counted in the withheld share" if is_withheld(members[0]) else \
+            "not counted in the withheld share: the input could not be read"
+        listed = "".join(f"<tr>{_cell(row.get('source_uri') or row.get('relative_path'))}{_cell(reason)}"
+                         f"{_cell(_faces_cell(row))}</tr>" for row in members[:WITHHELD_LISTED])
+        more = len(members) - WITHHELD_LISTED
+        parts.append(
+            f'<section class="withheld-group" data-reason="{html.escape(reason)}">'
+            f"<h3>{html.escape(reason)}: {len(members)} {'image' if len(members) == 1 else 'images'} "
+            f"({counted})</h3><p><strong>What it means:</strong> {html.escape(text.meaning)}</p>"
+            f"<p><strong>What you can do:</strong> {html.escape(text.action)}</p>"
+            f'<table class="withheld"><tr><th>source</th><th>reason</th><th>faces</th></tr>{listed}</table>'
+            + (f"<p>and {more} more with this reason: see the manifest (status quarantined, reason "
+               f"{html.escape(reason)}).</p>" if more > 0 else "") + "</section>")
+    return "".join(parts)
+
+
+def render_verdicts(verdicts: Mapping[str, Any], reasons_why: Sequence[str]) -> str:
+    """The two verdicts in plain words, what was not measured, and why the run is not safe (if so)."""
+    privacy, completeness = verdicts["privacy"], verdicts["completeness"]
     why = "".join(f"<li>{html.escape(line)}</li>" for line in reasons_why)
+    unmeasured = "".join(f"<li>{html.escape(line)}</li>" for line in verdicts.get("not_measured") or [])
+    return f"""<p id="privacy"><strong>Privacy: {html.escape(privacy["verdict"])}.</strong>
+{html.escape(privacy["text"][:1].upper() + privacy["text"][1:])}.</p>
+{f"<h2>Why not safe</h2><ul id='why'>{why}</ul>" if why else ""}
+<p id="completeness-text"><strong>Completeness: {html.escape(completeness["verdict"])}.</strong>
+{html.escape(completeness["text"][:1].upper() + completeness["text"][1:])}.</p>
+<h2>What this run did not measure</h2><ul id="not-measured">{unmeasured}</ul>
+"""
+
+
+def render_index(summary: Mapping[str, Any], shards: Sequence[Mapping[str, Any]], run: Mapping[str, Any],
+                 gallery: Sequence[tuple[str, Mapping[str, Any]]], verdicts: Mapping[str, Any],
+                 reasons_why: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+    """The steward's page. ``shards``: one entry per planned shard; ``gallery``: (file, row);
+    ``verdicts``: from ``make_verdicts``; ``rows``: the manifest rows (for the withheld images)."""
+    safe = verdicts["privacy"]["verdict"] == SAFE
+    complete = verdicts["completeness"]["verdict"] == COMPLETE
     shard_rows = "".join(
         "<tr>"
         + _cell(s["shard_id"])
@@ -153,13 +219,18 @@ def render_index(summary: Mapping[str, Any], shards: Sequence[Mapping[str, Any]]
 table{{border-collapse:collapse;margin:.5em 0 1.5em}}th,td{{border:1px solid #bbb;padding:4px 8px;text-align:left}}
 .pass{{color:#060;font-weight:bold}}.fail{{color:#a00;font-weight:bold}}
 h1 .verdict{{padding:.1em .4em;border-radius:4px;color:#fff}}.ok{{background:#060}}.bad{{background:#a00}}
+.warn{{background:#a50}}
 .gallery{{display:flex;flex-wrap:wrap;gap:1em}}figure{{margin:0;max-width:{THUMBNAIL_SIDE}px}}
 figcaption{{font-size:.85em;color:#555}}</style></head>
 <body>
-<h1>Anonymization run: <span id="verdict" class="verdict {'ok' if passed else 'bad'}">{verdict}</span></h1>
+<h1>Anonymization run: <span id="verdict" class="verdict {'ok' if safe else 'bad'}">\
+{html.escape(verdicts["privacy"]["verdict"])}</span>
+<span id="completeness" class="verdict {'ok' if complete else 'warn'}">\
+{html.escape(verdicts["completeness"]["verdict"])}</span></h1>
 <p>Runs: {html.escape(", ".join(summary.get("run_ids", [])))}. Report built
 {html.escape(datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"))}.</p>
-{f"<h2>Why not</h2><ul id='why'>{why}</ul>" if why else ""}
+{render_verdicts(verdicts, reasons_why)}
+<h2 id="withheld">Withheld images</h2>{render_withheld(rows)}
 <h2>Shards (Great Expectations gate)</h2>
 <table id="shards"><tr><th>shard</th><th>gate</th><th>inputs</th><th>published</th><th>quarantined</th>
 <th>failed expectations</th><th>Data Docs</th></tr>{shard_rows}</table>
@@ -201,7 +272,6 @@ def build_report(output: str, s3_endpoint: str = "", planned: Sequence[ShardSpec
     planned_ids = [spec.shard_id for spec in planned]
     if summary is None:
         summary = summarise(manifest, planned)
-        write_summary(summary, output, s3_endpoint)
     thresholds = thresholds or _thresholds_of(validations)
 
     figures = run_figures(rows, planned_ids, validations, summary, extra_figures)
@@ -253,11 +323,18 @@ def build_report(output: str, s3_endpoint: str = "", planned: Sequence[ShardSpec
 
     failed_shards = tuple(str(s["shard_id"]) for s in shards if not s["passed"])
     summary_failed = tuple(name for name, ok in summary.get("checks", {}).items() if not ok)
+    # Privacy is today's checks; the withheld share is about completeness only.
+    privacy_failed = [name for name in run_failed if name != WITHHELD_EXPECTATION]
     why = [f"shard {s['shard_id']} failed its gate ({', '.join(s['failed'])}); its records are quarantined"
            for s in shards if not s["passed"]]
-    why += [f"run expectation failed: {name}" for name in run_failed if name != "no_shard_failed_gate"]
+    why += [f"run expectation failed: {name}" for name in privacy_failed if name != "no_shard_failed_gate"]
     why += [f"run check failed: {name}" for name in summary_failed]
-    passed = not failed_shards and not run_failed and not summary_failed
+    safe = not failed_shards and not privacy_failed and not summary_failed
+    complete = WITHHELD_EXPECTATION not in run_failed
+    verdicts = make_verdicts(summary, safe, why, complete, thresholds.max_withheld_share)
+    write_summary({**summary, "verdicts": verdicts}, output, s3_endpoint)
     index = join(folder, "index.html")
-    write_atomic(fs, index, render_index(summary, shards, run_view, gallery, passed, why).encode())
-    return ReportResult(passed, index, failed_shards, tuple(run_failed), summary_failed, tuple(pages))
+    write_atomic(fs, index, render_index(summary, shards, run_view, gallery, verdicts, why, rows).encode())
+    return ReportResult(passed=safe and complete, index=index, safe=safe, complete=complete, verdicts=verdicts,
+                        failed_shards=failed_shards, run_failed=tuple(run_failed), summary_failed=summary_failed,
+                        pages=tuple(pages))

@@ -22,9 +22,12 @@ import pandas as pd
 from great_expectations.expectations.expectation import Expectation
 
 from pipelines.options import LOW_SECURITY_METHODS
+from transforms.identity import FaceStatus
 from transforms.records import ShardSpec
 
 PUBLISHED_ONLY = 'status == "published"'
+# The run expectation about completeness (not privacy): failing it makes the run INCOMPLETE.
+WITHHELD_EXPECTATION = "withheld_share_within_bound"
 SIZE_BAND_NAMES = ("<20", "20-40", "40-80", ">=80")
 
 
@@ -35,22 +38,28 @@ class GateThresholds:
     Args:
         allow_low_security: whether reversible methods (pixelate) may be published.
         max_quarantine_share: the largest share of a shard's records that may be quarantined.
-        min_identity_distance: a replaced face must sit farther than this from its original
-            (applies where an identity-distance column exists and is computed).
+        reid_alpha: the shard fails when the one-sided binomial test of its rank-1
+            re-identification rate against chance has a p-value under this
+            (transforms/reidentification.py).
         same_dimensions: published outputs must have the input's dimensions (False when the
             policy resizes).
+        max_withheld_share: the largest share of the run's input that may be withheld (run level:
+            failing it fails the run as incomplete, it quarantines nothing).
     """
 
     allow_low_security: bool = False
     max_quarantine_share: float = 1.0
-    min_identity_distance: float = 0.6
+    reid_alpha: float = 0.001
     same_dimensions: bool = True
+    max_withheld_share: float = 0.05
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_quarantine_share <= 1.0:
             raise ValueError(f"max_quarantine_share: must be in [0, 1], got {self.max_quarantine_share!r}")
-        if not math.isfinite(self.min_identity_distance) or self.min_identity_distance < 0.0:
-            raise ValueError(f"min_identity_distance: must be >= 0, got {self.min_identity_distance!r}")
+        if not (math.isfinite(self.reid_alpha) and 0.0 < self.reid_alpha <= 0.5):
+            raise ValueError(f"reid_alpha: must be in (0, 0.5], got {self.reid_alpha!r}")
+        if not 0.0 <= self.max_withheld_share <= 1.0:
+            raise ValueError(f"max_withheld_share: must be in [0, 1], got {self.max_withheld_share!r}")
 
     @classmethod
     def from_options(cls, options: Any) -> GateThresholds:
@@ -58,18 +67,17 @@ class GateThresholds:
         return cls(
             allow_low_security=bool(options.allow_low_security),
             max_quarantine_share=float(options.gate_max_quarantine_share),
-            min_identity_distance=float(options.identity_threshold),
+            reid_alpha=float(options.identity_reid_alpha),
+            max_withheld_share=float(options.gate_max_withheld_share),
         )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def identity_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Identity-distance columns present in ``rows`` with at least one computed value."""
-    names = sorted({key for row in rows for key in row if "identity_distance" in key})
-    return [name for name in names
-            if any(isinstance(row.get(name), int | float) and row.get(name) is not None for row in rows)]
+def matched_faces(row: Mapping[str, Any]) -> int:
+    """How many of a row's faces have the identity status ``matched``."""
+    return sum(1 for status in row.get("face_identity_statuses") or () if status == FaceStatus.MATCHED)
 
 
 def shard_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -96,9 +104,11 @@ def shard_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         "output_decodes": [bool(row.get("output_decodes", False)) for row in rows],
         "dimensions_match": [dims_match(row) for row in rows],
         "is_quarantined": [1.0 if row.get("status") == "quarantined" else 0.0 for row in rows],
+        "identity_matched_faces": [matched_faces(row) for row in rows],
+        # The shard's rank-1 re-identification test (one value for the shard; NaN: no measured face).
+        "shard_reid_p_value": [float(row["shard_reid_p_value"])
+                               if isinstance(row.get("shard_reid_p_value"), int | float) else math.nan for row in rows],
     }
-    for name in identity_columns(rows):
-        data[name] = [float(row[name]) if isinstance(row.get(name), int | float) else math.nan for row in rows]
     return pd.DataFrame(data)
 
 
@@ -115,8 +125,7 @@ def expected_rows(spec: ShardSpec, rows: Sequence[Mapping[str, Any]]) -> int:
     return max(indices) + 1 if indices else 0
 
 
-def shard_expectations(thresholds: GateThresholds, expected: int,
-                       identity: Sequence[str] = ()) -> list[Expectation]:
+def shard_expectations(thresholds: GateThresholds, expected: int) -> list[Expectation]:
     """The per-shard suite: what must hold before a shard may be published."""
     items: list[Expectation] = [
         _named(gxe.ExpectTableRowCountToEqual(
@@ -154,12 +163,16 @@ def shard_expectations(thresholds: GateThresholds, expected: int,
         items.append(_named(gxe.ExpectColumnValuesToNotBeInSet(
             column="security_level", value_set=["low"], row_condition=PUBLISHED_ONLY, condition_parser="pandas",
             description="No published record is marked low security."), "no_low_security_methods"))
-    for column in identity:
-        items.append(_named(gxe.ExpectColumnValuesToBeBetween(
-            column=column, min_value=thresholds.min_identity_distance, strict_min=True,
-            row_condition=PUBLISHED_ONLY, condition_parser="pandas",
-            description=f"Every replaced face is farther than {thresholds.min_identity_distance} from its "
-                        "original in identity space (where computed)."), "identity_distance_above_threshold"))
+    items.append(_named(gxe.ExpectColumnValuesToBeBetween(
+        column="identity_matched_faces", min_value=0, max_value=0, row_condition=PUBLISHED_ONLY,
+        condition_parser="pandas",
+        description="No published image has a replaced face an attacker holding the original could pick out "
+                    "(identity status 'matched')."), "no_published_identity_match"))
+    items.append(_named(gxe.ExpectColumnValuesToBeBetween(
+        column="shard_reid_p_value", min_value=thresholds.reid_alpha,
+        description=f"The shard's rank-1 re-identification rate is not significantly above chance (one-sided "
+                    f"exact binomial test, p >= {thresholds.reid_alpha:g}; where faces were measured)."),
+        "reidentification_at_chance"))
     items.append(_named(gxe.ExpectColumnMeanToBeBetween(
         column="is_quarantined", min_value=0.0, max_value=thresholds.max_quarantine_share,
         description=f"At most {thresholds.max_quarantine_share:.0%} of the shard's records are quarantined."),
@@ -218,6 +231,8 @@ def run_figures(rows: Sequence[Mapping[str, Any]], planned: Sequence[str],
         "unaccounted_records": int(summary["inputs"]) - int(summary["published"]) - int(summary["quarantined"])
         - int(summary.get("excluded", 0)) - int(summary.get("erased", 0)),
         "duplicate_records": int(summary["duplicate_records"]),
+        "withheld": int(summary.get("withheld", 0)),
+        "withheld_share": float(summary.get("withheld_share", 0.0)),
     }
     for band, count in (summary.get("faces_per_size_band") or {}).items():
         figures[band_column(band)] = int(count)
@@ -265,6 +280,17 @@ def _bands(figures: RunFigures, _: GateThresholds) -> Expectation:
     return gxe.ExpectTableColumnsToMatchSet(
         column_set=[band_column(b) for b in SIZE_BAND_NAMES], exact_match=False,
         description="The faces-per-size-band distribution (<20, 20-40, 40-80, >=80 px) is reported.")
+
+
+@run_expectation(WITHHELD_EXPECTATION,
+                 "At most gate_max_withheld_share of the input is withheld (quarantined for a reason other than an "
+                 "unreadable input).")
+def _withheld(figures: RunFigures, thresholds: GateThresholds) -> Expectation:
+    bound = thresholds.max_withheld_share
+    return gxe.ExpectColumnValuesToBeBetween(
+        column="withheld_share", min_value=0.0, max_value=bound,
+        description=f"At most {bound:.0%} of the input records are withheld: quarantined for a reason other than "
+                    "an unreadable input (gate_max_withheld_share). A run over it is incomplete, not unsafe.")
 
 
 @run_expectation("reference_top1_agreement_at_least_bound",

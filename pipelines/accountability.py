@@ -30,7 +30,7 @@ POLICY_KEYS = (
     "synthetic_generator", "synthetic_seed", "detector", "detector_extra", "detector_min_face_size",
     "centerface_threshold", "detector_thresholds", "detector_score_threshold", "verify_score_threshold",
     "identity_check", "identity_threshold", "identity_escalation", "synthetic_min_face_size",
-    "gate_max_quarantine_share", "max_image_pixels",
+    "gate_max_quarantine_share", "gate_max_withheld_share", "max_image_pixels",
     "jpeg_quality", "reference_model", "gate_min_top1_agreement",
 )
 

@@ -22,19 +22,24 @@ from pipelines.config import config_sha256
 from pipelines.options import AnonymizeOptions, parse_detector_extra, parse_rgb, parse_thresholds
 from pipelines.runners import torch_threads_for
 from transforms.accuracy import ReferenceClassifierHandler, ReferenceSampling, ReferenceSpec, sample_cutoff, sample_key
-from transforms.centerface import CenterFaceFactory, CenterFaceSettings
 from transforms.commit import CommitShard, ShardResult, planned_outputs, withdraw_shard
 from transforms.decode import DecodeAndNormalise
 from transforms.detection import (
+    CenterFaceDetector,
+    CenterFaceSettings,
     DetectorFactory,
+    DetectorStack,
     FaceDetectionHandler,
-    MtcnnFactory,
+    Factory,
+    FastMtcnnDetector,
+    FastMtcnnSettings,
+    HaarProfileDetector,
+    HaarSettings,
+    MtcnnDetector,
     MtcnnSettings,
-    mtcnn_info,
+    UnionFactory,
 )
 from transforms.exclusions import Exclusions
-from transforms.extra_detectors import HaarProfileFactory, HaarSettings, UnionFactory
-from transforms.fast_mtcnn import FastMtcnnFactory, FastMtcnnSettings
 from transforms.lease import OutputLease
 from transforms.locations import check_no_overlap, check_output_writable
 from transforms.manifest import RunInfo, changed_shards, committed_shards, read_shard_rows
@@ -43,7 +48,7 @@ from transforms.records import ERASED, ShardSpec
 from transforms.replacement import ReplaceFaces, ReplacementPolicy
 from transforms.shards import plan_shards, read_shard
 from transforms.staging import StageOutput, remove_staging
-from transforms.verification import VerifyOutput
+from transforms.verification import SECOND_PASS, VerifyOutput
 
 LOG = logging.getLogger(__name__)
 
@@ -66,19 +71,28 @@ class InputChangedError(ValueError):
     """The input changed since shards were committed in a way a re-run cannot redo safely."""
 
 
-def detector_factory_for(options: AnonymizeOptions, verify: bool = False) -> DetectorFactory:
-    """The detector factory the options ask for: for detection, or (``verify``) for re-checking
-    outputs, which skips detection-only extras (CenterFace's low-light pass: it is built to find
-    dark, blurred faces, and would re-find the blurred ones the job just made)."""
+def detector_stack_for(options: AnonymizeOptions) -> DetectorStack:
+    """The run's detectors as the options ask for them, decided here only (the launcher and ``run``
+    both use this): the detect detector, and the verify detector that re-checks outputs. The verify
+    one is the detect one less detection-only extras (CenterFace's low-light pass: it is built to
+    find dark, blurred faces, and would re-find the blurred ones the job just made), so it is a
+    subset of the detect one and may reuse its faces on unchanged pixels."""
+    return DetectorStack(_detector_factory(options, options.centerface_low_light_scale),
+                         _detector_factory(options, 0.0), verify_is_detect_subset=True)
+
+
+def _detector_factory(options: AnonymizeOptions, low_light_scale: float) -> DetectorFactory:
+    """The main detector the options ask for, unioned with the extras (CenterFace with
+    ``low_light_scale``)."""
     threads = torch_threads_for(options, options.torch_threads)
     thresholds = parse_thresholds(options.detector_thresholds, "detector_thresholds")
     main: DetectorFactory
     if options.detector == "fast_mtcnn":
-        main = FastMtcnnFactory(FastMtcnnSettings(
+        main = Factory(FastMtcnnDetector, FastMtcnnSettings(
             min_face_size=options.detector_min_face_size, thresholds=thresholds,
             scale_factor=options.detector_scale_factor, device=options.detector_device, torch_threads=threads))
     else:
-        main = MtcnnFactory(MtcnnSettings(
+        main = Factory(MtcnnDetector, MtcnnSettings(
             min_face_size=options.detector_min_face_size, thresholds=thresholds,
             device=options.detector_device, torch_threads=threads))
     extra = parse_detector_extra(options.detector_extra, "detector_extra")
@@ -87,11 +101,12 @@ def detector_factory_for(options: AnonymizeOptions, verify: bool = False) -> Det
     extras: list[DetectorFactory] = []
     for name in extra:
         if name == "haar_profile":
-            extras.append(HaarProfileFactory(HaarSettings(min_face_size=max(options.detector_min_face_size, 20))))
+            extras.append(Factory(HaarProfileDetector,
+                                  HaarSettings(min_face_size=max(options.detector_min_face_size, 20))))
         else:
-            extras.append(CenterFaceFactory(CenterFaceSettings(
+            extras.append(Factory(CenterFaceDetector, CenterFaceSettings(
                 threshold=options.centerface_threshold, torch_threads=threads, device=options.detector_device,
-                low_light_scale=0.0 if verify else options.centerface_low_light_scale)))
+                low_light_scale=low_light_scale)))
     return UnionFactory([main, *extras])
 
 
@@ -136,9 +151,10 @@ def replacement_policy_for(options: AnonymizeOptions) -> ReplacementPolicy:
     )
 
 
-def plan_job(options: AnonymizeOptions, detector_info: dict[str, str] | None = None,
+def plan_job(options: AnonymizeOptions, detectors: DetectorStack | None = None,
              run_id: str | None = None) -> JobPlan:
-    """List the input shards and skip those already committed in the output (resume).
+    """List the input shards and skip those already committed in the output (resume); the run
+    info names ``detectors`` (by default those the options ask for).
 
     Raises:
         ValueError: the input and output overlap (naming both), an output location cannot be
@@ -146,6 +162,8 @@ def plan_job(options: AnonymizeOptions, detector_info: dict[str, str] | None = N
     """
     check_no_overlap(options.input, options.output, options.s3_endpoint)
     check_output_writable(options.output, options.s3_endpoint)
+    if detectors is None:
+        detectors = detector_stack_for(options)
     shards = plan_shards(options)
     changed = changed_shards(shards, options.output, options.s3_endpoint)
     check_redoable(options, shards, changed)
@@ -155,7 +173,8 @@ def plan_job(options: AnonymizeOptions, detector_info: dict[str, str] | None = N
     run_info = RunInfo(
         run_id=run_id or uuid.uuid4().hex,
         config_sha256=config_sha256(options),
-        detector=detector_info if detector_info is not None else mtcnn_info(),
+        detector=detectors.detect.info(),
+        verify_detector=detectors.verify.info(),
     )
     return JobPlan(run_info.run_id, todo, skipped, run_info, Exclusions.from_options(options), changed)
 
@@ -179,27 +198,24 @@ def check_redoable(options: AnonymizeOptions, shards: Sequence[ShardSpec], chang
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: JobPlan,
-                   detector_factory: DetectorFactory,
-                   verify_factory: DetectorFactory | None = None,
-                   verify_is_detect_subset: bool = False) -> beam.PCollection[ShardResult]:
+                   detectors: DetectorStack) -> beam.PCollection[ShardResult]:
     """Add the job's stages to ``pipeline``; returns the per-shard commit results.
 
-    ``verify_factory`` is the detector that re-checks outputs (the detection one by default).
-    Verification reuses the detect stage's faces on outputs with the very pixels it searched when
-    the verification detector is the detection one, or (``verify_is_detect_subset``) that one less
-    detection-only extras: on the same pixels it can only find a subset of those faces.
+    ``detectors.detect`` finds the faces, ``detectors.verify`` re-checks the outputs. Verification
+    reuses the detect stage's faces on outputs with the very pixels it searched only when
+    ``detectors.verify_is_detect_subset``: on the same pixels it can then only find a subset of them.
     """
     endpoint = options.s3_endpoint
     max_pixels = options.max_image_pixels
     share = options.detector_share_across_processes
-    detect = FaceDetectionHandler(detector_factory, options.detector_batch_size, max_pixels,
+    detect = FaceDetectionHandler(detectors.detect, options.detector_batch_size, max_pixels,
                                   share_across_processes=share)
-    verify = FaceDetectionHandler(verify_factory or detector_factory, options.detector_batch_size,
+    verify = FaceDetectionHandler(detectors.verify, options.detector_batch_size,
                                   max_pixels,
                                   mode="verify",
                                   verify_threshold=options.verify_score_threshold,
                                   share_across_processes=share,
-                                  reuse_same_pixels=verify_factory is None or verify_is_detect_subset)
+                                  reuse_same_pixels=detectors.verify_is_detect_subset)
     records = (
         pipeline
         | "ListShards" >> beam.Create(list(plan.shards))
@@ -220,30 +236,46 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
     reference = reference_spec_for(options)
     sampling = ReferenceSampling(options.reference_sample_size, options.reference_sample_seed) \
         if reference is not None else None
-    replace = ReplaceFaces(replacement_policy_for(options), max_pixels, options.jpeg_quality, sampling,
-                           identity_check=options.identity_check,
-                           identity_threshold=options.identity_threshold, s3_endpoint=endpoint,
-                           escalate=options.identity_escalation, identity_device=options.detector_device,
-                           keep_unchanged_jpeg=options.keep_unchanged_jpeg)
-    replace_step = beam.ParDo(replace)
+    replace_args = (replacement_policy_for(options), max_pixels, options.jpeg_quality, sampling)
+    replace_kwargs: dict[str, Any] = dict(
+        identity_check=options.identity_check, identity_threshold=options.identity_threshold, s3_endpoint=endpoint,
+        escalate=options.identity_escalation, identity_device=options.detector_device,
+        keep_unchanged_jpeg=options.keep_unchanged_jpeg, identity_min_face_size=options.identity_min_face_size)
+    # The first pass keeps each source for a second one: faces verification finds on an output
+    # (revealed once a neighbour is blurred, or missed the first time) are replaced too, and that
+    # output is verified again; a face found then quarantines the record.
+    first = ReplaceFaces(*replace_args, keep_source=True, **replace_kwargs)
+    second = ReplaceFaces(*replace_args, **replace_kwargs)
+    cutoff = None
     if sampling is not None and sampling.sample_size > 0:
-        cutoff = (
+        cutoff = beam.pvalue.AsSingleton(
             records
             | "SampleKeys" >> beam.Map(lambda r, seed: sample_key(r.record_id, seed), sampling.seed)
             | "SmallestKeys" >> beam.combiners.Top.Smallest(sampling.sample_size)
             | "SampleCutoff" >> beam.Map(sample_cutoff)
         )
-        replace_step = beam.ParDo(replace, sample_cutoff=beam.pvalue.AsSingleton(cutoff))
-    verified = (
+
+    def replace_step(stage: ReplaceFaces) -> beam.ParDo:
+        return beam.ParDo(stage, sample_cutoff=cutoff) if cutoff is not None else beam.ParDo(stage)
+
+    checked = (
         records
         | "Decode" >> beam.ParDo(DecodeAndNormalise(max_pixels, options.min_image_side))
         | "Detect" >> RunInference(detect)
         | "MeterDetections" >> beam.ParDo(MeterDetections())
-        | "Replace" >> replace_step
+        | "Replace" >> replace_step(first)
         | "Redetect" >> RunInference(verify)
-        | "Verify" >> beam.ParDo(VerifyOutput(max_pixels, options.verify_score_threshold,
-                                              options.identity_threshold))
+        | "Verify" >> beam.ParDo(VerifyOutput(max_pixels, options.verify_score_threshold, options.identity_threshold,
+                                              second_pass=True)).with_outputs(SECOND_PASS, main="verified")
     )
+    again = (
+        checked[SECOND_PASS]
+        | "ReplaceAgain" >> replace_step(second)
+        | "RedetectAgain" >> RunInference(verify)
+        | "VerifyAgain" >> beam.ParDo(VerifyOutput(max_pixels, options.verify_score_threshold,
+                                                   options.identity_threshold))
+    )
+    verified = (checked.verified, again) | "BothPasses" >> beam.Flatten()
     if reference is not None:
         verified = verified | "Classify" >> RunInference(
             ReferenceClassifierHandler(reference, options.reference_batch_size, options.label_field))
@@ -266,11 +298,22 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
     )
 
 
+def _stack_of(options: AnonymizeOptions, detect: DetectorFactory | None,
+              verify: DetectorFactory | None) -> DetectorStack:
+    """The configured stack, with the detectors a caller gave instead of the configured ones; a
+    given detector is not known to be a subset of another, unless it verifies its own detections."""
+    if detect is not None:
+        return DetectorStack.of(detect, verify)
+    configured = detector_stack_for(options)
+    return configured if verify is None else DetectorStack(configured.detect, verify)
+
+
 def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None = None,
         detector_factory: DetectorFactory | None = None,
         options: AnonymizeOptions | None = None,
         verify_factory: DetectorFactory | None = None,
         plan: JobPlan | None = None,
+        detectors: DetectorStack | None = None,
         lease: OutputLease | None = None) -> tuple[beam.runners.runner.PipelineResult | None, JobPlan]:
     """Run the job to completion.
 
@@ -278,10 +321,12 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         argv: pipeline flags (used when ``options`` is not given).
         test_pipeline: a pipeline to build on instead of a new one (tests).
         detector_factory: a detector to use instead of the configured one (tests, benchmarks).
-        verify_factory: the detector that re-checks outputs (default: the configured one in verify
-            mode, or ``detector_factory`` when that is given).
+        verify_factory: the detector that re-checks outputs instead of the configured one (tests);
+            with ``detector_factory`` alone, that one re-checks.
         options: already-validated options.
         plan: an already-made plan (the launcher makes it to fail early on a bad input).
+        detectors: the run's detectors (the launcher's ``detector_stack_for``); by default those
+            the options ask for, or the stack the two factories above make.
         lease: the output's lease, already held for ``plan.run_id`` (default: taken here).
 
     Returns:
@@ -289,12 +334,12 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     """
     if options is None:
         options = PipelineOptions(list(argv or [])).view_as(AnonymizeOptions)
-    factory = detector_factory or detector_factory_for(options)
-    derived = verify_factory is None and detector_factory is None
-    if derived:
-        verify_factory = detector_factory_for(options, verify=True)
+    if detectors is None:
+        detectors = _stack_of(options, detector_factory, verify_factory)
+    elif detector_factory is not None or verify_factory is not None:
+        raise ValueError("give detectors, or detector_factory/verify_factory, not both")
     if plan is None:
-        plan = plan_job(options, detector_info=factory.info())
+        plan = plan_job(options, detectors)
     LOG.info("run %s: %d shards to process, %d already committed", plan.run_id,
              len(plan.shards), len(plan.skipped))
     own_lease = lease is None
@@ -311,7 +356,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
             LOG.warning("shard %s %s: its commit is withdrawn and it is redone", shard_id, why)
             withdraw_shard(options.output, shard_id, keep, options.s3_endpoint)
         pipeline = test_pipeline or beam.Pipeline(options=options)
-        build_pipeline(pipeline, options, plan, factory, verify_factory, verify_is_detect_subset=derived)
+        build_pipeline(pipeline, options, plan, detectors)
         result = pipeline.run()
         result.wait_until_finish()
         remove_staging(options.output, options.s3_endpoint, plan.run_id)  # this run's own staging only

@@ -10,16 +10,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from expectations.report import ReportResult, build_report
-from expectations.suites import GateThresholds
+from expectations.suites import WITHHELD_EXPECTATION, GateThresholds
+from expectations.verdict import verdict_lines
 from pipelines.accountability import record_run_finished, record_run_started, recorded_settings
-from pipelines.anonymize import JobPlan, detector_factory_for, plan_job, reference_run_config, run
+from pipelines.anonymize import JobPlan, detector_stack_for, plan_job, reference_run_config, run
 from pipelines.config import ConfigError, build_options
 from pipelines.dpia import write_dpia
 from pipelines.erase import erase, parse_request_file, purge
 from pipelines.options import AnonymizeOptions
 from pipelines.progress import ProgressBar
 from transforms.audit import verify_chain
-from transforms.detection import DetectorFactory
+from transforms.detection import DetectorStack
 from transforms.exclusions import read_identifier_file
 from transforms.lease import LeaseHeldError, OutputLease
 from transforms.manifest import read_manifests
@@ -124,8 +125,8 @@ def cmd_run(conf: Sequence[str], overrides: Sequence[str], beam_argv: Sequence[s
     """Validate the config, run the job, check the invariants and write the run summary."""
     try:
         options, _ = build_options(conf, overrides, beam_argv)
-        factory = detector_factory_for(options)
-        plan = plan_job(options, detector_info=factory.info())  # fails early on a bad input
+        stack = detector_stack_for(options)  # the detect and verify detectors, decided once
+        plan = plan_job(options, stack)  # fails early on a bad input
         reference = reference_run_config(options)  # fails early on missing reference weights
     except (ConfigError, FileNotFoundError, PermissionError, ValueError) as error:
         print(f"anonymize: config error: {error}", file=sys.stderr)
@@ -138,26 +139,26 @@ def cmd_run(conf: Sequence[str], overrides: Sequence[str], beam_argv: Sequence[s
         return 2
     try:
         try:  # planned again under the lease: another run may have committed shards meanwhile
-            plan = plan_job(options, detector_info=factory.info(), run_id=plan.run_id)
+            plan = plan_job(options, stack, run_id=plan.run_id)
         except (FileNotFoundError, PermissionError, ValueError) as error:
             print(f"anonymize: config error: {error}", file=sys.stderr)
             return 2
-        return _run_leased(options, factory, plan, reference, lease)
+        return _run_leased(options, stack, plan, reference, lease)
     finally:
         lease.release()
 
 
-def _run_leased(options: AnonymizeOptions, factory: DetectorFactory, plan: JobPlan, reference: dict[str, Any] | None,
+def _run_leased(options: AnonymizeOptions, stack: DetectorStack, plan: JobPlan, reference: dict[str, Any] | None,
                 lease: OutputLease) -> int:
     """The run itself, with the output's lease held: record, run, summarise, report, record."""
-    detectors = {"detect": dict(plan.run_info.detector), "verify": dict(plan.run_info.detector)}
+    detectors = stack.info()
     record_run_started(options, plan.run_id, detectors, plan.exclusions, len(plan.shards) + len(plan.skipped),
                        len(plan.skipped))
     started = time.monotonic()
     try:
         with ProgressBar(options.output, options.s3_endpoint, plan.run_id, len(plan.shards) + len(plan.skipped),
                          len(plan.skipped)):
-            result, _ = run(options=options, detector_factory=factory, plan=plan, lease=lease)
+            result, _ = run(options=options, plan=plan, detectors=stack, lease=lease)
     except Exception as error:
         record_run_finished(options, plan.run_id, detectors, plan.exclusions,
                             read_manifests(options.output, options.s3_endpoint), None, type(error).__name__)
@@ -167,6 +168,7 @@ def _run_leased(options: AnonymizeOptions, factory: DetectorFactory, plan: JobPl
     summary = summarise(manifest, plan.shards + plan.skipped, reference)
     summary["settings"] = recorded_settings(options)  # exclusion identifiers are not written down
     summary["detector"] = dict(plan.run_info.detector)
+    summary["detectors"] = detectors
     summary["wall_seconds"] = round(elapsed, 2)
     summary["shards_skipped_as_committed"] = len(plan.skipped)
     summary["metrics"] = metrics_summary(result) if result is not None else {}
@@ -185,6 +187,8 @@ def _run_leased(options: AnonymizeOptions, factory: DetectorFactory, plan: JobPl
                                 bool(summary["passed"] and report.passed))
     print(f"record of processing: {options.output}/audit/{entry['seq']:012d}.json "
           f"({summary.get('excluded', 0)} excluded by objection)")
+    for line in verdict_lines(report.verdicts):
+        print(line)
     if not summary["passed"]:
         failed = [name for name, ok in summary["checks"].items() if not ok]
         print(f"anonymize: run checks FAILED: {', '.join(failed)}", file=sys.stderr)
@@ -193,12 +197,17 @@ def _run_leased(options: AnonymizeOptions, factory: DetectorFactory, plan: JobPl
 
 
 def _report_status(report: ReportResult) -> int:
-    """0 when every shard gate, run expectation and run check passed; else 1, saying what failed."""
+    """0 when the run is safe and complete (every shard gate, run expectation and run check passed);
+    else 1, saying what failed."""
     if report.failed_shards:
         print(f"anonymize: shards FAILED the gate (quarantined): {', '.join(report.failed_shards)}",
               file=sys.stderr)
-    if report.run_failed or report.summary_failed:
-        print(f"anonymize: run expectations FAILED: {', '.join(report.run_failed + report.summary_failed)}",
+    failed = tuple(name for name in report.run_failed if name != WITHHELD_EXPECTATION) + report.summary_failed
+    if failed:
+        print(f"anonymize: run expectations FAILED: {', '.join(failed)}", file=sys.stderr)
+    if not report.complete:
+        completeness = report.verdicts.get("completeness") or {}
+        print(f"anonymize: run INCOMPLETE: {completeness.get('text', WITHHELD_EXPECTATION + ' failed')}",
               file=sys.stderr)
     return 0 if report.passed else 1
 
@@ -211,6 +220,8 @@ def cmd_report(output: str, s3_endpoint: str = "") -> int:
         print(f"anonymize: cannot build the report of {output}: {error}", file=sys.stderr)
         return 2
     print(f"report: {report.index} ({'PASSED' if report.passed else 'FAILED'})")
+    for line in verdict_lines(report.verdicts):
+        print(line)
     return _report_status(report)
 
 

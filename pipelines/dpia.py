@@ -60,6 +60,16 @@ def _identity_rows(identity: Mapping[str, Mapping[str, Any]]) -> list[list[str]]
     return [["method", *keys]] + [[m, *(_fmt(fig.get(k)) for k in keys)] for m, fig in identity.items()]
 
 
+def _verdict_blocks(verdicts: Mapping[str, Any]) -> list[Block]:
+    """The run report's two verdicts and what it did not measure (absent in summaries before them)."""
+    if not verdicts:
+        return []
+    privacy, completeness = verdicts["privacy"], verdicts["completeness"]
+    return [("list", [f"Privacy: {privacy['verdict']}: {privacy['text']}.",
+                      f"Completeness: {completeness['verdict']}: {completeness['text']}.",
+                      *(f"Not measured: {line}" for line in verdicts.get("not_measured") or [])])]
+
+
 def build_sections(output: str, s3_endpoint: str = "") -> tuple[str, list[tuple[str, list[Block]]]]:
     """The title and sections of the document, every figure read from the output."""
     entries = read_entries(output, s3_endpoint)
@@ -120,6 +130,7 @@ def build_sections(output: str, s3_endpoint: str = "") -> tuple[str, list[tuple[
                 "quarantined": summary.get("quarantined"), "excluded": summary.get("excluded", 0),
                 "erased": summary.get("erased", 0), "faces detected": summary.get("faces_total")},
                ("figure", "value")),
+        *_verdict_blocks(summary.get("verdicts") or {}),
         ("p", "Faces per size band (shorter side, px); under 20 px faces are usually not identifiable, from "
               "40 px they are:"),
         _pairs(bands, ("band", "faces")),
@@ -146,7 +157,7 @@ def build_sections(output: str, s3_endpoint: str = "") -> tuple[str, list[tuple[
                                            "detector_extra", "detector_min_face_size", "detector_score_threshold",
                                            "verify_score_threshold", "identity_check", "identity_threshold",
                                            "identity_escalation", "gate_max_quarantine_share",
-                                           "allow_low_security")},
+                                           "gate_max_withheld_share", "allow_low_security")},
                ("policy setting", "value")),
         ("table", [["detector", "name", "version", "weights sha256"]] + [
             [role, _fmt(d.get("name")), _fmt(d.get("version")), _fmt(d.get("weights_sha256"))]

@@ -105,10 +105,18 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("identity_check", bool, True,
                "Measure each replaced face's identity distance to its original (needs the identity extra)."),
     OptionSpec("identity_threshold", float, 0.6,
-               "A replaced face closer than this to its original quarantines the record.", minimum=0.6, maximum=2.0),
+               "A replaced face closer than this to its original, and closer to it than to any other original "
+               "or impostor, is 'matched'.", minimum=0.6, maximum=2.0),
+    OptionSpec("identity_min_face_size", int, 40,
+               "Faces whose shorter side is under this (px) are 'unmeasurable_small': not measured, protected "
+               "by the policy's strength (the embedding reads nothing reliable under ~40 px).",
+               minimum=20, maximum=1000),
+    OptionSpec("identity_reid_alpha", float, 0.001,
+               "Shard gate: significance level of the one-sided binomial test of the shard's rank-1 "
+               "re-identification rate against chance.", minimum=1e-9, maximum=0.5),
     OptionSpec("identity_escalation", bool, True,
-               "A replaced face of 20 px or more that still matches its original is replaced again, with "
-               "twice the margin and blur, then with a solid fill, before its record is quarantined."),
+               "A replaced face that is 'matched' is replaced again, with twice the margin and blur, then "
+               "with a solid fill (no original pixel left), before its record would be quarantined."),
     # Encoding and verification.
     OptionSpec("jpeg_quality", int, 95, "JPEG/WebP quality of re-encoded outputs.", minimum=50, maximum=100),
     OptionSpec("keep_unchanged_jpeg", bool, True,
@@ -121,6 +129,11 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     # The Great Expectations shard gate (expectations/): a failing shard is quarantined whole.
     OptionSpec("gate_max_quarantine_share", float, 1.0,
                "Largest share of a shard's records that may be quarantined before the gate fails it (1: no bound).",
+               minimum=0.0, maximum=1.0),
+    # The run-level completeness bound (expectations/suites.py): it fails the run, it quarantines nothing.
+    OptionSpec("gate_max_withheld_share", float, 0.05,
+               "Largest share of the run's input that may be withheld (quarantined for a reason other than an "
+               "unreadable input; exclusions are not withheld) before the run is reported INCOMPLETE and exits 1.",
                minimum=0.0, maximum=1.0),
     # Accuracy impact (transforms/accuracy.py): a reference classifier on originals and outputs.
     OptionSpec("reference_model", str, "",
@@ -263,7 +276,7 @@ def validate(options: AnonymizeOptions) -> None:
     parse_rgb(options.solid_color, "solid_color")
     parse_thresholds(options.detector_thresholds, "detector_thresholds")
     if "centerface" in parse_detector_extra(options.detector_extra, "detector_extra"):
-        from transforms.centerface import NOT_INSTALLED, centerface_available
+        from transforms.detection.centerface import NOT_INSTALLED, centerface_available
 
         if not centerface_available():
             raise ValueError(NOT_INSTALLED)

@@ -39,3 +39,39 @@ class FixedBoxesFactory:
 
     def info(self) -> dict[str, str]:
         return {"name": "fixed", "version": "test", "weights_sha256": ""}
+
+
+class _Textured:
+    name = "textured"
+
+    def __init__(self, boxes: Sequence[tuple[float, float, float, float, float]], min_std: float) -> None:
+        self._boxes = boxes
+        self._min_std = min_std
+
+    def detect(self, images: Sequence[Image.Image]) -> list[list[Face]]:
+        import numpy as np
+
+        out = []
+        for image in images:
+            grey = np.asarray(image.convert("L"), dtype=np.float32)
+            out.append([Face(*box, detector=self.name) for box in self._boxes
+                        if grey[int(box[1]):int(box[3]), int(box[0]):int(box[2])].std() >= self._min_std])
+        return out
+
+    def info(self) -> dict[str, str]:
+        return {"name": self.name, "version": "test", "weights_sha256": ""}
+
+
+class TexturedBoxesFactory:
+    """Finds each of ``boxes`` whose pixels still have texture (grey standard deviation at least
+    ``min_std``): a stand-in for a detector that no longer finds a face once it is blurred."""
+
+    def __init__(self, boxes: Sequence[tuple[float, float, float, float, float]] = (), min_std: float = 20.0) -> None:
+        self.boxes = tuple(boxes)
+        self.min_std = min_std
+
+    def __call__(self) -> _Textured:
+        return _Textured(self.boxes, self.min_std)
+
+    def info(self) -> dict[str, str]:
+        return {"name": "textured", "version": "test", "weights_sha256": ""}

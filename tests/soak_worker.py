@@ -9,14 +9,15 @@ from typing import Any
 
 from pipelines import cli
 from tests.fakes import FixedBoxesFactory
+from transforms.detection import DetectorStack
 
 BOX = (4.0, 4.0, 28.0, 28.0, 0.8)
 
 
-def fixed_boxes(options: Any, verify: bool = False) -> FixedBoxesFactory:
-    return FixedBoxesFactory([BOX])
+def fixed_boxes(options: Any) -> DetectorStack:
+    return DetectorStack.of(FixedBoxesFactory([BOX]))
 
 
 if __name__ == "__main__":
-    cli.detector_factory_for = fixed_boxes  # type: ignore[assignment]
+    cli.detector_stack_for = fixed_boxes  # type: ignore[assignment]
     sys.exit(cli.main(sys.argv[1:]))

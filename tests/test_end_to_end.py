@@ -135,6 +135,50 @@ def test_cli_run_writes_a_passing_summary(demo_images: Path, tmp_path: Path,
     assert html_report.count("PASSED") == 1 and "stripped, detection reused" in html_report
 
 
+def test_cli_run_verifies_with_the_verify_detector(demo_images: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """``anonymize run`` itself: the outputs are re-checked by the verify detector (CenterFace
+    without its low-light pass), not the detect one, and the record of processing and the run
+    summary say so; verification still reuses the detections on a stripped face-less JPEG and runs
+    on the output with faces."""
+    import json
+
+    from pipelines.cli import main
+    from transforms.detection.centerface import CenterFaceDetector, CenterFaceSettings
+    from transforms.manifest import read_manifests
+
+    built: list[float] = []  # low_light_scale of every CenterFace the job builds (in-process runner)
+    build = CenterFaceDetector.__init__
+
+    def spy(self: CenterFaceDetector, settings: CenterFaceSettings) -> None:
+        built.append(settings.low_light_scale)
+        build(self, settings)
+
+    monkeypatch.setattr(CenterFaceDetector, "__init__", spy)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(demo_images / "people" / "two-people.jpg", folder)
+    shutil.copy(demo_images / "scenes" / "coffee.jpg", folder)
+    output = tmp_path / "out"
+    assert main(["run", "--conf", "conf/base.yaml", "--set", f"input={folder}", "--set", f"output={output}",
+                 "--set", "identity_check=false", *ACCOUNTABILITY_SETS, "--runner=DirectRunner"]) == 0
+    assert set(built) == {0.25, 0.0}, built  # both stages' detectors, and only those
+    entries = [json.loads(p.read_text()) for p in sorted((output / "audit").glob("*.json"))]
+    assert [entry["kind"] for entry in entries] == ["run_started", "run"]
+    summary = json.loads((output / "report" / "summary.json").read_text())
+    for detectors in [entry["detectors"] for entry in entries] + [summary["detectors"]]:
+        detect, verify = detectors["detect"], detectors["verify"]
+        assert detect["name"] == verify["name"] == "fast_mtcnn+centerface"
+        assert detect["settings"]["centerface"]["low_light_scale"] == 0.25
+        assert verify["settings"]["centerface"]["low_light_scale"] == 0.0
+        assert detect["settings"]["fast_mtcnn"] == verify["settings"]["fast_mtcnn"]
+    by_name = {row["relative_path"]: row for row in read_manifests(str(output)).to_pylist()}
+    assert (by_name["coffee.jpg"]["output_encoding"], by_name["coffee.jpg"]["verify_detection"]) == (
+        "stripped", "reused")
+    assert by_name["two-people.jpg"]["faces"] and by_name["two-people.jpg"]["verify_detection"] == "ran"
+    assert all(row["status"] == "published" for row in by_name.values())
+
+
 def _bad_inputs(folder: Path) -> None:
     good = Image.fromarray(np.full((64, 96, 3), 120, np.uint8))
     data = jpeg_bytes(good)
@@ -178,18 +222,29 @@ def test_bad_inputs_are_quarantined_and_the_rest_published(tmp_path: Path) -> No
 
 
 def test_a_face_left_on_the_output_quarantines_the_record(tmp_path: Path, demo_images: Path) -> None:
+    """A face the detect pass missed and verification finds on the output is replaced in a second
+    pass and the output verified again; a face still found after that quarantines the record."""
     folder = tmp_path / "in"
     folder.mkdir()
     shutil.copy(demo_images / "people" / "astronaut.jpg", folder / "astronaut.jpg")
     shutil.copy(demo_images / "scenes" / "coffee.jpg", folder / "coffee.jpg")
     # Detection misses on purpose; verification uses the real MTCNN and finds the face.
-    from transforms.detection import MtcnnFactory
+    from transforms.detection import Factory
 
     output = tmp_path / "out"
     rows = run_job(str(folder), str(output), FixedBoxesFactory(boxes=()),
-                   verify_factory=MtcnnFactory(MtcnnSettings(torch_threads=1))).to_pylist()
+                   verify_factory=Factory(MtcnnDetector, MtcnnSettings(torch_threads=1))).to_pylist()
+    by_name = {row["relative_path"]: row for row in rows}
+    astronaut = by_name["astronaut.jpg"]
+    assert astronaut["status"] == "published", astronaut["reason"]
+    assert astronaut["replace_passes"] == 2 and astronaut["face_count"] == 1 and astronaut["residual_faces"] == 0
+    assert by_name["coffee.jpg"]["status"] == "published" and by_name["coffee.jpg"]["replace_passes"] == 1
+    # A verification detector that finds the face wherever it was: still there after the second pass.
+    face = astronaut["faces"][0]
+    output = tmp_path / "out2"
+    rows = run_job(str(folder), str(output), FixedBoxesFactory(boxes=()), verify_factory=FixedBoxesFactory(
+        [(face["x1"], face["y1"], face["x2"], face["y2"], 0.99)])).to_pylist()
     by_name = {row["relative_path"]: row for row in rows}
     assert by_name["astronaut.jpg"]["status"] == "quarantined"
     assert by_name["astronaut.jpg"]["reason"] == "verify:residual_faces"
-    assert by_name["coffee.jpg"]["status"] == "published"
     assert not (output / "data" / "astronaut.jpg").exists()

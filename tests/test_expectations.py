@@ -73,10 +73,13 @@ def _pixelated(rows: list[dict[str, Any]]) -> None:
 
 
 def _identity(rows: list[dict[str, Any]]) -> None:
+    rows[0]["face_identity_statuses"] = ["measured_no_match", "unmeasurable_small"]
+    rows[1]["face_identity_statuses"] = ["removed_by_construction", "matched"]  # still picked out
+
+
+def _reidentified(rows: list[dict[str, Any]]) -> None:
     for row in rows:
-        row["identity_distance_min"] = None
-    rows[0]["identity_distance_min"] = 0.95
-    rows[1]["identity_distance_min"] = 0.41  # still matches its original
+        row["shard_reid_p_value"] = 1e-6  # the shard's faces are picked out far above chance
 
 
 def _many_quarantined(rows: list[dict[str, Any]]) -> None:
@@ -102,7 +105,8 @@ def test_a_clean_shard_passes_and_a_quarantined_record_is_fine() -> None:
     (_undecodable, "published_outputs_decode"),
     (_resized, "published_dimensions_unchanged"),
     (_pixelated, "no_low_security_methods"),
-    (_identity, "identity_distance_above_threshold"),
+    (_identity, "no_published_identity_match"),
+    (_reidentified, "reidentification_at_chance"),
     (_many_quarantined, "quarantine_share_within_bound"),
 ])
 def test_each_shard_expectation_fails_on_its_case(breaks: Callable[[list[dict[str, Any]]], None],
@@ -117,25 +121,31 @@ def test_each_shard_expectation_fails_on_its_case(breaks: Callable[[list[dict[st
 def test_thresholds_from_the_config_change_the_verdict() -> None:
     rows = _rows()
     _pixelated(rows)
-    _identity(rows)
-    allowed = gate_shard(SPEC, rows, GateThresholds(allow_low_security=True, min_identity_distance=0.4))
+    for row in rows:
+        row["shard_reid_p_value"] = 0.004
+    refused = gate_shard(SPEC, rows, GateThresholds(allow_low_security=True, reid_alpha=0.01))
+    assert refused["failed"] == ["reidentification_at_chance"]
+    allowed = gate_shard(SPEC, rows, GateThresholds(allow_low_security=True, reid_alpha=0.001))
     assert allowed["passed"] is True, allowed["failed"]
-    assert allowed["identity_columns"] == ["identity_distance_min"]
+    assert allowed["thresholds"]["reid_alpha"] == 0.001
 
 
-def test_identity_expectation_does_not_apply_without_computed_values() -> None:
+def test_identity_expectations_do_not_apply_without_measured_faces() -> None:
     rows = _rows()
     for row in rows:
-        row["identity_distance_min"] = None
-    record = gate_shard(SPEC, rows, GateThresholds())
-    assert record["passed"] is True and record["identity_columns"] == []
+        row["face_identity_statuses"] = ["unmeasurable_small", "unmeasurable_no_face"]
+        row["shard_reid_p_value"] = None
+    _quarantine(rows[0])
+    rows[0]["face_identity_statuses"] = ["matched"]  # quarantined: not published, not gated
+    record = gate_shard(SPEC, rows, GateThresholds(max_quarantine_share=0.5))
+    assert record["passed"] is True, record["failed"]
 
 
 def test_thresholds_are_checked() -> None:
     with pytest.raises(ValueError, match="max_quarantine_share"):
         GateThresholds(max_quarantine_share=1.5)
-    with pytest.raises(ValueError, match="min_identity_distance"):
-        GateThresholds(min_identity_distance=-1.0)
+    with pytest.raises(ValueError, match="reid_alpha"):
+        GateThresholds(reid_alpha=0.0)
     with pytest.raises(ValueError, match="output"):
         GxShardGate(GateThresholds(), "")
 

@@ -8,18 +8,20 @@ import pytest
 from PIL import Image, ImageOps
 from skimage import data
 
-from pipelines.anonymize import detector_factory_for
+from pipelines.anonymize import detector_stack_for
 from pipelines.config import build_options
 from tests.fakes import FixedBoxesFactory
-from transforms.extra_detectors import (
+from transforms.detection import (
     HAAR_PROFILE,
+    Factory,
+    FastMtcnnDetector,
+    FastMtcnnSettings,
     HaarProfileDetector,
     HaarSettings,
     UnionDetector,
     UnionFactory,
     merge_faces,
 )
-from transforms.fast_mtcnn import FastMtcnnDetector, FastMtcnnFactory, FastMtcnnSettings
 from transforms.records import Face
 
 BASE_CONF = str(Path(__file__).resolve().parents[1] / "conf" / "base.yaml")
@@ -74,17 +76,65 @@ def test_union_adds_faces_the_main_detector_misses() -> None:
 
 
 def test_options_choose_the_detectors() -> None:
-    default = detector_factory_for(_options())  # type: ignore[arg-type]
+    default = detector_stack_for(_options()).detect  # type: ignore[arg-type]
     assert isinstance(default, UnionFactory) and default.info()["name"] == "fast_mtcnn+centerface"
-    factory = detector_factory_for(_options("detector=fast_mtcnn", "detector_extra=''"))  # type: ignore[arg-type]
-    assert isinstance(factory, FastMtcnnFactory) and factory.info()["name"] == "fast_mtcnn"
+    factory = detector_stack_for(_options("detector=fast_mtcnn", "detector_extra=''")).detect  # type: ignore[arg-type]
+    assert isinstance(factory, Factory) and factory.detector is FastMtcnnDetector
+    assert factory.info()["name"] == "fast_mtcnn"
     assert factory.settings.scale_factor == pytest.approx(0.709)
-    union = detector_factory_for(_options("detector=fast_mtcnn", "detector_extra=haar_profile",
-                                          "detector_scale_factor=0.8"))  # type: ignore[arg-type]
+    union = detector_stack_for(_options("detector=fast_mtcnn", "detector_extra=haar_profile",
+                                        "detector_scale_factor=0.8")).detect  # type: ignore[arg-type]
     assert isinstance(union, UnionFactory)
     assert union.info()["name"] == "fast_mtcnn+haar_profile"
     assert union.factories[0].settings.scale_factor == pytest.approx(0.8)
     assert union().name == "fast_mtcnn+haar_profile"
+
+
+def test_factories_pickle_by_value_and_describe_without_building(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one generic factory (and the union of factories) survives pickling to a worker equal to
+    itself, and describes its detector without loading a model."""
+    import pickle
+
+    haar = Factory(HaarProfileDetector, HaarSettings(min_neighbors=3))
+    union = UnionFactory([Factory(FastMtcnnDetector, FastMtcnnSettings(scale_factor=0.8)), haar], 0.4)
+    assert pickle.loads(pickle.dumps(union)) == union and pickle.loads(pickle.dumps(haar)) == haar
+    assert union != UnionFactory([Factory(FastMtcnnDetector, FastMtcnnSettings()), haar], 0.4)
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("info() built the detector")
+
+    monkeypatch.setattr(HaarProfileDetector, "__init__", refuse)
+    monkeypatch.setattr(FastMtcnnDetector, "__init__", refuse)
+    assert haar.info()["name"] == HAAR_PROFILE and haar.info()["weights_sha256"]
+    assert union.info()["name"] == "fast_mtcnn+haar_profile"
+    with pytest.raises(AssertionError, match="built the detector"):
+        haar()
+    with pytest.raises(ValueError, match="factories"):
+        UnionFactory([])
+
+
+def test_detector_stack_lets_only_a_subset_verify_detector_reuse_detections() -> None:
+    """The options' stack verifies with the detect detector less its detection-only extras (a subset,
+    so same-pixel detections may be reused) and records both with their settings; a caller's own
+    verify detector is not known to be a subset."""
+    import pickle
+
+    from pipelines.anonymize import run
+    from transforms.detection import DetectorStack
+
+    configured = detector_stack_for(_options("detector=fast_mtcnn", "detector_extra=haar_profile"))  # type: ignore[arg-type]
+    assert configured.verify_is_detect_subset and pickle.loads(pickle.dumps(configured)) == configured
+    recorded = configured.info()
+    assert recorded["detect"]["name"] == recorded["verify"]["name"] == "fast_mtcnn+haar_profile"
+    assert recorded["verify"]["settings"]["haar_profile"]["min_neighbors"] == 5
+    assert recorded["verify"]["settings"]["fast_mtcnn"]["scale_factor"] == pytest.approx(0.709)
+    fake, other = FixedBoxesFactory(), FixedBoxesFactory([(0, 0, 10, 10, 0.9)])
+    alone = DetectorStack.of(fake)
+    assert alone.verify is fake and alone.verify_is_detect_subset
+    assert alone.info() == {"detect": fake.info(), "verify": fake.info()}  # a fake has no settings to record
+    assert not DetectorStack.of(fake, other).verify_is_detect_subset
+    with pytest.raises(ValueError, match="not both"):
+        run(options=_options(), detectors=configured, detector_factory=fake)  # type: ignore[arg-type]
 
 
 def test_unknown_extra_detector_is_a_config_error() -> None:

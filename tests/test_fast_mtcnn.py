@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from pipelines.labelled_faces import BandCounts, LabelledImage, generate_labelled_set, grow, score_image
-from transforms.fast_mtcnn import (
+from transforms.detection.fast_mtcnn import (
     FAST_MTCNN,
     FastMtcnnDetector,
     FastMtcnnSettings,
@@ -166,7 +166,7 @@ def test_recall_per_size_band(labelled: list[LabelledImage], fast: FastMtcnnDete
 
 def test_cpu_chunks_of_crops_give_the_same_faces(labelled: list[LabelledImage], fast: FastMtcnnDetector,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import transforms.fast_mtcnn as fast_mtcnn
+    import transforms.detection.fast_mtcnn as fast_mtcnn
 
     images = [item.image for item in labelled[:6]]
     chunked = [fast.detect([image])[0] for image in images]

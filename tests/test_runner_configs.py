@@ -25,7 +25,7 @@ from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.direct.direct_runner import DirectRunner
 from apache_beam.transforms import environments
 
-from pipelines.anonymize import build_pipeline, detector_factory_for, plan_job
+from pipelines.anonymize import build_pipeline, detector_stack_for, plan_job
 from pipelines.config import ConfigError, build_options, config_sha256
 from pipelines.options import SPECS_BY_NAME
 from tests.datasets import write_tar_shards
@@ -112,7 +112,7 @@ def test_graph_round_trips_through_the_portable_proto(runner: str, tars: Path) -
     options = _options(runner, "gs://bucket/in/*.tar", "gs://bucket/out", "reference_model=mobilenet_v2",
                        "reference_sample_size=4")
     pipeline = beam.Pipeline(runner=DirectRunner(), options=options)  # built, never submitted
-    build_pipeline(pipeline, options, plan, detector_factory_for(options))
+    build_pipeline(pipeline, options, plan, detector_stack_for(options))
     proto = pipeline.to_runner_api()
     serialized = proto.SerializeToString()  # what a job service receives
     rebuilt = beam.Pipeline.from_runner_api(beam_runner_api_pb2.Pipeline.FromString(serialized),
@@ -147,7 +147,7 @@ def test_dataflow_translates_the_job_without_submitting(tars: Path) -> None:
          *(["purpose=runner config test", "legal_basis=legitimate_interests"] if "purpose" in SPECS_BY_NAME else [])],
         ["--dry_run=True", "--no_auth", "--sdk_location=container"])
     pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, options, plan, detector_factory_for(options))
+    build_pipeline(pipeline, options, plan, detector_stack_for(options))
     job = pipeline.run().job  # type: ignore[attr-defined]
     images = {env.payload for env in job.proto_pipeline.components.environments.values()
               if env.urn == common_urns.environments.DOCKER.urn}

@@ -23,6 +23,7 @@ from transforms.lease import check_held
 from transforms.manifest import RunInfo, manifest_path, manifest_row, read_shard_rows, shard_plan, write_manifest
 from transforms.observability import meter_commit
 from transforms.records import Record, ShardSpec
+from transforms.reidentification import with_reidentification
 from transforms.staging import read_staged, remove_staging
 from transforms.storage import filesystem, join, remove_if_exists
 
@@ -103,6 +104,7 @@ class CommitShard(beam.DoFn):
         read_counts = list(grouped["read_count"])
         check_complete(shard_id, records, sum(read_counts))
         check_held(self._output, self._run.run_id, self._endpoint)  # no commit beside another run
+        records = with_reidentification(records)  # the shard's rank-1 test; identity vectors dropped
         spec = self._specs[shard_id]
         now = datetime.datetime.now(datetime.UTC)
         if self._gate is not None:

@@ -9,6 +9,13 @@ person for this model.
 The distance of a replaced face is the smaller of two measurements: the anonymized image embedded
 with the original face's alignment (the attacker knows where the face was), and with an alignment
 found on the anonymized image itself. Both are taken at the detected box.
+
+A distance is evidence only where the model can read the original face: each replaced face gets one
+status (``FaceStatus``). Faces under ``identity_min_face_size`` (40 px) are ``unmeasurable_small``,
+faces where dlib's own frontal detector (the detector its embedding was calibrated with) finds no
+face in the *original* are ``unmeasurable_no_face``, and a solid fill (no original pixel in the mask)
+is ``removed_by_construction``. Only the rest are measured, and a measured face is ``matched`` only
+when an attacker holding the original could pick it out (``is_match``).
 """
 
 from __future__ import annotations
@@ -25,20 +32,45 @@ import numpy as np
 from transforms.records import Face
 
 MATCH_THRESHOLD = 0.6
-# Faces whose box's shorter side is under this many px are measured but not gated: under ~20 px
-# a face is not identifiable (DESIGN.md), and the embedding of such a blob is not evidence.
-MIN_GATED_FACE = 20.0
+# Faces held to be identifiable from this size (shorter side, px; DESIGN.md), and the smallest the
+# embedding reads reliably: the default of ``identity_min_face_size``.
+MIN_IDENTIFIABLE_FACE = 40
 MODEL_NAME = "dlib_face_recognition_resnet_model_v1+shape_predictor_5_face_landmarks"
 EMBEDDING_MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 CHECKED = "checked"
 SKIPPED = "skipped"
+# A face the readability check searches is scaled so that its shorter side is this many px (dlib's
+# frontal detector scans an 80 px window), inside a crop of one face side of context around it.
+READABLE_FACE_PX = 100
+READABLE_IOU = 0.3
+# The impostor gallery: sharp photographs of real people, like the originals an attacker would hold
+# (scikit-image's public-domain astronaut and cameraman; boxes as MTCNN finds them). Faces of the
+# built-in generator were tried and rejected: they are generic, and blurred faces sit nearer to them
+# (0.47-0.57) than to their own originals (0.64-0.80), so no face could ever be picked out.
+IMPOSTORS: tuple[tuple[str, tuple[float, float, float, float]], ...] = (
+    ("astronaut", (181.0, 62.0, 268.0, 172.0)),
+    ("camera", (199.0, 119.0, 254.0, 192.0)),
+)
 
 
-def gated_match(short_side: float, distance: float, threshold: float = MATCH_THRESHOLD) -> bool:
-    """Whether a replaced face still matches its original where it counts: a face of
-    ``MIN_GATED_FACE`` px or more at ``distance`` <= ``threshold`` (verification quarantines it,
-    replacement escalates it first)."""
-    return distance <= threshold and short_side >= MIN_GATED_FACE
+class FaceStatus:
+    """The identity status of one replaced face (manifest ``face_identity_statuses``)."""
+
+    REMOVED_BY_CONSTRUCTION = "removed_by_construction"  # solid fill: no original pixel in the mask
+    MEASURED_NO_MATCH = "measured_no_match"
+    MATCHED = "matched"
+    UNMEASURABLE_SMALL = "unmeasurable_small"  # shorter side under identity_min_face_size
+    UNMEASURABLE_NO_FACE = "unmeasurable_no_face"  # the model finds no face in the original there
+
+    ALL = (REMOVED_BY_CONSTRUCTION, MEASURED_NO_MATCH, MATCHED, UNMEASURABLE_SMALL, UNMEASURABLE_NO_FACE)
+    MEASURED = (MEASURED_NO_MATCH, MATCHED)
+
+
+def is_match(distance: float, nearest_other: float, threshold: float = MATCH_THRESHOLD) -> bool:
+    """Whether a measured face is ``matched``: within ``threshold`` of its original, and at least as
+    close to it as to every other original of its image and every impostor (``nearest_other``), so
+    that an attacker holding the original would pick this face out. Ties count as a match."""
+    return distance <= threshold and distance <= nearest_other
 
 
 def models_folder() -> str | None:
@@ -114,6 +146,45 @@ class IdentityEmbedder:
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self._net = DlibResNet(read_weights(Path(folder) / EMBEDDING_MODEL_FILE), device)
+        self._frontal = dlib.get_frontal_face_detector()
+        self._impostors: np.ndarray | None = None
+
+    def readable(self, original: np.ndarray, face: Face) -> bool:
+        """Whether dlib's frontal face detector finds a face at ``face``'s box (IoU >= ``READABLE_IOU``)
+        in ``original``, searched in a crop of one face side of context, scaled so that the face is
+        ``READABLE_FACE_PX``. Where it finds none, the embedding of that place is not evidence."""
+        from PIL import Image
+
+        side = max(face.width, face.height)
+        height, width = original.shape[:2]
+        x1, y1 = max(0, int(face.x1 - side)), max(0, int(face.y1 - side))
+        x2, y2 = min(width, int(face.x2 + side + 1)), min(height, int(face.y2 + side + 1))
+        if x2 - x1 < 2 or y2 - y1 < 2:
+            return False
+        scale = READABLE_FACE_PX / max(1.0, face.short_side)
+        crop = Image.fromarray(np.ascontiguousarray(original[y1:y2, x1:x2]))
+        crop = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))),
+                           Image.Resampling.BILINEAR)
+        target = Face(face.x1, face.y1, face.x2, face.y2, face.score).mapped(scale, scale, -x1 * scale, -y1 * scale)
+        for rect in self._frontal(np.asarray(crop), 0):
+            found = Face(rect.left(), rect.top(), rect.right(), rect.bottom(), 1.0)
+            if found.iou(target) >= READABLE_IOU:
+                return True
+        return False
+
+    def impostors(self) -> np.ndarray:
+        """The fixed impostor gallery [len(``IMPOSTORS``), 128]: real, public-domain faces that ship in
+        scikit-image's wheel, embedded once per worker (offline, about 30 ms)."""
+        if self._impostors is None:
+            from skimage import data as skdata
+
+            embeddings = []
+            for name, box in IMPOSTORS:
+                pixels = np.asarray(getattr(skdata, name)())
+                rgb = np.stack([pixels] * 3, axis=-1) if pixels.ndim == 2 else pixels[..., :3]
+                embeddings.append(self.references(np.ascontiguousarray(rgb), [Face(*box, 1.0)])[0].embedding)
+            self._impostors = np.stack(embeddings).astype(np.float32)
+        return self._impostors
 
     def _rect(self, face: Face) -> object:
         return self._dlib.rectangle(int(round(face.x1)), int(round(face.y1)),
@@ -170,21 +241,38 @@ class IdentityEmbedder:
         """The identity distance of one replaced face from its precomputed ``reference`` (see the module)."""
         return self.distances_to([reference], replaced)[0]
 
-    def distances_to(self, references: Sequence[Reference], replaced: np.ndarray) -> list[float]:
-        """Per face, ``distance`` from its reference: the original's and its own alignment on
-        ``replaced``, both embedded in one batch (none of the original)."""
+    def probes(self, references: Sequence[Reference], replaced: np.ndarray) -> np.ndarray:
+        """Per face, the embeddings [N, 2, 128] of ``replaced`` at the face: with the original's
+        alignment and with its own, all in one batch (none of the original)."""
         if not references:
-            return []
+            return np.zeros((0, 2, 128), dtype=np.float32)
         replaced = np.ascontiguousarray(replaced)
         chips = [self._chip(replaced, reference.shape) for reference in references]
         chips += [self._own_chip(replaced, reference.face) for reference in references]
         embeddings = self._embed(chips)
         count = len(references)
-        return [min(float(np.linalg.norm(reference.embedding - embeddings[i])),
-                    float(np.linalg.norm(reference.embedding - embeddings[count + i])))
-                for i, reference in enumerate(references)]
+        return np.stack([embeddings[:count], embeddings[count:]], axis=1).astype(np.float32)
+
+    def distances_to(self, references: Sequence[Reference], replaced: np.ndarray) -> list[float]:
+        """Per face, ``distance`` from its reference: the original's and its own alignment on
+        ``replaced``, both embedded in one batch (none of the original)."""
+        probes = self.probes(references, replaced)
+        return [probe_distance(probe, reference.embedding) for probe, reference in zip(probes, references, strict=True)]
 
     def distances(self, original: np.ndarray, replaced: np.ndarray,
                   faces: Sequence[Face]) -> list[float]:
         """Per face, the identity distance between ``original`` and ``replaced`` (see the module)."""
         return self.distances_to(self.references(original, faces), replaced)
+
+
+def probe_distance(probe: np.ndarray, embedding: np.ndarray) -> float:
+    """The identity distance of a probe [2, 128] (a replaced face in two alignments) to an
+    original's embedding: the smaller of the two."""
+    return float(np.min(np.linalg.norm(probe - embedding[None, :], axis=1)))
+
+
+def gallery_distances(probe: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+    """``probe_distance`` of one probe [2, 128] to each embedding of ``gallery`` [G, 128]."""
+    if len(gallery) == 0:
+        return np.zeros(0, dtype=np.float64)
+    return np.min(np.linalg.norm(gallery[None, :, :] - probe[:, None, :], axis=2), axis=0)

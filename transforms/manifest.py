@@ -9,14 +9,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transforms.identity import MIN_GATED_FACE
+from transforms.identity import CHECKED
 from transforms.identity import MODEL_NAME as IDENTITY_MODEL
 from transforms.records import EXCLUDED, QUARANTINED, Record, ShardSpec
 from transforms.storage import filesystem, join, write_atomic
@@ -51,14 +52,26 @@ MANIFEST_SCHEMA = pa.schema([
     ("metadata_removed", pa.list_(pa.string())),
     ("metadata_remaining", pa.list_(pa.string())),
     ("pixel_change", pa.float32()),
-    # Identity evidence, per face in the order of ``faces``: distance to the original face
-    # (dlib embedding), and the best score of a face re-detected on the output over it (0: none).
+    # Identity evidence, per face in the order of ``faces``: its status (identity.FaceStatus), its
+    # distance to the original face (dlib embedding; NaN where not measured), and the best score of
+    # a face re-detected on the output over it (0: none).
     ("identity_check", pa.string()),
     ("identity_model", pa.string()),
+    ("face_identity_statuses", pa.list_(pa.string())),
     ("face_identity_distances", pa.list_(pa.float32())),
     ("face_escalations", pa.list_(pa.int8())),
     ("min_identity_distance", pa.float32()),
+    # The shard's rank-1 re-identification test (transforms/reidentification.py): this record's
+    # measured faces that were picked out (hits) of its probes, the shard's gallery of originals,
+    # and the shard's p-value (the same on every row of the shard).
+    ("identity_rank1_hits", pa.int32()),
+    ("identity_rank1_probes", pa.int32()),
+    ("identity_rank1_gallery", pa.int32()),
+    ("shard_reid_p_value", pa.float64()),
     ("face_redetected_scores", pa.list_(pa.float32())),
+    # 1, or 2 when verification found faces on the first output and they were replaced too
+    # (those faces are at the end of ``faces``).
+    ("replace_passes", pa.int8()),
     # "reencoded" from pixels, or "stripped": a JPEG with no face replaced, compressed data kept.
     ("output_encoding", pa.string()),
     # "ran": the verification detector searched the output; "reused": the output decodes to the
@@ -83,11 +96,13 @@ MANIFEST_SCHEMA = pa.schema([
 
 @dataclass(frozen=True)
 class RunInfo:
-    """What every manifest row of a run shares."""
+    """What every manifest row of a run shares (``detector``, the detect one), and the detector that
+    re-checked the outputs."""
 
     run_id: str
     config_sha256: str
     detector: Mapping[str, str]
+    verify_detector: Mapping[str, str] = field(default_factory=dict)
 
 
 def _measured(value: float) -> float | None:
@@ -124,13 +139,18 @@ def manifest_row(record: Record, output_uri: str | None, run: RunInfo,
         "pixel_change": record.pixel_change if record.pixel_change >= 0 else None,
         "identity_check": record.identity_check or None,
         "identity_model": IDENTITY_MODEL if record.identity_check == "checked" else None,
+        "face_identity_statuses": list(record.identity_statuses) or None,
         "face_identity_distances": list(record.identity_distances) or None,
         "face_escalations": list(record.escalations) or None,
-        # Over the gated faces (>= MIN_GATED_FACE px); every face's distance is in the list above.
-        "min_identity_distance": min(gated) if (gated := [
-            d for f, d in zip(record.faces, record.identity_distances, strict=False)
-            if f.short_side >= MIN_GATED_FACE]) else None,
+        # Over the measured faces; every face's distance (NaN: not measured) is in the list above.
+        "min_identity_distance": min(measured) if (measured := [
+            d for d in record.identity_distances if math.isfinite(d)]) else None,
+        **({"identity_rank1_hits": record.identity_rank1_hits, "identity_rank1_probes": record.identity_rank1_probes,
+            "identity_rank1_gallery": record.identity_rank1_gallery,
+            "shard_reid_p_value": record.reid_p_value if math.isfinite(record.reid_p_value) else None}
+           if record.identity_check == CHECKED else {}),
         "face_redetected_scores": list(record.redetected_scores) or None,
+        "replace_passes": record.replace_pass if record.method else None,
         "output_encoding": record.output_encoding or None,
         "verify_detection": record.verify_detection or None,
         "generator": record.generator or None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,6 +130,16 @@ class Record:
     # face ("checked"), or none ("skipped" when identity_check is off); the generator used.
     identity_check: str = ""
     identity_distances: tuple[float, ...] = ()
+    # Per face, its identity status (identity.FaceStatus; distances are NaN where not measured).
+    identity_statuses: tuple[str, ...] = ()
+    # In the pipeline only, never written: per measured face the original's and the replacement's
+    # embeddings (identity_evidence.VECTOR_WIDTH float32 each), for the shard's re-identification
+    # test at the commit, which sets the rank-1 figures below and drops them.
+    identity_vectors: bytes = b""
+    identity_rank1_hits: int = 0
+    identity_rank1_probes: int = 0
+    identity_rank1_gallery: int = 0
+    reid_p_value: float = math.nan
     # Per face, how far its replacement was escalated because it still matched its original:
     # 0 none, 1 twice the margin and blur, 2 a solid fill over twice the margin.
     escalations: tuple[int, ...] = ()
@@ -146,6 +157,11 @@ class Record:
     # How verification found the output's faces: "ran" (the verification detector on the output)
     # or "reused" (``output_same_pixels``: the detect stage's run on those same pixels).
     verify_detection: str = ""
+    # The source bytes, kept from the replace stage to verification when a second pass is allowed:
+    # faces verification finds on the output are added to ``faces`` and the source replaced again
+    # (``replace_pass`` 2). Dropped once verified or quarantined; never written.
+    source_data: bytes = b""
+    replace_pass: int = 1
     # Data subject (transforms/exclusions.py, from ``subject_field``): for exclusions and erasure lineage.
     subject_id: str = ""
     status: str = ""
@@ -157,12 +173,13 @@ class Record:
 
     def quarantine(self, reason: str) -> Record:
         """This record, marked quarantined; its bytes are dropped so they can never be written."""
-        return dataclasses.replace(self, status=QUARANTINED, reason=reason, data=b"", reference_views=b"")
+        return dataclasses.replace(self, status=QUARANTINED, reason=reason, data=b"", reference_views=b"",
+                                   identity_vectors=b"", source_data=b"")
 
     def exclude(self, reason: str) -> Record:
         """This record, marked excluded; its bytes and sidecars are dropped before anything reads them."""
         return dataclasses.replace(self, status=EXCLUDED, reason=reason, data=b"", extras=(), reference_views=b"",
-                                   source_sha256="")
+                                   source_sha256="", identity_vectors=b"", source_data=b"")
 
     @property
     def is_excluded(self) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -19,7 +19,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from pipelines.options import LOW_SECURITY_METHODS, REPLACEMENT_METHODS
 from transforms.accuracy import ReferenceSampling, pack_views
 from transforms.decode import ImageRejected, load_normalized
-from transforms.identity import CHECKED, SKIPPED, IdentityEmbedder, Reference, gated_match
+from transforms.identity import CHECKED, SKIPPED, IdentityEmbedder, Reference
+from transforms.identity_evidence import IdentityPolicy, ImageEvidence, measure_image, screen_faces
 from transforms.metadata import encode_clean, jpeg_is_rgb_coded, metadata_fields, strip_jpeg_metadata
 from transforms.metrics import image_quality, pixel_change
 from transforms.records import Face, Record
@@ -212,24 +213,29 @@ def attempt_seed(policy: ReplacementPolicy, key: str, index: int, attempt: int) 
     return face_seed(policy.synthetic_seed, f"{key}#{attempt}" if attempt else key, index)
 
 
-def choose_synthetic_attempts(original: np.ndarray, faces: Sequence[Face], references: Sequence[Reference],
+def choose_synthetic_attempts(original: np.ndarray, faces: Sequence[Face], references: Mapping[int, Reference],
                               policy: ReplacementPolicy, generator: FaceGenerator, embedder: IdentityEmbedder,
                               key: str) -> list[int]:
     """Per face, the attempt (``attempt_seed``) whose substitute is farthest from the original.
 
-    Each face's candidates are pasted alone into ``original`` (H x W x 3 uint8 RGB, left unchanged)
-    and scored by identity distance only: a candidate's same-alignment distance (one embedding) is an
-    upper bound of its distance, so only a candidate whose bound beats the best distance so far is
-    measured fully. A face stops at the first candidate farther than ``synthetic_target_distance``,
-    or after ``synthetic_attempts``. The original's pixels never reach a candidate's masked region.
+    Only faces with a reference (``references``, by face index: the measurable ones) are searched;
+    the others keep attempt 0. Each face's candidates are pasted alone into ``original`` (H x W x 3
+    uint8 RGB, left unchanged) and scored by identity distance only: a candidate's same-alignment
+    distance (one embedding) is an upper bound of its distance, so only a candidate whose bound beats
+    the best distance so far is measured fully. A face stops at the first candidate farther than
+    ``synthetic_target_distance``, or after ``synthetic_attempts``. The original's pixels never reach
+    a candidate's masked region.
     """
     height, width = original.shape[:2]
     work = original.copy()
     chosen = []
-    for index, (face, reference) in enumerate(zip(faces, references, strict=True)):
+    for index, face in enumerate(faces):
+        reference = references.get(index)
         region, box = grown_box(face, policy.box_margin, width, height), face_box(face, width, height)
         best, best_attempt = -1.0, 0
-        for attempt in range(policy.synthetic_attempts if policy.synthesizes(face) else 0):
+        searched = policy.synthetic_attempts if reference is not None and policy.synthesizes(face) else 0
+        for attempt in range(searched):
+            assert reference is not None
             window = synthesize_in_place(work, face, region, box, generator,
                                          attempt_seed(policy, key, index, attempt), policy.synthetic_soften)
             if window is None:
@@ -250,16 +256,20 @@ def choose_synthetic_attempts(original: np.ndarray, faces: Sequence[Face], refer
 @dataclass(frozen=True)
 class Rendering:
     """One anonymized version of an image: pixels, encoded bytes, the metadata names removed, the
-    faces' identity distances (empty when not measured), the encoded bytes decoded again, and each
-    face's escalation level (``escalated_policy``)."""
+    encoded bytes decoded again, each face's escalation level (``escalated_policy``), and the faces'
+    identity evidence (None when not taken)."""
 
     anonymized: Image.Image
     encoded: bytes
     removed: list[str]
-    distances: list[float]
     decoded: Image.Image
     escalations: tuple[int, ...] = ()
     encoding: str = REENCODED
+    evidence: ImageEvidence | None = None
+
+    @property
+    def distances(self) -> tuple[float, ...]:
+        return self.evidence.distances if self.evidence is not None else ()
 
 
 def same_pixels(a: Image.Image, b: Image.Image) -> bool:
@@ -288,18 +298,17 @@ class ReplaceFaces(beam.DoFn):
     def __init__(self, policy: ReplacementPolicy, max_pixels: int, quality: int,
                  reference: ReferenceSampling | None = None, identity_check: bool = False,
                  identity_threshold: float = 0.6, s3_endpoint: str = "", escalate: bool = True,
-                 identity_device: str = "cpu", keep_unchanged_jpeg: bool = True) -> None:
-        if identity_threshold < 0.6:
-            raise ValueError(f"identity_threshold must be >= 0.6, got {identity_threshold}")
+                 identity_device: str = "cpu", keep_unchanged_jpeg: bool = True,
+                 identity_min_face_size: int = 40, keep_source: bool = False) -> None:
         self._policy = policy
-        self._escalate = escalate
+        self._identity = IdentityPolicy(identity_threshold, identity_min_face_size, escalate)
         self._max_pixels = max_pixels
         self._quality = quality
         self._reference = reference
         self._identity_check = identity_check
-        self._identity_threshold = identity_threshold
         self._identity_device = identity_device
         self._keep_unchanged_jpeg = keep_unchanged_jpeg
+        self._keep_source = keep_source
         self._s3_endpoint = s3_endpoint
         self._generator: FaceGenerator | None = None
         self._embedder: IdentityEmbedder | None = None
@@ -312,39 +321,42 @@ class ReplaceFaces(beam.DoFn):
             self._embedder = IdentityEmbedder(self._identity_device)
 
     def _anonymize(self, record: Record, image: Image.Image, fmt: str, faces: tuple[Face, ...]) -> Rendering:
-        """Replace, encode and measure identity distances on the decoded output.
+        """Replace, encode and take identity evidence on the decoded output.
 
-        Each original face is measured once (its alignment and embedding, ``IdentityEmbedder.reference``).
-        For ``synthetic`` with the identity check on, each face gets the farthest of up to
-        ``synthetic_attempts`` seeded substitutes (``choose_synthetic_attempts``: only distances to
-        the original decide, never its pixels). A face of 20 px or more that still matches its original
-        (distance <= ``identity_threshold``) is escalated (``escalated_policy``: stronger blur, then a
-        solid fill) and the image rendered again. The returned distances are measured on the final output.
+        Each face is screened once (``screen_faces``: solid, too small, or no face for the model in
+        the original), and each measurable original measured once (its alignment and embedding). For
+        ``synthetic``, each measurable face gets the farthest of up to ``synthetic_attempts`` seeded
+        substitutes (``choose_synthetic_attempts``: only distances to the original decide, never its
+        pixels). A ``matched`` face is escalated (``escalated_policy``: stronger blur, then a solid
+        fill) and the image rendered again. The evidence returned is taken on the final output.
         """
         if not faces and self._keep_unchanged_jpeg and fmt == "JPEG":
             stripped = self._stripped(record, image)
             if stripped is not None:
                 return stripped
-        references: list[Reference] | None = None
+        references: dict[int, Reference] = {}
+        screened: list[str | None] = [None] * len(faces)
         attempts = [0] * len(faces)
         if self._embedder is not None and faces:
             original = np.asarray(image.convert("RGB"))
-            references = self._embedder.references(original, faces)
+            screened = screen_faces(self._embedder, original, faces, self._identity, self._policy.method == "solid")
+            measurable = [i for i, status in enumerate(screened) if status is None]
+            references = dict(zip(measurable, self._embedder.references(original, [faces[i] for i in measurable]),
+                                  strict=True))
             if self._policy.method == "synthetic" and self._generator is not None:
                 attempts = choose_synthetic_attempts(original, faces, references, self._policy, self._generator,
                                                      self._embedder, record.record_id)
         levels = [0] * len(faces)
-        rendering = self._render(record, image, fmt, faces, attempts, references, levels)
-        if not self._escalate or references is None:
+        rendering = self._render(record, image, fmt, faces, attempts, levels, references, screened)
+        if not self._identity.escalate or rendering.evidence is None:
             return rendering
         for level in ESCALATION_LEVELS:
-            matching = [i for i, d in enumerate(rendering.distances)
-                        if gated_match(faces[i].short_side, d, self._identity_threshold)]
+            matching = rendering.evidence.matched
             if not matching:
                 break
             for i in matching:
                 levels[i] = level
-            rendering = self._render(record, image, fmt, faces, attempts, references, levels)
+            rendering = self._render(record, image, fmt, faces, attempts, levels, references, screened)
         return rendering
 
     def _stripped(self, record: Record, image: Image.Image) -> Rendering | None:
@@ -365,12 +377,13 @@ class ReplaceFaces(beam.DoFn):
             return None
         if not same_pixels(decoded, image):
             return None
-        return Rendering(image, stripped, metadata_fields(record.data), [], decoded, (), STRIPPED)
+        return Rendering(image, stripped, metadata_fields(record.data), decoded, (), STRIPPED)
 
     def _render(self, record: Record, image: Image.Image, fmt: str, faces: tuple[Face, ...], attempts: list[int],
-                references: list[Reference] | None, levels: list[int]) -> Rendering:
+                levels: list[int], references: Mapping[int, Reference],
+                screened: Sequence[str | None]) -> Rendering:
         """One replacement of every face (face i with its ``attempts[i]``-th seed, or escalated to
-        ``levels[i]``), encoded, decoded, measured."""
+        ``levels[i]``), encoded, decoded, and its identity evidence taken (when the check is on)."""
         seeds = [attempt_seed(self._policy, record.record_id, i, t) for i, t in enumerate(attempts)]
         plain = [i for i, level in enumerate(levels) if level == 0]
         anonymized = replace_faces(image, [faces[i] for i in plain], self._policy, self._generator,
@@ -381,10 +394,12 @@ class ReplaceFaces(beam.DoFn):
                 anonymized = replace_faces(anonymized, chosen, escalated_policy(self._policy, level))
         encoded, removed = encode_clean(anonymized, record.data, fmt, self._quality)
         decoded, _ = load_normalized(encoded, self._max_pixels)
-        distances: list[float] = []
-        if references is not None and self._embedder is not None:
-            distances = self._embedder.distances_to(references, np.asarray(decoded.convert("RGB")))
-        return Rendering(anonymized, encoded, removed, distances, decoded, tuple(levels))
+        evidence = None
+        if self._embedder is not None and faces:
+            solid = [level == ESCALATION_LEVELS[-1] for level in levels]
+            evidence = measure_image(self._embedder, references, np.asarray(decoded.convert("RGB")), screened, solid,
+                                     self._identity)
+        return Rendering(anonymized, encoded, removed, decoded, tuple(levels), evidence=evidence)
 
     def process(self, record: Record, sample_cutoff: int | None = None) -> Iterator[Record]:
         if record.is_quarantined:
@@ -394,8 +409,7 @@ class ReplaceFaces(beam.DoFn):
         try:
             image, fmt = load_normalized(record.data, self._max_pixels)
             rendering = self._anonymize(record, image, fmt, faces)
-            anonymized, encoded, removed, distances = (rendering.anonymized, rendering.encoded,
-                                                       rendering.removed, rendering.distances)
+            anonymized, encoded, removed = rendering.anonymized, rendering.encoded, rendering.removed
             changed = pixel_change(image, anonymized)
             output = rendering.decoded
             width, height = image.size
@@ -422,9 +436,13 @@ class ReplaceFaces(beam.DoFn):
             output_encoding=rendering.encoding, output_same_pixels=unchanged,
             output_faces=record.faces if unchanged else (),
             identity_check=CHECKED if self._embedder is not None else SKIPPED,
-            identity_distances=tuple(distances),
-            escalations=rendering.escalations if distances else (),
+            identity_distances=rendering.distances,
+            identity_statuses=rendering.evidence.statuses if rendering.evidence is not None else (),
+            identity_vectors=rendering.evidence.vectors if rendering.evidence is not None else b"",
+            escalations=rendering.escalations if rendering.evidence is not None else (),
             generator=self._generator.name if self._generator is not None else "",
+            # A first pass keeps its source for a second pass (verification finds a face on the output).
+            source_data=record.data if self._keep_source and record.replace_pass == 1 else b"",
         ).replace(
             data=encoded, faces=faces, method=self._policy.method,
             security_level=self._policy.security_level, metadata_removed=tuple(removed),

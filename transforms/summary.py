@@ -10,19 +10,27 @@ import collections
 import datetime
 import html
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 
 from transforms.accuracy import accuracy_impact
+from transforms.identity import CHECKED, FaceStatus
 from transforms.identity import MATCH_THRESHOLD as IDENTITY_MATCH_THRESHOLD
-from transforms.identity import MIN_GATED_FACE, gated_match
 from transforms.identity import MODEL_NAME as IDENTITY_MODEL
 from transforms.records import ShardSpec
 from transforms.storage import filesystem, join, write_atomic
 
 SIZE_BANDS = ((0, 20, "<20"), (20, 40, "20-40"), (40, 80, "40-80"), (80, float("inf"), ">=80"))
+# Quarantine reasons of inputs that could not be read as images at all: not "withheld" (the run's
+# gate_max_withheld_share bounds what the anonymizer itself held back). Exclusions are not quarantined.
+UNREADABLE_REASONS = ("decode:", "read:")
+# A detection scored under this is reported as uncertain (it is replaced all the same).
+LOW_DETECTION_SCORE = 0.9
+# The manifest column of per-face identity-check statuses, in ``faces`` order (newer manifests).
+IDENTITY_STATUS_COLUMN = "face_identity_statuses"
 
 
 def size_band(short_side: float) -> str:
@@ -44,16 +52,72 @@ def image_quality_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return figures
 
 
+def _measured(distances: Sequence[Any] | None) -> list[float]:
+    return [float(d) for d in distances or () if d is not None and math.isfinite(float(d))]
+
+
+def is_withheld(row: Mapping[str, Any]) -> bool:
+    """Whether a manifest row was withheld: quarantined for a reason other than an unreadable input."""
+    return row["status"] == "quarantined" and not str(row.get("reason") or "").startswith(UNREADABLE_REASONS)
+
+
+# Older manifests (before per-face statuses): faces under this many px were not gated.
+LEGACY_GATED_FACE = 20.0
+
+
 def _short_side(face: Mapping[str, Any]) -> float:
-    if not face or "x1" not in face:
-        return float("inf")
-    return float(min(face["x2"] - face["x1"], face["y2"] - face["y1"]))
+    return float(min(face["x2"] - face["x1"], face["y2"] - face["y1"])) if face and "x1" in face else math.inf
+
+
+def face_identity_statuses(row: Mapping[str, Any]) -> list[str]:
+    """Per face of a manifest row (in ``faces`` order), how the identity check treated it.
+
+    Read from the ``face_identity_statuses`` column where the manifest has it (``FaceStatus``).
+    Older manifests: derived from ``identity_check``, the face sizes and ``face_identity_distances``
+    under the rule of their time (faces of 20 px or more within the match distance matched);
+    ``not_checked`` when the check was off, ``unmeasured`` for a face with no distance.
+    """
+    faces = row.get("faces") or []
+    recorded = row.get(IDENTITY_STATUS_COLUMN)
+    if recorded:
+        return [str(status) for status in recorded]
+    if row.get("identity_check") != CHECKED:
+        return ["not_checked"] * len(faces)
+    distances = row.get("face_identity_distances") or []
+    statuses: list[str] = []
+    for i, face in enumerate(faces):
+        side = _short_side(face)
+        if side < LEGACY_GATED_FACE:
+            statuses.append(FaceStatus.UNMEASURABLE_SMALL)
+        elif i >= len(distances) or distances[i] is None:
+            statuses.append("unmeasured")
+        else:
+            statuses.append(FaceStatus.MATCHED if float(distances[i]) <= IDENTITY_MATCH_THRESHOLD
+                            else FaceStatus.MEASURED_NO_MATCH)
+    return statuses
+
+
+def not_measured(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What the checks could not vouch for in the published images: faces per identity status,
+    detections under ``LOW_DETECTION_SCORE``, and recall (never measured by a run: no ground truth)."""
+    published = [row for row in rows if row["status"] == "published"]
+    faces = [face for row in published for face in row["faces"] or []]
+    statuses = collections.Counter(status for row in published for status in face_identity_statuses(row))
+    return {
+        "published_faces": len(faces),
+        "identity_statuses": dict(sorted(statuses.items())),
+        "low_score_threshold": LOW_DETECTION_SCORE,
+        "low_score_detections": sum(1 for face in faces
+                                    if face.get("score") is not None and face["score"] < LOW_DETECTION_SCORE),
+        "recall": "not measured: no ground truth (labelled faces) for this run's images",
+    }
 
 
 def identity_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Per method: faces replaced, identity distances to the originals (checked faces), how many
-    still match (distance <= 0.6), faces escalated (replaced again, more strongly, because they
-    matched), faces skipped, and the share re-detected as a face."""
+    """Per method: faces replaced, their identity statuses (``statuses``: counts per
+    ``identity.FaceStatus``), identity distances of the measured faces, how many were ``matched``,
+    faces escalated (replaced again, more strongly, because they matched), faces skipped (check
+    off), and the share re-detected as a face."""
     per: dict[str, dict[str, Any]] = {}
     for row in rows:
         method = row.get("method")
@@ -61,17 +125,15 @@ def identity_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if not method or not faces:
             continue
         entry = per.setdefault(method, {"faces": 0, "checked": 0, "skipped": 0, "distances": [],
-                                        "matching_gated": 0, "escalated": 0, "redetect_checked": 0,
-                                        "redetected": 0})
+                                        "statuses": {status: 0 for status in FaceStatus.ALL},
+                                        "escalated": 0, "redetect_checked": 0, "redetected": 0})
         entry["faces"] += len(faces)
         entry["escalated"] += sum(1 for level in row.get("face_escalations") or [] if level)
-        distances = row.get("face_identity_distances") or []
         if row.get("identity_check") == "checked":
-            entry["checked"] += len(distances)
-            entry["distances"].extend(float(d) for d in distances)
-            entry["matching_gated"] += sum(
-                1 for f, d in zip(faces, distances, strict=False)
-                if gated_match(_short_side(f), float(d)))
+            entry["checked"] += len(faces)
+            entry["distances"].extend(_measured(row.get("face_identity_distances")))
+            for status in row.get("face_identity_statuses") or ():
+                entry["statuses"][status] = entry["statuses"].get(status, 0) + 1
         else:
             entry["skipped"] += len(faces)
         scores = row.get("face_redetected_scores") or []
@@ -82,12 +144,39 @@ def identity_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         distances = entry.pop("distances")
         checked = entry.pop("redetect_checked")
         out[method] = entry | {
+            "measured": len(distances),
+            "matched": entry["statuses"][FaceStatus.MATCHED],
             "mean_distance": sum(distances) / len(distances) if distances else None,
             "min_distance": min(distances) if distances else None,
-            "matching": sum(1 for d in distances if d <= IDENTITY_MATCH_THRESHOLD),
+            "within_threshold": sum(1 for d in distances if d <= IDENTITY_MATCH_THRESHOLD),
             "redetected_share": entry["redetected"] / checked if checked else None,
         }
     return out
+
+
+def reidentification_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The shards' rank-1 re-identification tests over the published rows: probes (measured
+    faces), hits (picked out among the shard's originals and the impostors), the rate, what chance
+    gives (the mean of 1 / gallery over the probes), and the smallest shard p-value."""
+    probes = hits = 0
+    chance = 0.0
+    p_values: dict[str, float] = {}
+    for row in rows:
+        if row["status"] != "published" or not row.get("identity_rank1_probes"):
+            continue
+        probes += int(row["identity_rank1_probes"])
+        hits += int(row.get("identity_rank1_hits") or 0)
+        chance += int(row["identity_rank1_probes"]) / max(1, int(row.get("identity_rank1_gallery") or 1))
+        if row.get("shard_reid_p_value") is not None:
+            p_values[row["shard_id"]] = float(row["shard_reid_p_value"])
+    return {"probes": probes, "hits": hits, "rate": hits / probes if probes else None,
+            "chance": chance / probes if probes else None, "shards": len(p_values),
+            "min_shard_p_value": min(p_values.values()) if p_values else None}
+
+
+def published_identity_matches(row: Mapping[str, Any]) -> int:
+    """A row's ``matched`` faces (``face_identity_statuses``, older manifests included)."""
+    return face_identity_statuses(row).count(FaceStatus.MATCHED)
 
 
 def summarise(manifest: pa.Table, planned: Sequence[ShardSpec],
@@ -101,6 +190,7 @@ def summarise(manifest: pa.Table, planned: Sequence[ShardSpec],
     rows = manifest.to_pylist()
     statuses = collections.Counter(row["status"] for row in rows)
     reasons = collections.Counter(row["reason"] for row in rows if row["status"] == "quarantined")
+    withheld = collections.Counter(row["reason"] for row in rows if is_withheld(row))
     bands: collections.Counter[str] = collections.Counter({name: 0 for *_, name in SIZE_BANDS})
     methods: collections.Counter[str] = collections.Counter()
     # How published outputs were written and how verification found their faces (manifest columns
@@ -137,9 +227,7 @@ def summarise(manifest: pa.Table, planned: Sequence[ShardSpec],
             not row["metadata_remaining"] for row in rows if row["status"] == "published"),
     }
     checks["no_published_identity_match"] = all(
-        all(not gated_match(_short_side(f), float(d))
-            for f, d in zip(row["faces"] or [], row.get("face_identity_distances") or [], strict=False))
-        for row in rows if row["status"] == "published")
+        published_identity_matches(row) == 0 for row in rows if row["status"] == "published")
     accuracy = None
     if reference is not None:
         accuracy = accuracy_impact(rows, **reference)
@@ -157,6 +245,11 @@ def summarise(manifest: pa.Table, planned: Sequence[ShardSpec],
         "excluded": excluded,
         "erased": erased,
         "quarantine_reasons": dict(sorted(reasons.items())),
+        # Completeness: quarantined for a reason other than an unreadable input, as a share of all inputs.
+        "withheld": sum(withheld.values()),
+        "withheld_share": sum(withheld.values()) / inputs if inputs else 0.0,
+        "withheld_reasons": dict(sorted(withheld.items())),
+        "not_measured": not_measured(rows),
         "faces_total": sum(bands.values()),
         "faces_per_size_band": dict(bands),
         "methods": dict(methods),
@@ -165,6 +258,7 @@ def summarise(manifest: pa.Table, planned: Sequence[ShardSpec],
         "duplicate_records": duplicates,
         "image_quality": image_quality_summary(rows),
         "identity": identity_summary(rows),
+        "reidentification": reidentification_summary(rows),
         "accuracy_impact": accuracy,
         "checks": checks,
         "passed": all(checks.values()),
@@ -259,25 +353,51 @@ def _quality_html(quality: Mapping[str, Mapping[str, Any]] | None) -> str:
             f"changes pixels.</p><table>{head}{cells}</table>")
 
 
-def _identity_html(identity: Mapping[str, Mapping[str, Any]] | None) -> str:
+STATUS_WORDS = {
+    FaceStatus.REMOVED_BY_CONSTRUCTION: "removed by construction: filled solid, no pixel of the face is left",
+    FaceStatus.MEASURED_NO_MATCH: "measured, no match: the model could read the original, and the replacement "
+                                  "is not picked out as that person",
+    FaceStatus.MATCHED: "matched: the replacement is still picked out as its original (escalated; quarantined "
+                        "if it stays so)",
+    FaceStatus.UNMEASURABLE_SMALL: "too small to measure (under identity_min_face_size): protected by the "
+                                   "blur's strength, not by a measurement",
+    FaceStatus.UNMEASURABLE_NO_FACE: "not measurable: the face model finds no face in the original there "
+                                     "(profile, occluded, blurred, or not a face); protected by the blur's strength",
+}
+
+
+def _identity_html(identity: Mapping[str, Mapping[str, Any]] | None,
+                   reidentification: Mapping[str, Any] | None = None) -> str:
     if not identity:
         return ""
-    keys = ("faces", "checked", "skipped", "mean_distance", "min_distance", "matching", "matching_gated",
-            "escalated", "redetected_share")
+    keys = ("faces", "checked", "skipped", "measured", "matched", "mean_distance", "min_distance",
+            "within_threshold", "escalated", "redetected_share")
     head = "<tr><th>method</th>" + "".join(f"<th>{k.replace('_', ' ')}</th>" for k in keys) + "</tr>"
     def num(value: Any) -> str:
         return f"{value:.3f}" if isinstance(value, float) else ("-" if value is None else str(value))
 
-    cells = "".join(f"<tr><th>{html.escape(method)}</th>" + "".join(f"<td>{num(fig[k])}</td>" for k in keys)
+    cells = "".join(f"<tr><th>{html.escape(method)}</th>" + "".join(f"<td>{num(fig.get(k))}</td>" for k in keys)
                     + "</tr>" for method, fig in identity.items())
-    return (f"<h2>Identity evidence</h2><p>Distance between each replaced face and its original in "
-            f"{html.escape(IDENTITY_MODEL)} embedding space; at or under {IDENTITY_MATCH_THRESHOLD} the model "
-            f"says same person; such faces of {MIN_GATED_FACE:g} px or more (matching gated) are quarantined as "
-            "verify:identity_match, smaller ones are measured only; escalated: faces that matched and were "
-            "replaced again with twice the margin and blur, then a solid fill (the distances are the final "
-            "ones). Re-detected share: "
-            "replaced faces the verification detector still finds as a face (a useful synthetic substitute keeps "
-            f"it high).</p><table>{head}{cells}</table>")
+    totals: collections.Counter[str] = collections.Counter()
+    for fig in identity.values():
+        totals.update(fig.get("statuses") or {})
+    statuses = "".join(f"<li><b>{totals.get(status, 0)}</b> {html.escape(words)}</li>"
+                       for status, words in STATUS_WORDS.items())
+    reid = ""
+    if reidentification and reidentification.get("probes"):
+        reid = (f"<p>Re-identification test: of {reidentification['probes']} measured faces, "
+                f"{reidentification['hits']} were nearest to their own original among their shard's originals "
+                f"and the impostor gallery (rate {num(reidentification['rate'])}, chance "
+                f"{num(reidentification['chance'])}; smallest shard p-value "
+                f"{num(reidentification['min_shard_p_value'])}).</p>")
+    return (f"<h2>Identity evidence</h2><p>Each replaced face has one status:</p><ul>{statuses}</ul>"
+            f"<p>Distances are between each measured face and its original in {html.escape(IDENTITY_MODEL)} "
+            f"embedding space. A face is matched when it is within {IDENTITY_MATCH_THRESHOLD} of its original "
+            "and nearer to it than to any other original of its image or any impostor; only matched faces are "
+            "escalated (twice the margin and blur, then a solid fill) and, if still matched, quarantined as "
+            "verify:identity_match. Within threshold counts measured faces under the distance alone. "
+            "Re-detected share: replaced faces the verification detector still finds as a face (a useful "
+            f"synthetic substitute keeps it high).</p><table>{head}{cells}</table>{reid}")
 
 
 def render_html(summary: Mapping[str, Any]) -> str:
@@ -299,7 +419,7 @@ th,td{{border:1px solid #999;padding:4px 8px;text-align:left}}
 <h2>Published outputs: encoding, verification detection</h2>{_table(summary.get("published_outputs", {}))}
 <h2>Quarantine reasons</h2>{_table(summary["quarantine_reasons"])}
 {_quality_html(summary.get("image_quality"))}
-{_identity_html(summary.get("identity"))}
+{_identity_html(summary.get("identity"), summary.get("reidentification"))}
 {_accuracy_html(summary.get("accuracy_impact"))}
 </body></html>
 """

@@ -1,12 +1,13 @@
-"""Verify each output before it may be published: no face re-detected, no replaced face that
-still matches its original's identity, no metadata left, the output decodes to the input's
+"""Verify each output before it may be published: no face re-detected, no replaced face whose
+identity status is ``matched`` (transforms/identity_evidence.py), no metadata left, the output decodes to the input's
 dimensions. Any failure quarantines the record.
 
 Synthetic faces are meant to be found by a detector. A face re-detected on a ``synthetic`` output
 is not a leak only when all of these hold: the identity check ran on the record; the re-detected
 box overlaps a replaced face's box (IoU >= ``SUBSTITUTE_IOU``), each replaced face explaining at
 most one re-detection; and that replaced face's identity distance to its original is above the
-identity threshold. Any other re-detected face above the verification score is residual.
+identity threshold (a face not measured has no distance and excuses nothing). Any other
+re-detected face above the verification score is residual.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 import apache_beam as beam
 
 from transforms.decode import ImageRejected, load_normalized
-from transforms.identity import CHECKED, gated_match
+from transforms.identity import CHECKED, FaceStatus
 from transforms.metadata import remaining_metadata
 from transforms.records import Face, Record
 
@@ -51,20 +52,41 @@ def leaked_faces(record: Record, verify_threshold: float, identity_threshold: fl
     return leaks
 
 
+SECOND_PASS = "second_pass"  # the tagged output of records to replace again
+
+
+def second_pass_record(record: Record, verify_threshold: float) -> Record:
+    """The record to replace again: its source bytes, its faces plus those found on its output at
+    or above ``verify_threshold`` that no replaced face explains (IoU < ``SUBSTITUTE_IOU``), and
+    everything the replace and verify stages set cleared."""
+    found = [f for f in record.output_faces if f.score >= verify_threshold
+             and not any(f.iou(r) >= SUBSTITUTE_IOU for r in record.faces)]
+    return record.replace(
+        data=record.source_data, source_data=b"", faces=record.faces + tuple(found), replace_pass=2,
+        residual_faces=-1, output_faces=(), redetected_scores=(), verify_detection="", identity_vectors=b"",
+        identity_statuses=(), identity_distances=(), escalations=(), output_same_pixels=False,
+        notes=record.notes + (f"second_pass:{len(found)}_faces_found_on_output",))
+
+
 class VerifyOutput(beam.DoFn):
     """Check a record's anonymized bytes; pass it on verified or quarantined with the reason.
 
-    Expects ``residual_faces`` already set by the verification detector run.
+    Expects ``residual_faces`` already set by the verification detector run. With ``second_pass``,
+    a first-pass record with residual faces that are not substitutes and that carries its source
+    bytes goes to the ``SECOND_PASS`` output instead (``second_pass_record``): those faces are
+    replaced too, and the result verified again from the start; a residual face then quarantines it.
     """
 
-    def __init__(self, max_pixels: int, verify_threshold: float = 0.9, identity_threshold: float = 0.6) -> None:
+    def __init__(self, max_pixels: int, verify_threshold: float = 0.9, identity_threshold: float = 0.6,
+                 second_pass: bool = False) -> None:
         if identity_threshold < 0.6:
             raise ValueError(f"identity_threshold must be >= 0.6, got {identity_threshold}")
         self._max_pixels = max_pixels
         self._verify_threshold = verify_threshold
         self._identity_threshold = identity_threshold
+        self._second_pass = second_pass
 
-    def process(self, record: Record) -> Iterator[Record]:
+    def process(self, record: Record) -> Iterator[Record | beam.pvalue.TaggedOutput]:
         if record.is_quarantined:
             yield record
             return
@@ -74,9 +96,11 @@ class VerifyOutput(beam.DoFn):
         record = record.replace(
             redetected_scores=redetection_scores(record.faces, record.output_faces),
             residual_faces=leaked_faces(record, self._verify_threshold, self._identity_threshold))
-        if record.identity_check == CHECKED and any(
-                gated_match(face.short_side, d, self._identity_threshold)
-                for face, d in zip(record.faces, record.identity_distances, strict=False)):
+        if self._second_pass and record.residual_faces > 0 and record.replace_pass == 1 and record.source_data:
+            yield beam.pvalue.TaggedOutput(SECOND_PASS, second_pass_record(record, self._verify_threshold))
+            return
+        record = record.replace(source_data=b"")
+        if record.identity_check == CHECKED and FaceStatus.MATCHED in record.identity_statuses:
             yield record.quarantine("verify:identity_match")
             return
         if record.residual_faces > 0:

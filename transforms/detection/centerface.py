@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from transforms.extra_detectors import merge_faces
+from transforms.detection.union import merge_faces
 from transforms.records import Face
 
 CENTERFACE = "centerface"
@@ -188,7 +188,8 @@ class CenterFaceDetector:
         self.on_gpu = self._session.get_providers()[0] == "CUDAExecutionProvider"
         self.settings = settings
 
-    def info(self) -> dict[str, str]:
+    @classmethod
+    def info(cls) -> dict[str, str]:
         return centerface_info()
 
     def _detect_one(self, image: Image.Image) -> list[Face]:
@@ -282,16 +283,3 @@ class CenterFaceDetector:
             for i, rgb, faces in zip(members, rgbs, self._infer(rgbs), strict=True):
                 results[i] = self._with_low_light(rgb, faces)
         return results
-
-
-class CenterFaceFactory:
-    """Builds a ``CenterFaceDetector`` inside the worker (picklable)."""
-
-    def __init__(self, settings: CenterFaceSettings) -> None:
-        self.settings = settings
-
-    def __call__(self) -> CenterFaceDetector:
-        return CenterFaceDetector(self.settings)
-
-    def info(self) -> dict[str, str]:
-        return centerface_info()

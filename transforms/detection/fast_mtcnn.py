@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from transforms.detection.mtcnn import mtcnn_info
 from transforms.records import Face
 
 FAST_MTCNN = "fast_mtcnn"
@@ -272,9 +273,8 @@ class FastMtcnnDetector:
         self._rnet = RNet().to(self.device).eval()
         self._onet = ONet().to(self.device).eval()
 
-    def info(self) -> dict[str, str]:
-        from transforms.detection import mtcnn_info
-
+    @classmethod
+    def info(cls) -> dict[str, str]:
         return mtcnn_info() | {"name": FAST_MTCNN}
 
     # -- stages ------------------------------------------------------------------------------
@@ -506,18 +506,3 @@ def _bbreg(boxes: Any, reg: Any) -> Any:
     moved = torch.stack([boxes[:, 0] + reg[:, 0] * w, boxes[:, 1] + reg[:, 1] * h,
                          boxes[:, 2] + reg[:, 2] * w, boxes[:, 3] + reg[:, 3] * h], dim=1)
     return torch.cat([moved, boxes[:, 4:]], dim=1)
-
-
-class FastMtcnnFactory:
-    """Builds a ``FastMtcnnDetector`` inside the worker (picklable)."""
-
-    def __init__(self, settings: FastMtcnnSettings) -> None:
-        self.settings = settings
-
-    def __call__(self) -> FastMtcnnDetector:
-        return FastMtcnnDetector(self.settings)
-
-    def info(self) -> dict[str, str]:
-        from transforms.detection import mtcnn_info
-
-        return mtcnn_info() | {"name": FAST_MTCNN}

@@ -1,0 +1,104 @@
+"""The Beam ``ModelHandler`` that runs a detector on records: detect mode and verify mode.
+
+The handler takes ``Record``s (encoded bytes), decodes each once, detects faces on a batch and
+returns the records with their faces. The same handler re-detects on outputs in verification mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from apache_beam.ml.inference.base import ModelHandler
+from PIL import Image
+
+from transforms.decode import ImageRejected, load_normalized
+from transforms.detection.base import Detector, DetectorFactory
+from transforms.records import Face, Record
+
+
+class FaceDetectionHandler(ModelHandler[Record, Record, Detector]):
+    """Runs a face detector on batches of records.
+
+    In ``detect`` mode the records' faces are set; in ``verify`` mode the records' bytes are the
+    anonymized outputs and ``residual_faces`` counts faces at or above ``verify_threshold``.
+    A record that cannot be decoded or detected is quarantined with the reason; a batch that
+    fails is retried image by image so one bad image never takes its neighbours with it.
+    With ``reuse_same_pixels`` (verify mode; only when this detector is the detect stage's, or that
+    one less detection-only extras), a record whose output decodes to exactly the pixels the detect
+    stage searched (``output_same_pixels``) keeps that run's faces instead of a second, identical
+    run: a detector gives the same faces on the same pixels.
+    The model loads once per worker process (RunInference's ``shared.Shared`` handle), shared by
+    its threads; with ``share_across_processes`` once per machine (Beam's ``MultiProcessShared``).
+    """
+
+    def __init__(self, factory: DetectorFactory, batch_size: int, max_pixels: int,
+                 mode: str = "detect", verify_threshold: float = 0.9,
+                 share_across_processes: bool = False, reuse_same_pixels: bool = False) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if mode not in ("detect", "verify"):
+            raise ValueError(f"mode must be detect or verify, got {mode!r}")
+        super().__init__()
+        self._factory = factory
+        self._batch_size = batch_size
+        self._max_pixels = max_pixels
+        self._mode = mode
+        self._verify_threshold = verify_threshold
+        self._share_across_processes = share_across_processes
+        self._reuse_same_pixels = reuse_same_pixels and mode == "verify"
+
+    def load_model(self) -> Detector:
+        return self._factory()
+
+    def share_model_across_processes(self) -> bool:
+        """One model per worker machine, served to its SDK processes (GPU memory), when asked for."""
+        return self._share_across_processes
+
+    def batch_elements_kwargs(self) -> dict[str, Any]:
+        return {"min_batch_size": 1, "max_batch_size": self._batch_size}
+
+    def _apply(self, record: Record, faces: Sequence[Face], how: str = "ran") -> Record:
+        if self._mode == "detect":
+            return record.replace(faces=tuple(faces))
+        residual = sum(1 for face in faces if face.score >= self._verify_threshold)
+        return record.replace(residual_faces=residual, output_faces=tuple(faces), verify_detection=how)
+
+    def run_inference(self, batch: Sequence[Record], model: Detector,
+                      inference_args: dict[str, Any] | None = None) -> Iterable[Record]:
+        stage = "detect" if self._mode == "detect" else "verify"
+        out: list[Record | None] = [None] * len(batch)
+        images: list[Image.Image] = []
+        positions: list[int] = []
+        for i, record in enumerate(batch):
+            if record.is_quarantined:
+                out[i] = record
+                continue
+            if self._reuse_same_pixels and record.output_same_pixels:
+                out[i] = self._apply(record, record.output_faces, "reused")
+                continue
+            try:
+                image, _ = load_normalized(record.data, self._max_pixels)
+            except ImageRejected as rejected:
+                out[i] = record.quarantine(f"{stage}:{rejected.reason}")
+                continue
+            images.append(image)
+            positions.append(i)
+        try:
+            detections = model.detect(images) if images else []
+        except Exception:  # noqa: BLE001 - retried one by one below; failures are quarantined
+            detections = []
+            for image, i in zip(images, positions, strict=True):
+                try:
+                    detections.append(model.detect([image])[0])
+                except Exception as error:  # noqa: BLE001 - a detector error quarantines
+                    detections.append([])
+                    out[i] = batch[i].quarantine(
+                        f"{stage}:detector_error:{type(error).__name__}")
+        for i, faces in zip(positions, detections, strict=True):
+            if out[i] is None:
+                out[i] = self._apply(batch[i], faces)
+        return [record for record in out if record is not None]
+
+    def get_metrics_namespace(self) -> str:
+        return f"anonymize_{self._mode}"
