@@ -360,9 +360,9 @@ class ReplaceFaces(beam.DoFn):
         return rendering
 
     def _stripped(self, record: Record, image: Image.Image) -> Rendering | None:
-        """The source JPEG without its metadata segments, if it is YCbCr or greyscale (not RGB-coded)
-        and decodes to ``image``'s very pixels (not when the EXIF orientation, an ICC profile or an
-        Adobe colour transform mattered)."""
+        """The source JPEG without its metadata segments, if it is YCbCr or greyscale and decodes to
+        ``image``'s very pixels (not when the EXIF orientation, an ICC profile or an Adobe colour
+        transform mattered)."""
         if jpeg_is_rgb_coded(record.data):
             return None
         try:
