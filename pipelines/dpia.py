@@ -19,7 +19,7 @@ from typing import Any
 from transforms.audit import read_entries, verify_chain
 from transforms.manifest import read_manifests
 from transforms.storage import filesystem, join, write_atomic
-from transforms.summary import summarise
+from transforms.summary import STATUS_WORDS, summarise
 
 BLANK = "TO BE COMPLETED BY THE CONTROLLER"
 
@@ -55,9 +55,23 @@ def _summary(output: str, s3_endpoint: str) -> dict[str, Any]:
 
 
 def _identity_rows(identity: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
-    keys = ("faces", "checked", "skipped", "mean_distance", "min_distance", "matching", "matching_gated",
-            "escalated")
+    keys = ("faces", "checked", "skipped", "measured", "matched", "mean_distance", "min_distance", "escalated")
     return [["method", *keys]] + [[m, *(_fmt(fig.get(k)) for k in keys)] for m, fig in identity.items()]
+
+
+def _identity_status_lines(identity: Mapping[str, Mapping[str, Any]],
+                           reidentification: Mapping[str, Any]) -> list[str]:
+    """The replaced faces per identity status, in words, and the re-identification test's rate."""
+    totals: dict[str, int] = {}
+    for fig in identity.values():
+        for status, count in (fig.get("statuses") or {}).items():
+            totals[status] = totals.get(status, 0) + int(count)
+    lines = [f"{totals.get(status, 0)} {words}" for status, words in STATUS_WORDS.items()]
+    if reidentification.get("probes"):
+        lines.append(f"Re-identification test: {reidentification['hits']} of {reidentification['probes']} measured "
+                     f"faces nearest their own original (rate {_fmt(reidentification.get('rate'))}, chance "
+                     f"{_fmt(reidentification.get('chance'))}).")
+    return lines
 
 
 def _verdict_blocks(verdicts: Mapping[str, Any]) -> list[Block]:
@@ -137,8 +151,10 @@ def build_sections(output: str, s3_endpoint: str = "") -> tuple[str, list[tuple[
         ("p", f"Residual faces re-detected on published outputs: {residual_published}; records quarantined by "
               "verification or the gate:"),
         _pairs(dict(verify_quarantined) or {"none": 0}, ("reason", "records")),
-        ("p", "Identity distance between each replaced face and its original (dlib 128-D; at or under 0.6 the "
-              "model says same person):"),
+        ("p", "Identity evidence per replaced face (dlib 128-D; a face is matched when within 0.6 of its "
+              "original and nearer to it than to any other original or impostor; an unmeasurable face is "
+              "protected by the replacement's strength, not by a measurement):"),
+        ("list", _identity_status_lines(summary.get("identity") or {}, summary.get("reidentification") or {})),
         ("table", _identity_rows(summary.get("identity") or {})),
         ("p", "Metadata removed (records carrying each item):"),
         _pairs(dict(metadata.most_common(25)) or {"none": 0}, ("metadata", "records")),
@@ -156,6 +172,7 @@ def build_sections(output: str, s3_endpoint: str = "") -> tuple[str, list[tuple[
         _pairs({k: policy.get(k) for k in ("method", "box_margin", "blur_sigma_factor", "detector",
                                            "detector_extra", "detector_min_face_size", "detector_score_threshold",
                                            "verify_score_threshold", "identity_check", "identity_threshold",
+                                           "identity_min_face_size", "identity_reid_alpha",
                                            "identity_escalation", "gate_max_quarantine_share",
                                            "gate_max_withheld_share", "allow_low_security")},
                ("policy setting", "value")),
@@ -165,7 +182,9 @@ def build_sections(output: str, s3_endpoint: str = "") -> tuple[str, list[tuple[
         ("list", [
             "Fail closed: anything not decoded, detected, replaced or verified is quarantined, not published.",
             "Every output re-checked: faces re-detected (or, for an output with the very pixels the detectors "
-            "searched, that detection run's faces), metadata re-read, identity distance measured.",
+            "searched, that detection run's faces; faces found on an output are replaced in a second pass and "
+            "the output verified again), metadata re-read, identity evidence taken where the face model can "
+            "read the face, and each shard's re-identification rate tested against chance.",
             f"Audit log: {chain.entries} entries, hash chain "
             f"{'intact' if chain.ok else 'BROKEN: ' + '; '.join(chain.problems)}, head {chain.head_sha256}.",
             "Exclusions are applied before decoding; erasure (`anonymize erase`) and retention "

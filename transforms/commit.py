@@ -21,7 +21,7 @@ from transforms.io_parquet import write_parquet_shard
 from transforms.io_webdataset import write_tar_shard
 from transforms.lease import check_held
 from transforms.manifest import RunInfo, manifest_path, manifest_row, read_shard_rows, shard_plan, write_manifest
-from transforms.observability import meter_commit
+from transforms.observability import meter_commit, timed
 from transforms.records import Record, ShardSpec
 from transforms.reidentification import with_reidentification
 from transforms.staging import read_staged, remove_staging
@@ -108,17 +108,19 @@ class CommitShard(beam.DoFn):
         spec = self._specs[shard_id]
         now = datetime.datetime.now(datetime.UTC)
         if self._gate is not None:
-            provisional = [manifest_row(r, None if held else "", self._run, now)
-                           | ({} if held else output_facts(self._load(r)))
-                           for r, held in ((r, r.is_withheld) for r in records)]
-            verdict = self._gate(spec, provisional)
+            with timed("gate", len(records)):
+                provisional = [manifest_row(r, None if held else "", self._run, now)
+                               | ({} if held else output_facts(self._load(r)))
+                               for r, held in ((r, r.is_withheld) for r in records)]
+                verdict = self._gate(spec, provisional)
             if verdict.failed:
                 reason = "gate:" + ",".join(verdict.failed)
                 records = [r if r.is_withheld else r.quarantine(reason) for r in records]
         # Every record reaches the writer: withheld ones (quarantined, excluded) carry no bytes and
         # are never written, and whatever an earlier, crashed attempt left for them is removed, so
         # that after the commit data/ holds exactly the shard's published records.
-        written = WRITERS[spec.format](spec, records, self._output, self._endpoint, self._load)
+        with timed("commit", len(records)):
+            written = WRITERS[spec.format](spec, records, self._output, self._endpoint, self._load)
         rows = [manifest_row(r, written.get(r.record_id), self._run, now) for r in records]
         failpoint("before_manifest")
         write_manifest(rows, self._output, shard_id, self._endpoint, shard_plan(spec))

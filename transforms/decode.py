@@ -14,7 +14,9 @@ from collections.abc import Iterator
 import apache_beam as beam
 from PIL import Image, ImageCms, ImageOps
 
+from transforms.failures import quarantine_failures
 from transforms.io_images import IMAGE_EXTENSIONS
+from transforms.observability import timed
 from transforms.records import Record
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
@@ -141,12 +143,14 @@ class DecodeAndNormalise(beam.DoFn):
         self._max_pixels = max_pixels
         self._min_side = min_side
 
+    @quarantine_failures("decode")
     def process(self, record: Record) -> Iterator[Record]:
         if record.is_quarantined:
             yield record
             return
         try:
-            image, fmt = load_normalized(record.data, self._max_pixels)
+            with timed("decode"):
+                image, fmt = load_normalized(record.data, self._max_pixels)
         except ImageRejected as rejected:
             yield record.quarantine(f"decode:{rejected.reason}")
             return

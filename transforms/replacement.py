@@ -19,10 +19,12 @@ from PIL import Image, ImageDraw, ImageFilter
 from pipelines.options import LOW_SECURITY_METHODS, REPLACEMENT_METHODS
 from transforms.accuracy import ReferenceSampling, pack_views
 from transforms.decode import ImageRejected, load_normalized
+from transforms.failures import quarantine_failures
 from transforms.identity import CHECKED, SKIPPED, IdentityEmbedder, Reference
 from transforms.identity_evidence import IdentityPolicy, ImageEvidence, measure_image, screen_faces
 from transforms.metadata import encode_clean, jpeg_is_rgb_coded, metadata_fields, strip_jpeg_metadata
 from transforms.metrics import image_quality, pixel_change
+from transforms.observability import timed
 from transforms.records import Face, Record
 from transforms.synthesis import (
     FaceGenerator,
@@ -338,14 +340,17 @@ class ReplaceFaces(beam.DoFn):
         screened: list[str | None] = [None] * len(faces)
         attempts = [0] * len(faces)
         if self._embedder is not None and faces:
-            original = np.asarray(image.convert("RGB"))
-            screened = screen_faces(self._embedder, original, faces, self._identity, self._policy.method == "solid")
-            measurable = [i for i, status in enumerate(screened) if status is None]
-            references = dict(zip(measurable, self._embedder.references(original, [faces[i] for i in measurable]),
-                                  strict=True))
+            with timed("identity"):
+                original = np.asarray(image.convert("RGB"))
+                screened = screen_faces(self._embedder, original, faces, self._identity,
+                                        self._policy.method == "solid")
+                measurable = [i for i, status in enumerate(screened) if status is None]
+                references = dict(zip(measurable, self._embedder.references(original, [faces[i] for i in measurable]),
+                                      strict=True))
             if self._policy.method == "synthetic" and self._generator is not None:
-                attempts = choose_synthetic_attempts(original, faces, references, self._policy, self._generator,
-                                                     self._embedder, record.record_id)
+                with timed("synthetic_search"):
+                    attempts = choose_synthetic_attempts(original, faces, references, self._policy, self._generator,
+                                                         self._embedder, record.record_id)
         levels = [0] * len(faces)
         rendering = self._render(record, image, fmt, faces, attempts, levels, references, screened)
         if not self._identity.escalate or rendering.evidence is None:
@@ -386,37 +391,43 @@ class ReplaceFaces(beam.DoFn):
         ``levels[i]``), encoded, decoded, and its identity evidence taken (when the check is on)."""
         seeds = [attempt_seed(self._policy, record.record_id, i, t) for i, t in enumerate(attempts)]
         plain = [i for i, level in enumerate(levels) if level == 0]
-        anonymized = replace_faces(image, [faces[i] for i in plain], self._policy, self._generator,
-                                   [seeds[i] for i in plain])
-        for level in ESCALATION_LEVELS:
-            chosen = [face for face, face_level in zip(faces, levels, strict=True) if face_level == level]
-            if chosen:
-                anonymized = replace_faces(anonymized, chosen, escalated_policy(self._policy, level))
-        encoded, removed = encode_clean(anonymized, record.data, fmt, self._quality)
-        decoded, _ = load_normalized(encoded, self._max_pixels)
+        with timed("replace"):
+            anonymized = replace_faces(image, [faces[i] for i in plain], self._policy, self._generator,
+                                       [seeds[i] for i in plain])
+            for level in ESCALATION_LEVELS:
+                chosen = [face for face, face_level in zip(faces, levels, strict=True) if face_level == level]
+                if chosen:
+                    anonymized = replace_faces(anonymized, chosen, escalated_policy(self._policy, level))
+        with timed("encode"):
+            encoded, removed = encode_clean(anonymized, record.data, fmt, self._quality)
+            decoded, _ = load_normalized(encoded, self._max_pixels)
         evidence = None
         if self._embedder is not None and faces:
             solid = [level == ESCALATION_LEVELS[-1] for level in levels]
-            evidence = measure_image(self._embedder, references, np.asarray(decoded.convert("RGB")), screened, solid,
-                                     self._identity)
+            with timed("identity"):
+                evidence = measure_image(self._embedder, references, np.asarray(decoded.convert("RGB")), screened,
+                                         solid, self._identity)
         return Rendering(anonymized, encoded, removed, decoded, tuple(levels), evidence=evidence)
 
+    @quarantine_failures("replace")
     def process(self, record: Record, sample_cutoff: int | None = None) -> Iterator[Record]:
         if record.is_quarantined:
             yield record
             return
         faces = tuple(f for f in record.faces if self._policy.replaces(f))
         try:
-            image, fmt = load_normalized(record.data, self._max_pixels)
+            with timed("replace:decode"):
+                image, fmt = load_normalized(record.data, self._max_pixels)
             rendering = self._anonymize(record, image, fmt, faces)
             anonymized, encoded, removed = rendering.anonymized, rendering.encoded, rendering.removed
-            changed = pixel_change(image, anonymized)
-            output = rendering.decoded
-            width, height = image.size
-            regions = [grown_box(f, self._policy.box_margin, width, height) for f in faces]
-            quality = image_quality(image, output, regions)
-            views = pack_views(image, output) if self._reference is not None and \
-                self._reference.selected(record.record_id, sample_cutoff) else b""
+            with timed("quality"):
+                changed = pixel_change(image, anonymized)
+                output = rendering.decoded
+                width, height = image.size
+                regions = [grown_box(f, self._policy.box_margin, width, height) for f in faces]
+                quality = image_quality(image, output, regions)
+                views = pack_views(image, output) if self._reference is not None and \
+                    self._reference.selected(record.record_id, sample_cutoff) else b""
         except ImageRejected as rejected:
             yield record.quarantine(f"replace:{rejected.reason}")
             return

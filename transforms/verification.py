@@ -19,8 +19,10 @@ from collections.abc import Iterator
 import apache_beam as beam
 
 from transforms.decode import ImageRejected, load_normalized
+from transforms.failures import quarantine_failures
 from transforms.identity import CHECKED, FaceStatus
 from transforms.metadata import remaining_metadata
+from transforms.observability import timed
 from transforms.records import Face, Record
 
 SUBSTITUTE_IOU = 0.4
@@ -86,6 +88,7 @@ class VerifyOutput(beam.DoFn):
         self._identity_threshold = identity_threshold
         self._second_pass = second_pass
 
+    @quarantine_failures("verify")
     def process(self, record: Record) -> Iterator[Record | beam.pvalue.TaggedOutput]:
         if record.is_quarantined:
             yield record
@@ -106,21 +109,22 @@ class VerifyOutput(beam.DoFn):
         if record.residual_faces > 0:
             yield record.quarantine("verify:residual_faces")
             return
+        with timed("verify:checks"):
+            checked = self._check(record)
+        yield checked
+
+    def _check(self, record: Record) -> Record:
+        """Metadata left, decoding and dimensions of a record with no face left on its output."""
         try:
             leftover = remaining_metadata(record.data)
         except (ValueError, struct.error):
-            yield record.quarantine("verify:unreadable_output")
-            return
+            return record.quarantine("verify:unreadable_output")
         if leftover:
-            yield record.replace(metadata_remaining=tuple(leftover)).quarantine(
-                "verify:metadata_remaining")
-            return
+            return record.replace(metadata_remaining=tuple(leftover)).quarantine("verify:metadata_remaining")
         try:
             image, _ = load_normalized(record.data, self._max_pixels)
         except ImageRejected as rejected:
-            yield record.quarantine(f"verify:output_{rejected.reason}")
-            return
+            return record.quarantine(f"verify:output_{rejected.reason}")
         if image.size != (record.width, record.height):
-            yield record.quarantine("verify:dimensions_changed")
-            return
-        yield record.replace(output_sha256=hashlib.sha256(record.data).hexdigest())
+            return record.quarantine("verify:dimensions_changed")
+        return record.replace(output_sha256=hashlib.sha256(record.data).hexdigest())

@@ -14,6 +14,7 @@ from PIL import Image
 
 from transforms.decode import ImageRejected, load_normalized
 from transforms.detection.base import Detector, DetectorFactory
+from transforms.observability import timed
 from transforms.records import Face, Record
 
 
@@ -78,14 +79,16 @@ class FaceDetectionHandler(ModelHandler[Record, Record, Detector]):
                 out[i] = self._apply(record, record.output_faces, "reused")
                 continue
             try:
-                image, _ = load_normalized(record.data, self._max_pixels)
+                with timed(f"{stage}:decode"):
+                    image, _ = load_normalized(record.data, self._max_pixels)
             except ImageRejected as rejected:
                 out[i] = record.quarantine(f"{stage}:{rejected.reason}")
                 continue
             images.append(image)
             positions.append(i)
         try:
-            detections = model.detect(images) if images else []
+            with timed(stage, len(images)):
+                detections = model.detect(images) if images else []
         except Exception:  # noqa: BLE001 - retried one by one below; failures are quarantined
             detections = []
             for image, i in zip(images, positions, strict=True):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from transforms.detection.base import Detector, DetectorFactory
+from transforms.observability import timed
 from transforms.records import Face
 
 
@@ -54,7 +55,10 @@ class UnionDetector:
 
     def detect(self, images: Sequence[Image.Image]) -> list[list[Face]]:
         """Faces found by any of the detectors, merged."""
-        per_detector = [d.detect(images) for d in self._detectors]
+        per_detector = []
+        for detector in self._detectors:
+            with timed(f"detector:{detector.name}", len(images)):
+                per_detector.append(detector.detect(images))
         return [merge_faces([face for faces in found for face in faces], self._iou)
                 for found in zip(*per_detector, strict=True)]
 
