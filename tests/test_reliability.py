@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import boto3
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -293,6 +294,26 @@ def test_unreachable_store_and_missing_credentials_fail_before_work(
     err = capsys.readouterr().err
     assert "output: cannot write to s3://target/out" in err and "Credentials" in err and "Traceback" not in err, err
 
+
+def test_a_read_only_output_prefix_fails_before_work(s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "in"
+    _images(source, ["a.jpg"])
+    s3_client(s3).create_bucket(Bucket="readonly")  # type: ignore[attr-defined]
+    iam = boto3.client("iam", endpoint_url=s3, region_name="us-east-1")
+    iam.create_user(UserName="reader")
+    policy = iam.create_policy(PolicyName="read-only", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:Get*", "s3:List*"],
+                                                "Resource": "*"}]}))
+    iam.attach_user_policy(UserName="reader", PolicyArn=policy["Policy"]["Arn"])
+    key = iam.create_access_key(UserName="reader")["AccessKey"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+    S3FileSystem.clear_instance_cache()
+    assert main(_cli(source, "s3://readonly/out", f"s3_endpoint={s3}")) == 2
+    err = capsys.readouterr().err
+    assert "output: cannot write to s3://readonly/out" in err and "Traceback" not in err, err
+    assert key["SecretAccessKey"] not in err
 
 def test_symlinks_and_misnamed_images_are_rows_with_a_reason(tmp_path: Path) -> None:
     source, output, outside = tmp_path / "in", tmp_path / "out", tmp_path / "elsewhere"
