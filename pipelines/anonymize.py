@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
@@ -22,7 +22,7 @@ from pipelines.config import config_sha256
 from pipelines.options import AnonymizeOptions, parse_detector_extra, parse_rgb, parse_thresholds
 from pipelines.runners import torch_threads_for
 from transforms.accuracy import ReferenceClassifierHandler, ReferenceSampling, ReferenceSpec, sample_cutoff, sample_key
-from transforms.commit import CommitShard, ShardResult
+from transforms.commit import CommitShard, ShardResult, planned_outputs, withdraw_shard
 from transforms.decode import DecodeAndNormalise
 from transforms.detection import (
     CenterFaceDetector,
@@ -40,9 +40,11 @@ from transforms.detection import (
     UnionFactory,
 )
 from transforms.exclusions import Exclusions
-from transforms.manifest import RunInfo, committed_shards
+from transforms.lease import OutputLease
+from transforms.locations import check_no_overlap, check_output_writable
+from transforms.manifest import RunInfo, changed_shards, committed_shards, read_shard_rows
 from transforms.observability import MeterDetections, MeterRead, MeterVerified
-from transforms.records import ShardSpec
+from transforms.records import ERASED, ShardSpec
 from transforms.replacement import ReplaceFaces, ReplacementPolicy
 from transforms.shards import plan_shards, read_shard
 from transforms.staging import StageOutput, remove_staging
@@ -60,6 +62,13 @@ class JobPlan:
     skipped: tuple[ShardSpec, ...]
     run_info: RunInfo
     exclusions: Exclusions = Exclusions()
+    # Committed shards the input no longer matches (shard id -> what changed): their commits are
+    # withdrawn before work and they are redone.
+    changed: Mapping[str, str] = field(default_factory=dict)
+
+
+class InputChangedError(ValueError):
+    """The input changed since shards were committed in a way a re-run cannot redo safely."""
 
 
 def detector_stack_for(options: AnonymizeOptions) -> DetectorStack:
@@ -146,11 +155,20 @@ def replacement_policy_for(options: AnonymizeOptions) -> ReplacementPolicy:
 def plan_job(options: AnonymizeOptions, detectors: DetectorStack | None = None,
              run_id: str | None = None) -> JobPlan:
     """List the input shards and skip those already committed in the output (resume); the run
-    info names ``detectors`` (by default those the options ask for)."""
+    info names ``detectors`` (by default those the options ask for).
+
+    Raises:
+        ValueError: the input and output overlap (naming both), an output location cannot be
+            written (naming it), or the input is unusable.
+    """
+    check_no_overlap(options.input, options.output, options.s3_endpoint)
+    check_output_writable(options.output, options.s3_endpoint)
     if detectors is None:
         detectors = detector_stack_for(options)
     shards = plan_shards(options)
-    done = committed_shards(options.output, options.s3_endpoint)
+    changed = changed_shards(shards, options.output, options.s3_endpoint)
+    check_redoable(options, shards, changed)
+    done = committed_shards(options.output, options.s3_endpoint) - set(changed)
     todo = tuple(s for s in shards if s.shard_id not in done)
     skipped = tuple(s for s in shards if s.shard_id in done)
     run_info = RunInfo(
@@ -159,7 +177,25 @@ def plan_job(options: AnonymizeOptions, detectors: DetectorStack | None = None,
         detector=detectors.detect.info(),
         verify_detector=detectors.verify.info(),
     )
-    return JobPlan(run_info.run_id, todo, skipped, run_info, Exclusions.from_options(options))
+    return JobPlan(run_info.run_id, todo, skipped, run_info, Exclusions.from_options(options), changed)
+
+
+def check_redoable(options: AnonymizeOptions, shards: Sequence[ShardSpec], changed: Mapping[str, str]) -> None:
+    """A changed committed shard is redone, unless that could bring back an erased record or the
+    shard is not one of the input's any more (the output may be another input's): then stop.
+
+    Raises:
+        InputChangedError: naming the shards and what changed.
+    """
+    planned = {spec.shard_id for spec in shards}
+    refused = [f"{shard_id} {why}" for shard_id, why in changed.items() if shard_id not in planned]
+    refused += [f"{shard_id} {why}, and holds erased records" for shard_id, why in changed.items()
+                if shard_id in planned and any(row["status"] == ERASED for row in read_shard_rows(
+                    options.output, shard_id, options.s3_endpoint))]
+    if refused:
+        raise InputChangedError(
+            f"input: changed since {options.output} was written: committed shard {'; '.join(refused)}. "
+            "Nothing was done; write to a new output (or restore the input)")
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: JobPlan,
@@ -278,7 +314,8 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         options: AnonymizeOptions | None = None,
         verify_factory: DetectorFactory | None = None,
         plan: JobPlan | None = None,
-        detectors: DetectorStack | None = None) -> tuple[beam.runners.runner.PipelineResult | None, JobPlan]:
+        detectors: DetectorStack | None = None,
+        lease: OutputLease | None = None) -> tuple[beam.runners.runner.PipelineResult | None, JobPlan]:
     """Run the job to completion.
 
     Args:
@@ -291,6 +328,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         plan: an already-made plan (the launcher makes it to fail early on a bad input).
         detectors: the run's detectors (the launcher's ``detector_stack_for``); by default those
             the options ask for, or the stack the two factories above make.
+        lease: the output's lease, already held for ``plan.run_id`` (default: taken here).
 
     Returns:
         The pipeline result (``None`` when every shard was already committed) and the plan.
@@ -305,12 +343,25 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         plan = plan_job(options, detectors)
     LOG.info("run %s: %d shards to process, %d already committed", plan.run_id,
              len(plan.shards), len(plan.skipped))
-    if not plan.shards:
-        return None, plan
-    remove_staging(options.output, options.s3_endpoint)  # leftovers of a killed earlier run
-    pipeline = test_pipeline or beam.Pipeline(options=options)
-    build_pipeline(pipeline, options, plan, detectors)
-    result = pipeline.run()
-    result.wait_until_finish()
-    remove_staging(options.output, options.s3_endpoint)
+    own_lease = lease is None
+    if lease is None:
+        lease = OutputLease(options.output, options.s3_endpoint, plan.run_id, options.lease_seconds)
+        lease.acquire()
+    try:
+        # Under the lease no other run is live: what earlier runs left is a killed run's.
+        remove_staging(options.output, options.s3_endpoint)
+        if not plan.shards:
+            return None, plan
+        keep = planned_outputs(options.output, plan.shards + plan.skipped, options.s3_endpoint)
+        for shard_id, why in plan.changed.items():
+            LOG.warning("shard %s %s: its commit is withdrawn and it is redone", shard_id, why)
+            withdraw_shard(options.output, shard_id, keep, options.s3_endpoint)
+        pipeline = test_pipeline or beam.Pipeline(options=options)
+        build_pipeline(pipeline, options, plan, detectors)
+        result = pipeline.run()
+        result.wait_until_finish()
+        remove_staging(options.output, options.s3_endpoint, plan.run_id)  # this run's own staging only
+    finally:
+        if own_lease:
+            lease.release()
     return result, plan

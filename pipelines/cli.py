@@ -13,13 +13,16 @@ from expectations.report import ReportResult, build_report
 from expectations.suites import WITHHELD_EXPECTATION, GateThresholds
 from expectations.verdict import verdict_lines
 from pipelines.accountability import record_run_finished, record_run_started, recorded_settings
-from pipelines.anonymize import detector_stack_for, plan_job, reference_run_config, run
+from pipelines.anonymize import JobPlan, detector_stack_for, plan_job, reference_run_config, run
 from pipelines.config import ConfigError, build_options
 from pipelines.dpia import write_dpia
 from pipelines.erase import erase, parse_request_file, purge
+from pipelines.options import AnonymizeOptions
 from pipelines.progress import ProgressBar
 from transforms.audit import verify_chain
+from transforms.detection import DetectorStack
 from transforms.exclusions import read_identifier_file
+from transforms.lease import LeaseHeldError, OutputLease
 from transforms.manifest import read_manifests
 from transforms.observability import format_metrics, metrics_summary
 from transforms.summary import summarise, write_summary
@@ -81,7 +84,7 @@ def cmd_erase(output: str, sources: Sequence[str], subjects: Sequence[str], from
             sources += more_sources
             subjects += more_subjects
         result = erase(output, sources, subjects, s3_endpoint, operator)
-    except (FileNotFoundError, PermissionError, ValueError) as error:
+    except (FileNotFoundError, PermissionError, ValueError, LeaseHeldError) as error:
         print(f"anonymize: erase: {error}", file=sys.stderr)
         return 2
     for problem in result.problems:
@@ -96,7 +99,7 @@ def cmd_purge(output: str, older_than: float | None, s3_endpoint: str, operator:
     """Remove expired runs' shards and report what went."""
     try:
         report = purge(output, s3_endpoint, older_than, operator)
-    except (FileNotFoundError, PermissionError, ValueError) as error:
+    except (FileNotFoundError, PermissionError, ValueError, LeaseHeldError) as error:
         print(f"anonymize: purge: {error}", file=sys.stderr)
         return 2
     for run_id, why in report["runs_due"].items():
@@ -128,6 +131,26 @@ def cmd_run(conf: Sequence[str], overrides: Sequence[str], beam_argv: Sequence[s
     except (ConfigError, FileNotFoundError, PermissionError, ValueError) as error:
         print(f"anonymize: config error: {error}", file=sys.stderr)
         return 2
+    lease = OutputLease(options.output, options.s3_endpoint, plan.run_id, options.lease_seconds)
+    try:
+        lease.acquire()
+    except LeaseHeldError as error:
+        print(f"anonymize: {error}", file=sys.stderr)
+        return 2
+    try:
+        try:  # planned again under the lease: another run may have committed shards meanwhile
+            plan = plan_job(options, stack, run_id=plan.run_id)
+        except (FileNotFoundError, PermissionError, ValueError) as error:
+            print(f"anonymize: config error: {error}", file=sys.stderr)
+            return 2
+        return _run_leased(options, stack, plan, reference, lease)
+    finally:
+        lease.release()
+
+
+def _run_leased(options: AnonymizeOptions, stack: DetectorStack, plan: JobPlan, reference: dict[str, Any] | None,
+                lease: OutputLease) -> int:
+    """The run itself, with the output's lease held: record, run, summarise, report, record."""
     detectors = stack.info()
     record_run_started(options, plan.run_id, detectors, plan.exclusions, len(plan.shards) + len(plan.skipped),
                        len(plan.skipped))
@@ -135,7 +158,7 @@ def cmd_run(conf: Sequence[str], overrides: Sequence[str], beam_argv: Sequence[s
     try:
         with ProgressBar(options.output, options.s3_endpoint, plan.run_id, len(plan.shards) + len(plan.skipped),
                          len(plan.skipped)):
-            result, _ = run(options=options, plan=plan, detectors=stack)
+            result, _ = run(options=options, plan=plan, detectors=stack, lease=lease)
     except Exception as error:
         record_run_finished(options, plan.run_id, detectors, plan.exclusions,
                             read_manifests(options.output, options.s3_endpoint), None, type(error).__name__)

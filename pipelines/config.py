@@ -71,6 +71,19 @@ def _beam_option_names() -> set[str]:
     return set(PipelineOptions([]).get_all_options(retain_unknown_options=False).keys())
 
 
+def unknown_flags(argv: Iterable[str]) -> list[str]:
+    """The flags of ``argv`` that neither this job's options nor any Beam option class declares
+    (Beam itself only warns about them and drops them)."""
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    classes = {str(cls): cls for cls in PipelineOptions.__subclasses__()}
+    for cls in classes.values():
+        cls._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(list(argv))
+    return [arg.split("=", 1)[0] for arg in unknown if arg.startswith("--") and len(arg) > 2]
+
+
 def _check_type(key: str, value: Any) -> Any:
     spec = SPECS_BY_NAME[key]
     if value is None:
@@ -139,6 +152,10 @@ def build_options(conf_uris: Iterable[str], overrides: Iterable[str] = (),
         merged.update(load_yaml(uri))
     merged.update(parse_overrides(overrides))
     argv = settings_to_argv(merged) + list(extra_argv)
+    unknown = unknown_flags(argv)
+    if unknown:
+        raise ConfigError(f"{', '.join(unknown)}: unknown flag (neither a setting of this job nor a Beam option; "
+                          "check its spelling)")
     options = AnonymizeOptions(argv)
     try:
         validate(options)
@@ -156,7 +173,7 @@ def job_settings(options: AnonymizeOptions) -> dict[str, Any]:
 def config_sha256(options: AnonymizeOptions) -> str:
     """A hash of the settings that decide the output, recorded with every manifest row."""
     settings = job_settings(options)
-    for runtime_only in ("s3_endpoint", "torch_threads", "detector_share_across_processes"):
+    for runtime_only in ("s3_endpoint", "torch_threads", "detector_share_across_processes", "lease_seconds"):
         settings.pop(runtime_only, None)  # where and how fast, not what: same hash on every runner
     encoded = json.dumps(settings, sort_keys=True, default=str).encode()
     return hashlib.sha256(encoded).hexdigest()

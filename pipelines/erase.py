@@ -23,6 +23,7 @@ from transforms.erasure import (
     read_shard_rows,
     verify_shard,
 )
+from transforms.lease import OutputLease
 from transforms.storage import filesystem, join, remove_if_exists
 
 
@@ -88,9 +89,16 @@ def erase(output: str, source_uris: Iterable[str] = (), subject_ids: Iterable[st
 
     Raises:
         ValueError: nothing named.
+        LeaseHeldError: a run (or another erasure or purge) is using the output.
     """
     request = ErasureRequest(frozenset(s for s in source_uris if s), frozenset(s for s in subject_ids if s))
     erasure_id = uuid.uuid4().hex
+    with OutputLease(output, s3_endpoint, erasure_id, purpose="erasure"):  # no run rewrites a shard meanwhile
+        return _erase(output, request, erasure_id, s3_endpoint, operator, rebuild_report)
+
+
+def _erase(output: str, request: ErasureRequest, erasure_id: str, s3_endpoint: str, operator: str,
+           rebuild_report: bool) -> ErasureResult:
     image_column = image_column_of(output, s3_endpoint)
     shards: list[ShardErasure] = []
     problems: list[str] = []
@@ -143,8 +151,16 @@ def purge(output: str, s3_endpoint: str = "", older_than_days: float | None = No
 
     Returns:
         What was removed: runs, shards, records, files; also appended to the audit log.
+
+    Raises:
+        LeaseHeldError: a run (or an erasure) is using the output.
     """
-    now = now or datetime.datetime.now(datetime.UTC)
+    with OutputLease(output, s3_endpoint, uuid.uuid4().hex, purpose="purge"):
+        return _purge(output, s3_endpoint, older_than_days, operator, now or datetime.datetime.now(datetime.UTC))
+
+
+def _purge(output: str, s3_endpoint: str, older_than_days: float | None, operator: str,
+           now: datetime.datetime) -> dict[str, Any]:
     due = _expired_runs(output, s3_endpoint, now, older_than_days)
     fs, root = filesystem(output, s3_endpoint)
     removed_shards: list[str] = []

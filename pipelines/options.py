@@ -45,6 +45,9 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("shard_size", int, 256, "Images per output shard for image-folder input.", minimum=1),
     OptionSpec("image_column", str, "image", "Parquet column that holds the image."),
     OptionSpec("s3_endpoint", str, "", "Endpoint of an S3-compatible store (empty: AWS)."),
+    OptionSpec("lease_seconds", int, 120,
+               "Expiry of the output's lease (one run at a time), renewed every quarter of it while the run lives.",
+               minimum=10),
     # Decoding.
     OptionSpec("max_image_pixels", int, 50_000_000, "Larger images are quarantined.", minimum=1),
     OptionSpec("min_image_side", int, 1, "Images with a smaller side are quarantined.", minimum=1),

@@ -23,8 +23,8 @@ from tests.datasets import add_member, face_photo, jpeg
 from tests.fakes import FixedBoxesFactory
 from tests.helpers import ACCOUNTABILITY_SETS, run_job
 from tests.s3server import s3_client
-from transforms.audit import append_entry, create_exclusive, entry_path, verify_chain
-from transforms.storage import filesystem
+from transforms.audit import append_entry, entry_path, verify_chain
+from transforms.storage import create_exclusive, filesystem
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = str(ROOT / "conf" / "base.yaml")
@@ -224,8 +224,9 @@ def test_erasure_on_object_storage_is_atomic_verified_and_idempotent(s3: str, tm
 
     assert _erase_cli("s3://out/wds", s3, *ids) == 0  # again: nothing changes but the log
     again = _objects(client, "wds/")
-    assert {k: v for k, v in again.items() if not k.startswith(("wds/audit/", "wds/report/"))} == {
-        k: v for k, v in after.items() if not k.startswith(("wds/audit/", "wds/report/"))}
+    kept = ("wds/audit/", "wds/report/", "wds/_lease/")  # the log, the report, and each erasure's lease
+    assert {k: v for k, v in again.items() if not k.startswith(kept)} == {
+        k: v for k, v in after.items() if not k.startswith(kept)}
     last = json.loads(again[max(k for k in again if k.startswith("wds/audit/"))])
     assert (last["records_erased"], last["records_already_erased"]) == (0, 4)
     assert main(["audit", "verify", "s3://out/wds", "--s3-endpoint", s3]) == 0

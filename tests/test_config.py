@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from apache_beam.options.pipeline_options import DirectOptions
 
 from pipelines.cli import main
 from pipelines.config import ConfigError, build_options, load_yaml
@@ -74,3 +75,17 @@ def test_cli_config_errors_exit_2_before_any_output(tmp_path: Path, capsys: pyte
                  "--set", "bogus=1", *extra]) == 2
     assert "bogus" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_misspelled_beam_flag_is_an_error_and_known_ones_pass(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "in").mkdir()
+    conf = _conf(tmp_path, f"input: {tmp_path}/in\noutput: {tmp_path}/out\npurpose: tests\nlegal_basis: consent\n")
+    with pytest.raises(ConfigError, match="--direct_num_worker: unknown flag"):
+        build_options([conf], [], ["--runner=DirectRunner", "--direct_num_worker=2"])
+    options, _ = build_options([conf], [], ["--runner=DirectRunner", "--direct_num_workers=2",
+                                            "--direct_running_mode", "multi_processing", "--experiments=a,b",
+                                            "--flink_master=localhost:8081", "--no_use_public_ips"])
+    assert options.view_as(DirectOptions).direct_num_workers == 2
+    assert main(["run", "--conf", conf, "--runer=DirectRunner"]) == 2
+    assert "--runer: unknown flag" in capsys.readouterr().err

@@ -59,7 +59,7 @@ def _assert_complete(output: Path, inputs: Path) -> None:
         with tarfile.open(output / "data" / name) as tar:
             assert len(tar.getmembers()) == PER_SHARD * 3  # whole: every sample, every sidecar
     assert not (output / "_staging").exists()
-    assert not list(output.rglob(".staging-*"))
+    assert not list(output.rglob(".anonymize-partial-*"))
 
 
 def test_killed_after_commits_resumes_without_rewriting(tmp_path: Path) -> None:

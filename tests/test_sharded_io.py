@@ -16,7 +16,8 @@ from s3fs import S3FileSystem
 
 from expectations.report import build_report
 from pipelines.cli import main
-from tests.datasets import face_photo, jpeg, write_parquet_files, write_tar_shards
+from tests.datasets import add_member, face_photo, jpeg, write_parquet_files, write_tar_shards
+from tests.fakes import FixedBoxesFactory
 from tests.helpers import ACCOUNTABILITY_SETS, run_job
 from tests.s3server import s3_client
 from transforms.io_webdataset import expand_braces, read_tar_shard, split_member_name
@@ -124,10 +125,13 @@ def test_corrupt_tar_publishes_only_what_was_read_whole(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     good = write_tar_shards(tmp_path / "src", shards=1, per_shard=4)[0].read_bytes()
     (tmp_path / "in" / "shard-000000.tar").write_bytes(good[: len(good) * 2 // 3])
-    rows = run_job(str(tmp_path / "in" / "*.tar"), str(tmp_path / "out")).to_pylist()
+    rows = run_job(str(tmp_path / "in" / "*.tar"), str(tmp_path / "out"), FixedBoxesFactory(), FixedBoxesFactory(),
+                   identity_check=False, detector_extra="").to_pylist()
     reasons = [r["reason"] for r in rows if r["status"] == "quarantined"]
     assert any(reason.startswith("read:corrupt_tar") for reason in reasons)
     published = [r for r in rows if r["status"] == "published"]
+    # The cut is inside sample 2's image: samples 0 and 1 were read whole and are published.
+    assert sorted(r["relative_path"] for r in published) == ["sample000000.jpg", "sample000001.jpg"]
     out_members = _members(tmp_path / "out" / "data" / "shard-000000.tar")
     assert len({split_member_name(n)[0] for n, _ in out_members}) == len(published)
     for name, payload in out_members:
@@ -198,3 +202,34 @@ def test_missing_bucket_and_wrong_credentials_fail_before_work(
     assert "denied" in err.lower() or "forbidden" in err.lower(), err
     assert "wrong-secret" not in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_key_repeated_after_other_samples_is_quarantined_alone(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    with tarfile.open(tmp_path / "in" / "shard.tar", "w") as tar:
+        for name, payload in [("a.jpg", jpeg(face_photo(1))), ("b.jpg", jpeg(face_photo(3))),
+                              ("b.cls", b"3"), ("a.txt", b"stray caption")]:
+            add_member(tar, name, payload)
+    spec = ShardSpec("shard", "webdataset", (str(tmp_path / "in" / "shard.tar"),), ("shard.tar",), "data")
+    records = list(read_tar_shard(spec))
+    assert [(r.relative_path, r.reason) for r in records] == [("a.jpg", ""), ("b.jpg", ""), ("a", "read:repeated_key")]
+    assert len({r.record_id for r in records}) == 3 and records[2].data == b""
+    rows = run_job(str(tmp_path / "in" / "shard.tar"), str(tmp_path / "out"), FixedBoxesFactory(), FixedBoxesFactory(),
+                   identity_check=False, detector_extra="").to_pylist()
+    assert sorted((r["relative_path"], r["status"]) for r in rows) == [
+        ("a", "quarantined"), ("a.jpg", "published"), ("b.jpg", "published")]
+    assert [name for name, _ in _members(tmp_path / "out" / "data" / "shard.tar")] == ["a.jpg", "b.jpg", "b.cls"]
+
+
+@pytest.mark.parametrize("member", ["sample000002.jpg", "sample000002.cls"])
+def test_a_tar_broken_inside_a_sample_yields_the_samples_before_it_whole(tmp_path: Path, member: str) -> None:
+    path = write_tar_shards(tmp_path / "src", shards=1, per_shard=4)[0]
+    with tarfile.open(path) as tar:
+        info = tar.getmember(member)
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(path.read_bytes()[: info.offset_data + info.size // 2])
+    spec = ShardSpec("cut", "webdataset", (str(cut),), ("cut.tar",), "data")
+    records = list(read_tar_shard(spec))
+    assert [(r.relative_path, r.reason) for r in records[:2]] == [("sample000000.jpg", ""), ("sample000001.jpg", "")]
+    assert [len(r.extras) for r in records[:2]] == [2, 2]  # every sidecar
+    assert all(r.reason.startswith("read:corrupt_tar") and not r.data for r in records[2:]) and len(records) >= 3

@@ -115,8 +115,26 @@ def test_faces_found_below_the_replace_threshold_still_count_when_detection_is_r
     assert (record.status, record.reason, record.residual_faces) == ("quarantined", "verify:residual_faces", 1)
 
 
+def _rgb_jpegs() -> dict[str, bytes]:
+    """RGB-coded JPEGs: Adobe transform 0 and component ids 'R', 'G', 'B' (what libjpeg writes for
+    RGB), the Adobe marker alone (ids 1, 2, 3), and the ids alone (no Adobe marker)."""
+    from transforms.metadata import jpeg_parts
+
+    image = Image.fromarray(np.random.default_rng(4).integers(0, 255, (48, 64, 3), np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=92, keep_rgb=True)
+    both = buffer.getvalue()
+    assert b"Adobe" in both and b"\x03R\x11\x00G\x11\x00B\x11\x00" in both
+    numbered = both.replace(b"\x03R\x11\x00G\x11\x00B\x11\x00", b"\x03\x01\x11\x00\x02\x11\x00\x03\x11\x00")
+    numbered = numbered.replace(b"\x03R\x00G\x00B\x00", b"\x03\x01\x00\x02\x00\x03\x00")  # the scan's selectors
+    adobe = [(start, end) for marker, start, end in jpeg_parts(both) if marker == 0xEE]
+    ids_only = b"".join(both[s:e] for m, s, e in jpeg_parts(both) if (s, e) not in adobe)
+    return {"rgb": both, "rgb_adobe_only": numbered, "rgb_ids_only": ids_only}
+
+
 def test_changed_pixels_are_reencoded_and_detected_again() -> None:
     cases = {
+        **{name: (data, {}, (), "reencoded", False) for name, data in _rgb_jpegs().items()},
         "rotated": (_faceless_jpeg(orientation=6), {}, (), "reencoded", False),  # upright pixels differ
         "face": (_faceless_jpeg(), {}, [BOX], "reencoded", False),
         "off": (_faceless_jpeg(), {"keep_unchanged_jpeg": False}, (), "reencoded", False),

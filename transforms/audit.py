@@ -14,14 +14,11 @@ and recomputing its own hash is only detectable against a head hash kept elsewhe
 from __future__ import annotations
 
 import datetime
-import errno
 import getpass
 import hashlib
 import json
-import os
 import posixpath
 import subprocess
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -30,7 +27,7 @@ from typing import Any
 
 from fsspec import AbstractFileSystem
 
-from transforms.storage import filesystem, is_local, join
+from transforms.storage import create_exclusive, filesystem, join
 
 AUDIT_FOLDER = "audit"
 GENESIS = "0" * 64
@@ -95,44 +92,6 @@ def _sequence_numbers(fs: AbstractFileSystem, root: str) -> list[tuple[int, str]
         if name.endswith(".json") and stem.isdigit():
             found.append((int(stem), str(path)))
     return sorted(found)
-
-
-def create_exclusive(fs: AbstractFileSystem, path: str, data: bytes) -> bool:
-    """Write ``data`` at ``path`` only if nothing is there; whole or not at all.
-
-    Returns:
-        False when ``path`` already exists (another writer won), True when written.
-    """
-    if is_local(fs):
-        parent = posixpath.dirname(path)
-        os.makedirs(parent, exist_ok=True)
-        staging = join(parent, f".staging-{uuid.uuid4().hex}")
-        with open(staging, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(staging, path)  # fails if path exists: atomic and exclusive
-        except FileExistsError:
-            return False
-        finally:
-            os.unlink(staging)
-        return True
-    if "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
-        try:
-            fs.pipe_file(path, data, mode="create")  # If-None-Match: *
-        except FileExistsError:
-            return False
-        except OSError as error:
-            if error.errno == errno.EINVAL and fs.exists(path):
-                return False
-            raise
-        return True
-    # Other stores: check, then write; a race between two writers is caught by verify_chain.
-    if fs.exists(path):
-        return False
-    fs.pipe_file(path, data)
-    return True
 
 
 def append_entry(output: str, kind: str, payload: Mapping[str, Any], s3_endpoint: str = "",

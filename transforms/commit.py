@@ -19,11 +19,13 @@ from transforms.failpoints import failpoint
 from transforms.io_images import write_image_shard
 from transforms.io_parquet import write_parquet_shard
 from transforms.io_webdataset import write_tar_shard
-from transforms.manifest import RunInfo, manifest_row, write_manifest
+from transforms.lease import check_held
+from transforms.manifest import RunInfo, manifest_path, manifest_row, read_shard_rows, shard_plan, write_manifest
 from transforms.observability import meter_commit, timed
 from transforms.records import Record, ShardSpec
 from transforms.reidentification import with_reidentification
 from transforms.staging import read_staged, remove_staging
+from transforms.storage import filesystem, join, remove_if_exists
 
 # (spec, records in order, output, s3 endpoint, load anonymized bytes) -> record_id: output URI
 ShardWriter = Callable[[ShardSpec, Sequence[Record], str, str, Callable[[Record], bytes]], dict[str, str]]
@@ -101,6 +103,7 @@ class CommitShard(beam.DoFn):
         records = sorted(grouped["records"], key=lambda r: r.index)
         read_counts = list(grouped["read_count"])
         check_complete(shard_id, records, sum(read_counts))
+        check_held(self._output, self._run.run_id, self._endpoint)  # no commit beside another run
         records = with_reidentification(records)  # the shard's rank-1 test; identity vectors dropped
         spec = self._specs[shard_id]
         now = datetime.datetime.now(datetime.UTC)
@@ -108,20 +111,52 @@ class CommitShard(beam.DoFn):
             with timed("gate", len(records)):
                 provisional = [manifest_row(r, None if held else "", self._run, now)
                                | ({} if held else output_facts(self._load(r)))
-                               for r, held in ((r, r.is_quarantined or r.is_excluded) for r in records)]
+                               for r, held in ((r, r.is_withheld) for r in records)]
                 verdict = self._gate(spec, provisional)
             if verdict.failed:
                 reason = "gate:" + ",".join(verdict.failed)
-                records = [r if r.is_quarantined or r.is_excluded else r.quarantine(reason) for r in records]
-        # Excluded records carry no bytes and never reach a writer.
+                records = [r if r.is_withheld else r.quarantine(reason) for r in records]
+        # Every record reaches the writer: withheld ones (quarantined, excluded) carry no bytes and
+        # are never written, and whatever an earlier, crashed attempt left for them is removed, so
+        # that after the commit data/ holds exactly the shard's published records.
         with timed("commit", len(records)):
-            written = WRITERS[spec.format](spec, [r for r in records if not r.is_excluded], self._output,
-                                           self._endpoint, self._load)
+            written = WRITERS[spec.format](spec, records, self._output, self._endpoint, self._load)
         rows = [manifest_row(r, written.get(r.record_id), self._run, now) for r in records]
         failpoint("before_manifest")
-        write_manifest(rows, self._output, shard_id, self._endpoint)
+        write_manifest(rows, self._output, shard_id, self._endpoint, shard_plan(spec))
         meter_commit(rows)
         failpoint("after_commit")
         remove_staging(self._output, self._endpoint, self._run.run_id, shard_id)
         published = sum(1 for row in rows if row["status"] == "published")
         yield ShardResult(shard_id, len(rows), published, len(rows) - published)
+
+
+def planned_outputs(output: str, shards: Iterable[ShardSpec], s3_endpoint: str = "") -> set[str]:
+    """The output paths the planned shards write: each image file, or each shard's one file."""
+    _, root = filesystem(output, s3_endpoint)
+    return {join(root, spec.output_name, rel) for spec in shards
+            for rel in (spec.relative_paths if spec.format == "images" else spec.relative_paths[:1])}
+
+
+def withdraw_shard(output: str, shard_id: str, keep: set[str], s3_endpoint: str = "") -> int:
+    """Undo the commit of a shard that the input no longer matches (resume over a changed input).
+
+    Its outputs that no planned shard writes (``keep``: ``planned_outputs``) are removed, the
+    others are rewritten or removed by the commit of the shard that now holds their record; the
+    manifest goes last, so a crash part-way leaves it for the next run to withdraw again.
+
+    Returns:
+        How many output files were removed.
+    """
+    fs, root = filesystem(output, s3_endpoint)
+    paths: set[str] = set()
+    for row in read_shard_rows(output, shard_id, s3_endpoint):
+        if row.get("output_uri"):
+            paths.add(filesystem(str(row["output_uri"]).split("#", 1)[0], s3_endpoint)[1])
+        if row.get("relative_path") and "#" not in str(row.get("source_uri") or ""):
+            paths.add(join(root, "data", str(row["relative_path"])))  # image folders: withheld rows too
+    removed = sum(remove_if_exists(fs, path) for path in sorted(paths - keep))
+    for suffix in (".json", ".html"):
+        remove_if_exists(fs, join(root, "report", "validations", f"{shard_id}{suffix}"))
+    remove_if_exists(fs, manifest_path(root, shard_id))
+    return removed

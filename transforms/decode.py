@@ -7,6 +7,7 @@ Anything that cannot be decoded safely raises ``ImageRejected`` with a short rea
 from __future__ import annotations
 
 import io
+import posixpath
 import warnings
 from collections.abc import Iterator
 
@@ -14,10 +15,15 @@ import apache_beam as beam
 from PIL import Image, ImageCms, ImageOps
 
 from transforms.failures import quarantine_failures
+from transforms.io_images import IMAGE_EXTENSIONS
 from transforms.observability import timed
 from transforms.records import Record
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
+# The file-name extensions of each supported format; outputs keep the input's name, so a file whose
+# extension names another image format (a JPEG named .heic) is quarantined, not published misnamed.
+FORMAT_EXTENSIONS = {"JPEG": frozenset({".jpg", ".jpeg", ".jpe"}), "PNG": frozenset({".png"}),
+                     "WEBP": frozenset({".webp"})}
 _SRGB = ImageCms.createProfile("sRGB")
 
 
@@ -151,5 +157,10 @@ class DecodeAndNormalise(beam.DoFn):
         width, height = image.size
         if min(width, height) < self._min_side:
             yield record.replace(width=width, height=height).quarantine("decode:too_small")
+            return
+        extension = posixpath.splitext(record.relative_path)[1].lower()
+        if extension in IMAGE_EXTENSIONS and extension not in FORMAT_EXTENSIONS[fmt]:
+            yield record.replace(width=width, height=height, source_format=fmt).quarantine(
+                f"decode:extension_mismatch:{fmt}")
             return
         yield record.replace(width=width, height=height, source_format=fmt)

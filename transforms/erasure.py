@@ -12,20 +12,17 @@ is recognised by its rows' hashes, a tar shard is filtered again (a no-op), remo
 from __future__ import annotations
 
 import hashlib
-import io
 import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import pyarrow.parquet as pq
 
 from transforms.commit import WRITERS
 from transforms.exclusions import source_matches
 from transforms.failpoints import failpoint
 from transforms.io_parquet import read_parquet_shard
 from transforms.io_webdataset import read_tar_shard
-from transforms.manifest import MANIFEST_SCHEMA, manifest_path, write_manifest
+from transforms.manifest import MANIFEST_SCHEMA, read_shard_plan, read_shard_rows, write_manifest
 from transforms.records import ERASED, PUBLISHED, Record, ShardSpec
 from transforms.storage import filesystem, join, remove_if_exists
 
@@ -75,11 +72,6 @@ def manifest_files(output: str, s3_endpoint: str = "") -> dict[str, str]:
         return {}
     return {posixpath.basename(p).removesuffix(".parquet"): p
             for p in sorted(fs.ls(folder, detail=False)) if str(p).endswith(".parquet")}
-
-
-def read_shard_rows(output: str, shard_id: str, s3_endpoint: str = "") -> list[dict[str, Any]]:
-    fs, root = filesystem(output, s3_endpoint)
-    return pq.read_table(io.BytesIO(fs.cat_file(manifest_path(root, shard_id))), schema=MANIFEST_SCHEMA).to_pylist()
 
 
 def shard_format(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -173,6 +165,12 @@ def erase_shard(output: str, shard_id: str, request: ErasureRequest, erasure_id:
             keep = [r for r in published if r["record_id"] not in target_ids]
             new_uris, written = _rewrite_parquet(spec, output, s3_endpoint, published, keep)
             result.data_rewritten = data_uri if written else ""
+    # An image-folder target that is not published (excluded, quarantined) has no output; a file at
+    # its output path can only be what an older version's crashed commit left there: remove it.
+    fs, root = filesystem(output, s3_endpoint)
+    for row in targets:
+        if row["status"] != PUBLISHED and row.get("relative_path") and "#" not in str(row.get("source_uri") or ""):
+            result.files_removed += remove_if_exists(fs, join(root, "data", str(row["relative_path"])))
     failpoint("erase_before_manifest")
     updated = []
     for row in rows:
@@ -182,7 +180,7 @@ def erase_shard(output: str, shard_id: str, request: ErasureRequest, erasure_id:
             updated.append(dict(row) | {"output_uri": new_uris[row["record_id"]]})
         else:
             updated.append(dict(row))
-    write_manifest(updated, output, shard_id, s3_endpoint)
+    write_manifest(updated, output, shard_id, s3_endpoint, read_shard_plan(output, shard_id, s3_endpoint))
     result.erased = len(targets)
     return result
 

@@ -7,11 +7,13 @@ given input listing. Outputs keep each file's path relative to the input root un
 from __future__ import annotations
 
 import hashlib
+import os
 import posixpath
 from collections.abc import Callable, Iterator, Sequence
 
+from transforms.failpoints import failpoint
 from transforms.records import Record, ShardSpec
-from transforms.storage import filesystem, join, path_kind, remove_if_exists, to_uri, write_atomic
+from transforms.storage import filesystem, is_local, join, path_kind, remove_if_exists, to_uri, write_atomic
 
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif",
@@ -31,6 +33,23 @@ def _root_of(path: str) -> str:
     return posixpath.dirname(path[:magic])
 
 
+def _local_tree(path: str) -> list[str]:
+    """Every file under a local folder, symbolic links not followed: a linked file is listed (its
+    read quarantines it), and so is a linked folder (not entered)."""
+    found: list[str] = []
+    for folder, subfolders, names in os.walk(path):
+        found += [join(folder, name) for name in subfolders if os.path.islink(join(folder, name))]
+        found += [join(folder, name) for name in names]
+    return found
+
+
+def _symlink_reason(path: str) -> str:
+    """``read:symlinked_folder`` or ``read:symlink`` for a local symbolic link, else empty."""
+    if not os.path.islink(path):
+        return ""
+    return "read:symlinked_folder" if os.path.isdir(path) else "read:symlink"
+
+
 def plan_image_shards(input_uri: str, shard_size: int, s3_endpoint: str = "") -> list[ShardSpec]:
     """List the input images and cut them into shards.
 
@@ -42,14 +61,15 @@ def plan_image_shards(input_uri: str, shard_size: int, s3_endpoint: str = "") ->
     if kind == "glob":
         candidates = [p for p in fs.glob(path) if fs.isfile(p)]
     elif kind == "directory":
-        candidates = list(fs.find(path))
+        candidates = _local_tree(path) if is_local(fs) else list(fs.find(path))
     elif kind == "file":
         candidates = [path]
     else:
         raise FileNotFoundError(f"input: nothing found at {input_uri}")
     root = posixpath.dirname(path) if kind == "file" else _root_of(path)
+    linked = {p for p in candidates if is_local(fs) and _symlink_reason(p) == "read:symlinked_folder"}
     files = sorted(p for p in candidates
-                   if posixpath.splitext(p)[1].lower() in IMAGE_EXTENSIONS)
+                   if posixpath.splitext(p)[1].lower() in IMAGE_EXTENSIONS or p in linked)
     if not files:
         raise FileNotFoundError(f"input: no image files found at {input_uri}")
     shards = []
@@ -69,6 +89,10 @@ def read_image_shard(spec: ShardSpec, s3_endpoint: str = "") -> Iterator[Record]
     """Yield one record per file of the shard, bytes read through fsspec."""
     for index, (uri, rel) in enumerate(zip(spec.input_uris, spec.relative_paths, strict=True)):
         fs, path = filesystem(uri, s3_endpoint)
+        link = _symlink_reason(path) if is_local(fs) else ""
+        if link:  # never followed: it may point outside the input, or at another input twice
+            yield Record(spec.shard_id, index, record_id_for(uri), uri, rel, "", b"").quarantine(link)
+            continue
         try:
             data = fs.cat_file(path)
         except (OSError, FileNotFoundError) as error:
@@ -84,7 +108,8 @@ def write_image_shard(spec: ShardSpec, records: Sequence[Record], output: str, s
                       load: Callable[[Record], bytes]) -> dict[str, str]:
     """Write the shard's published records under ``<output>/data/``, each atomically.
 
-    Any file a crashed earlier attempt left for a record that is not published now is removed.
+    Any file a crashed earlier attempt left for a record that is not published now (quarantined
+    or excluded) is removed.
 
     Returns:
         record_id -> output URI for every record written.
@@ -93,9 +118,10 @@ def write_image_shard(spec: ShardSpec, records: Sequence[Record], output: str, s
     written: dict[str, str] = {}
     for record in records:
         path = join(root, spec.output_name, record.relative_path)
-        if record.is_quarantined:
+        if record.is_withheld:
             remove_if_exists(fs, path)
             continue
         write_atomic(fs, path, load(record))
+        failpoint("image_written")  # crash tests: part of a shard's files written
         written[record.record_id] = to_uri(fs, path)
     return written

@@ -154,7 +154,7 @@ def write_parquet_shard(spec: ShardSpec, records: Sequence[Record], output: str,
         with pq.ParquetWriter(local.name, schema) as writer:
             batch: list[dict[str, Any]] = []
             for record in records:
-                if record.is_quarantined:
+                if record.is_withheld:
                     continue
                 written[record.record_id] = f"{to_uri(fs, final)}#row={len(written)}"
                 batch.append(_output_row(record, load(record), spec.image_column, kind))

@@ -112,40 +112,60 @@ def _sample_record(spec: ShardSpec, index: int, key: str,
                   hashlib.sha256(data).hexdigest(), data, extras=sidecars)
 
 
+def _repeated_key(spec: ShardSpec, index: int, key: str) -> Record:
+    """Members whose key an earlier, non-adjacent sample had: quarantined alone, with their own
+    record id, so the samples around them are unaffected."""
+    uri = f"{spec.input_uris[0]}#{key}#repeated-at-{index}"
+    return Record(spec.shard_id, index, record_id_for(uri), uri, key, "", b"").quarantine("read:repeated_key")
+
+
 def read_tar_shard(spec: ShardSpec, s3_endpoint: str = "") -> Iterator[Record]:
-    """Stream a tar shard, yielding one record per sample (consecutive members sharing a key)."""
+    """Stream a tar shard, yielding one record per sample (consecutive members sharing a key, as
+    webdataset groups them). Members that repeat an earlier sample's key after other samples are
+    one quarantined record (``read:repeated_key``)."""
     uri = spec.input_uris[0]
     fs, path = filesystem(uri, s3_endpoint)
     index = 0
     key: str | None = None
     members: list[tuple[tarfile.TarInfo, bytes, str]] = []
+    seen: set[str] = set()
+
+    def sample(key: str) -> Record:
+        if key in seen:
+            return _repeated_key(spec, index, key)
+        seen.add(key)
+        return _sample_record(spec, index, key, members)
+
     try:
         with fs.open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
             for member in tar:
                 if member.isdir():
                     continue
+                # A member of a new key closes the sample before it: that one was read whole,
+                # whatever happens to this member's data.
+                member_key = split_member_name(member.name)[0]
+                if key is not None and member_key != key:
+                    yield sample(key)
+                    index += 1
+                    members = []
+                key = member_key
                 reason = _unsafe(member)
                 payload = b""
                 if not reason:
                     extracted = tar.extractfile(member)
                     payload = extracted.read() if extracted is not None else b""
-                member_key = split_member_name(member.name)[0]
-                if key is not None and member_key != key:
-                    yield _sample_record(spec, index, key, members)
-                    index += 1
-                    members = []
-                key = member_key
                 members.append((member, payload, reason))
     except (tarfile.TarError, OSError, EOFError) as error:
+        # The sample being read when the tar broke may lack members: quarantined with the rest.
         if key is not None and members:
-            yield _sample_record(spec, index, key, members).quarantine("read:corrupt_tar")
+            yield sample(key).quarantine("read:corrupt_tar")
             index += 1
         rest = f"{uri}#unreadable-from-sample-{index}"
         record = Record(spec.shard_id, index, record_id_for(rest), rest, "", "", b"")
         yield record.quarantine(f"read:corrupt_tar:{type(error).__name__}")
         return
     if key is not None:
-        yield _sample_record(spec, index, key, members)
+        yield sample(key)
 
 
 def read_member(tar_uri: str, member_name: str, s3_endpoint: str = "") -> bytes | None:
@@ -182,7 +202,7 @@ def write_tar_shard(spec: ShardSpec, records: Sequence[Record], output: str, s3_
     with tempfile.NamedTemporaryFile(suffix=".tar") as local:
         with tarfile.open(fileobj=local, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for record in records:
-                if record.is_quarantined:
+                if record.is_withheld:
                     continue
                 data = load(record)
                 tar.addfile(_tarinfo(record.relative_path, len(data)), io.BytesIO(data))

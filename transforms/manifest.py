@@ -6,7 +6,9 @@ is the shard's commit marker. Together the files form one Parquet dataset.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ import pyarrow.parquet as pq
 
 from transforms.identity import CHECKED
 from transforms.identity import MODEL_NAME as IDENTITY_MODEL
-from transforms.records import EXCLUDED, QUARANTINED, Record
+from transforms.records import EXCLUDED, QUARANTINED, Record, ShardSpec
 from transforms.storage import filesystem, join, write_atomic
 
 FACE_TYPE = pa.struct([
@@ -177,16 +179,52 @@ def manifest_path(output_root: str, shard_id: str) -> str:
     return join(output_root, "manifest", f"{shard_id}.parquet")
 
 
+# The shard's plan (what it was cut from the input as) rides in the manifest's Parquet metadata,
+# so a committed shard is known by its contents, not only by its number.
+PLAN_KEY = b"anonymize.shard_plan"
+
+
+def shard_plan(spec: ShardSpec) -> dict[str, Any]:
+    """The planned record list of a shard and its SHA-256: what a commit of it stands for."""
+    body = {"format": spec.format, "input_uris": list(spec.input_uris),
+            "relative_paths": list(spec.relative_paths), "output_name": spec.output_name,
+            "image_column": spec.image_column}
+    return body | {"sha256": hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()}
+
+
 def write_manifest(rows: Sequence[Mapping[str, Any]], output: str, shard_id: str,
-                   s3_endpoint: str = "") -> str:
-    """Write one shard's manifest atomically; returns its path."""
-    table = pa.Table.from_pylist(list(rows), schema=MANIFEST_SCHEMA)
+                   s3_endpoint: str = "", plan: Mapping[str, Any] | None = None) -> str:
+    """Write one shard's manifest atomically, with its plan (``shard_plan``) when given; returns its path."""
+    schema = MANIFEST_SCHEMA if plan is None else MANIFEST_SCHEMA.with_metadata(
+        {PLAN_KEY: json.dumps(dict(plan), sort_keys=True).encode()})
+    table = pa.Table.from_pylist(list(rows), schema=schema)
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     fs, root = filesystem(output, s3_endpoint)
     path = manifest_path(root, shard_id)
     write_atomic(fs, path, buffer.getvalue())
     return path
+
+
+def read_shard_plan(output: str, shard_id: str, s3_endpoint: str = "") -> dict[str, Any]:
+    """The plan a committed shard was written for. A manifest written before plans were recorded
+    gets one derived from its rows (input URIs only, ``sha256`` empty)."""
+    fs, root = filesystem(output, s3_endpoint)
+    data = io.BytesIO(fs.cat_file(manifest_path(root, shard_id)))
+    metadata = pq.read_schema(data).metadata or {}
+    if PLAN_KEY in metadata:
+        return dict(json.loads(metadata[PLAN_KEY]))
+    rows = sorted(pq.read_table(data, columns=["source_uri", "shard_index"]).to_pylist(),
+                  key=lambda r: r["shard_index"])
+    uris = list(dict.fromkeys(str(r["source_uri"]).split("#", 1)[0] for r in rows))
+    return {"input_uris": uris, "sha256": ""}
+
+
+def plan_matches(committed: Mapping[str, Any], spec: ShardSpec) -> bool:
+    """Whether a committed shard's plan is ``spec``'s (the same records, cut the same way)."""
+    if committed.get("sha256"):
+        return bool(committed["sha256"] == shard_plan(spec)["sha256"])
+    return list(committed.get("input_uris") or []) == list(spec.input_uris)
 
 
 def committed_shards(output: str, s3_endpoint: str = "") -> set[str]:
@@ -197,6 +235,30 @@ def committed_shards(output: str, s3_endpoint: str = "") -> set[str]:
         return set()
     return {p.rsplit("/", 1)[-1][: -len(".parquet")]
             for p in fs.ls(folder, detail=False) if p.endswith(".parquet")}
+
+
+def read_shard_rows(output: str, shard_id: str, s3_endpoint: str = "") -> list[dict[str, Any]]:
+    """The manifest rows of one committed shard."""
+    fs, root = filesystem(output, s3_endpoint)
+    return pq.read_table(io.BytesIO(fs.cat_file(manifest_path(root, shard_id))), schema=MANIFEST_SCHEMA).to_pylist()
+
+
+def changed_shards(shards: Sequence[ShardSpec], output: str, s3_endpoint: str = "") -> dict[str, str]:
+    """Committed shards whose plan is not the input's now: shard id -> what changed."""
+    planned = {spec.shard_id: spec for spec in shards}
+    changed: dict[str, str] = {}
+    for shard_id in sorted(committed_shards(output, s3_endpoint)):
+        committed = read_shard_plan(output, shard_id, s3_endpoint)
+        old = list(committed.get("input_uris") or [])
+        spec = planned.get(shard_id)
+        if spec is None:
+            changed[shard_id] = f"is no longer a shard of the input (it was cut from {len(old)} input file(s))"
+        elif not plan_matches(committed, spec):
+            added, gone = set(spec.input_uris) - set(old), set(old) - set(spec.input_uris)
+            changed[shard_id] = (f"was committed for other input files ({len(added)} now in it that were not, "
+                                 f"{len(gone)} in it then that are not now)" if added or gone
+                                 else "was committed for the same files cut or named differently")
+    return changed
 
 
 def read_manifests(output: str, s3_endpoint: str = "") -> pa.Table:

@@ -104,6 +104,32 @@ def strip_jpeg_metadata(data: bytes) -> bytes:
     return b"".join(data[start:end] for marker, start, end in parts if not _is_jpeg_metadata(marker))
 
 
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # DHT, JPG and DAC are not frames
+
+
+def jpeg_is_rgb_coded(data: bytes) -> bool:
+    """Whether a JPEG stores RGB, not YCbCr: an Adobe APP14 segment with colour transform 0 over
+    three components, or frame component ids 'R', 'G', 'B'. Decoders read such data alike only
+    with those hints, so it must be re-encoded, never kept with its APP segments dropped.
+    Malformed data counts as RGB-coded (it is re-encoded from pixels)."""
+    try:
+        parts = jpeg_parts(data)
+    except ValueError:
+        return True
+    adobe_transform: int | None = None
+    components = b""
+    for marker, start, end in parts:
+        payload = data[start + 4:end]
+        if marker == 0xEE and payload.startswith(b"Adobe") and len(payload) >= 12:
+            adobe_transform = payload[11]
+        elif marker in _JPEG_SOF and len(payload) >= 6:
+            count = payload[5]
+            components = bytes(payload[6 + 3 * i] for i in range(count) if 6 + 3 * i < len(payload))
+    if components == b"RGB":
+        return True
+    return adobe_transform == 0 and len(components) == 3
+
+
 def _jpeg_segment_name(marker: int, payload: bytes) -> str:
     if marker == 0xFE:
         return "Comment"

@@ -192,3 +192,8 @@ class Record:
     @property
     def is_quarantined(self) -> bool:
         return self.status == QUARANTINED
+
+    @property
+    def is_withheld(self) -> bool:
+        """Quarantined or excluded: never in the published output."""
+        return self.status in (QUARANTINED, EXCLUDED)

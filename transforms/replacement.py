@@ -22,7 +22,7 @@ from transforms.decode import ImageRejected, load_normalized
 from transforms.failures import quarantine_failures
 from transforms.identity import CHECKED, SKIPPED, IdentityEmbedder, Reference
 from transforms.identity_evidence import IdentityPolicy, ImageEvidence, measure_image, screen_faces
-from transforms.metadata import encode_clean, metadata_fields, strip_jpeg_metadata
+from transforms.metadata import encode_clean, jpeg_is_rgb_coded, metadata_fields, strip_jpeg_metadata
 from transforms.metrics import image_quality, pixel_change
 from transforms.observability import timed
 from transforms.records import Face, Record
@@ -429,6 +429,8 @@ class ReplaceFaces(beam.DoFn):
         """The source JPEG without its metadata segments, if it is YCbCr or greyscale and decodes to
         ``image``'s very pixels (not when the EXIF orientation, an ICC profile or an Adobe colour
         transform mattered)."""
+        if jpeg_is_rgb_coded(record.data):
+            return None
         try:
             stripped = strip_jpeg_metadata(record.data)
             with Image.open(io.BytesIO(stripped)) as header:

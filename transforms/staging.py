@@ -14,9 +14,11 @@ from collections.abc import Iterator
 import apache_beam as beam
 
 from transforms.records import Record
-from transforms.storage import filesystem, is_local, join, write_atomic
+from transforms.storage import PARTIAL_PREFIX, filesystem, is_local, join, write_atomic
 
 STAGING_FOLDER = "_staging"
+# The folders under the output that this product creates and writes (see README, Outputs).
+PRODUCT_FOLDERS = ("data", "manifest", "report", "audit")
 
 
 def staging_path(root: str, run_id: str, shard_id: str, index: int) -> str:
@@ -51,14 +53,20 @@ def read_staged(record: Record, s3_endpoint: str, output: str) -> bytes:
 
 def remove_staging(output: str, s3_endpoint: str = "", run_id: str | None = None,
                    shard_id: str | None = None) -> None:
-    """Remove staged files: one shard's, one run's, or all (at the start of a run)."""
+    """Remove staged files: one shard's or one run's (``run_id``), or (``run_id`` None) what killed
+    earlier runs left: all of ``_staging/`` and the half-written files of atomic writes
+    (``storage.PARTIAL_PREFIX``) in the folders this product writes. Nothing else is touched; call
+    it without ``run_id`` only while holding the output's lease (no other run is live)."""
     fs, root = filesystem(output, s3_endpoint)
     parts = [root, STAGING_FOLDER] + ([run_id] if run_id else []) + ([shard_id] if shard_id else [])
     path = join(*parts)
     if fs.exists(path):
         fs.rm(path, recursive=True)
-    if run_id is None and is_local(fs) and fs.exists(root):
-        # Half-written files of an interrupted atomic write (transforms/storage.py) are hidden
-        # dot-files next to their target; remove them too.
-        for leftover in fs.glob(join(root, "**", ".staging-*")):
-            fs.rm_file(leftover)
+    folder = join(root, STAGING_FOLDER)
+    if run_id and not shard_id and is_local(fs) and fs.exists(folder) and not fs.ls(folder):
+        fs.rmdir(folder)  # no other run's staging in it
+    if run_id is None and is_local(fs):
+        for folder in PRODUCT_FOLDERS:
+            if fs.exists(join(root, folder)):
+                for leftover in fs.glob(join(root, folder, "**", f"{PARTIAL_PREFIX}*")):
+                    fs.rm_file(leftover)

@@ -5,6 +5,7 @@ object put on object stores (an object appears whole or not at all)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import shutil
@@ -13,6 +14,10 @@ from typing import Any
 
 import fsspec
 from fsspec import AbstractFileSystem
+
+# Name prefix of the half-written file of an atomic local write (renamed over its target when
+# whole): the only dot-files this product ever creates, and the only ones its clean-up removes.
+PARTIAL_PREFIX = ".anonymize-partial-"
 
 
 def storage_options(uri: str, s3_endpoint: str = "") -> dict[str, Any]:
@@ -57,12 +62,17 @@ def to_uri(fs: AbstractFileSystem, path: str) -> str:
     return str(fs.unstrip_protocol(path)) if not is_local(fs) else path
 
 
+def partial_path(path: str) -> str:
+    """Where the half-written copy of ``path`` goes during an atomic local write."""
+    return join(posixpath.dirname(path), f"{PARTIAL_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(path)}")
+
+
 def write_atomic(fs: AbstractFileSystem, path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old object or the whole new one."""
     parent = posixpath.dirname(path)
     if is_local(fs):
         os.makedirs(parent, exist_ok=True)
-        staging = join(parent, f".staging-{uuid.uuid4().hex}-{posixpath.basename(path)}")
+        staging = partial_path(path)
         with open(staging, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -77,7 +87,7 @@ def write_atomic_from_file(fs: AbstractFileSystem, path: str, local_file: str) -
     parent = posixpath.dirname(path)
     if is_local(fs):
         os.makedirs(parent, exist_ok=True)
-        staging = join(parent, f".staging-{uuid.uuid4().hex}-{posixpath.basename(path)}")
+        staging = partial_path(path)
         shutil.copyfile(local_file, staging)
         with open(staging, "rb") as handle:
             os.fsync(handle.fileno())
@@ -92,3 +102,41 @@ def remove_if_exists(fs: AbstractFileSystem, path: str) -> bool:
         fs.rm_file(path)
         return True
     return False
+
+
+def create_exclusive(fs: AbstractFileSystem, path: str, data: bytes) -> bool:
+    """Write ``data`` at ``path`` only if nothing is there; whole or not at all.
+
+    Returns:
+        False when ``path`` already exists (another writer won), True when written.
+    """
+    if is_local(fs):
+        parent = posixpath.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        staging = partial_path(path)
+        with open(staging, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(staging, path)  # fails if path exists: atomic and exclusive
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(staging)
+        return True
+    if "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        try:
+            fs.pipe_file(path, data, mode="create")  # If-None-Match: *
+        except FileExistsError:
+            return False
+        except OSError as error:
+            if error.errno == errno.EINVAL and fs.exists(path):
+                return False
+            raise
+        return True
+    # Other stores: check, then write; a race between two writers is caught by verify_chain.
+    if fs.exists(path):
+        return False
+    fs.pipe_file(path, data)
+    return True
