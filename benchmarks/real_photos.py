@@ -27,7 +27,8 @@ Per run it prints:
   invalid are left out; faces on withheld images are counted apart;
 - images/s of the whole job (wall time of the ``anonymize run`` process, start-up included) and,
   with ``--identity-cost``, of the identity step alone (from a second run with
-  ``identity_check=false``: identity seconds = difference of the two wall times).
+  ``identity_check=false``: identity seconds = difference of the two wall times); checkouts that
+  record stage times (``stage_us:<stage>``) also print the time of each stage per input image.
 """
 
 from __future__ import annotations
@@ -301,6 +302,15 @@ def published_outputs(output: Path, names: list[str]) -> tuple[dict[str, Path | 
     return outputs, reasons, statuses
 
 
+def stage_breakdown(summary: dict[str, Any], images: int) -> str:
+    """The run's ``stage_us:<stage>`` totals (transforms/observability.py) per input image."""
+    prefix = "anonymize/stage_us:"
+    totals = {key[len(prefix):]: dist["sum"] / 1000 / images
+              for key, dist in (summary.get("metrics") or {}).get("distributions", {}).items()
+              if key.startswith(prefix)}
+    return ", ".join(f"{name} {ms:.0f}" for name, ms in sorted(totals.items(), key=lambda item: -item[1]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--wider-dev", type=Path, default=DEFAULT_WIDER,
@@ -353,6 +363,9 @@ def main() -> None:
                 reid = summary.get("reidentification") or {}
                 if reid:
                     print(f"product rank-1 re-identification: {reid}")
+                stages = stage_breakdown(summary, len(names))
+                if stages:
+                    print("time by stage, ms per input image (all workers' time): " + stages)
                 results.append((name, seconds, outputs))
         print()
         for name, seconds, outputs in results:
