@@ -373,6 +373,13 @@ def main() -> None:
             print(f"  anonymization recall: {anonymization_recall(folder, outputs, truth).line()}")
             if checker is not None:
                 print(f"  independent identity check: {independent_check(checker, folder, outputs, truth)}")
+        seconds_of = {name: seconds for name, seconds, _ in results}
+        for name, seconds in seconds_of.items():
+            without = seconds_of.get(name.replace(" default", " identity_check=false"))
+            if name.endswith(" default") and without is not None:
+                spent = seconds - without
+                print(f"identity step, {name}: {spent:.1f} s of {seconds:.1f} s, "
+                      f"{len(names) / spent if spent > 0 else math.inf:.2f} images/s alone")
         deface = next((s for n, s, _ in results if n.startswith("deface")), None)
         if deface:
             for name, seconds, _ in results[1:]:
