@@ -345,7 +345,7 @@ def main() -> None:
             if seconds is not None:
                 results.append(("deface 1.5.0 (1 process)", seconds, {n: deface_out / n for n in names}))
         for index, code in enumerate(Path(c).resolve() for c in args.code.split(",")):
-            configs = [("default", [])] + ([("identity_check=false", ["identity_check=false"])]
+            configs: list[tuple[str, list[str]]] = [("default", [])] + ([("identity_check=false", ["identity_check=false"])]
                                            if args.identity_cost else [])
             for label, overrides in configs:
                 output = work / f"out-{index}-{label.split('=')[0]}"
