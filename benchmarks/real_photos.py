@@ -345,8 +345,9 @@ def main() -> None:
             if seconds is not None:
                 results.append(("deface 1.5.0 (1 process)", seconds, {n: deface_out / n for n in names}))
         for index, code in enumerate(Path(c).resolve() for c in args.code.split(",")):
-            configs: list[tuple[str, list[str]]] = [("default", [])] + ([("identity_check=false", ["identity_check=false"])]
-                                           if args.identity_cost else [])
+            configs: list[tuple[str, list[str]]] = [("default", [])]
+            if args.identity_cost:
+                configs.append(("identity_check=false", ["identity_check=false"]))
             for label, overrides in configs:
                 output = work / f"out-{index}-{label.split('=')[0]}"
                 shutil.rmtree(output, ignore_errors=True)
