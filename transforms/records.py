@@ -12,6 +12,9 @@ PUBLISHED = "published"
 QUARANTINED = "quarantined"
 EXCLUDED = "excluded"  # objection or withdrawn consent: never decoded or processed
 ERASED = "erased"  # removed from the outputs by `anonymize erase` (manifest rows only)
+# A region's kind: a face, or visible text (a ``Face`` whose detector is the text detector, ``TEXT``).
+FACE = "face"
+TEXT = "text"
 
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -36,6 +39,16 @@ class Face:
     score: float
     detector: str = "mtcnn"
     landmarks: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """``text`` for a region only the text detector found, else ``face``."""
+        return TEXT if self.detector == TEXT else FACE
+
+    def counts_at(self, threshold: float) -> bool:
+        """Whether this detection counts as found at a verification ``threshold``: a face's score
+        must reach it; a text region counts at any score (its detector applied its own threshold)."""
+        return self.kind == TEXT or self.score >= threshold
 
     @property
     def width(self) -> float:
