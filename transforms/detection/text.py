@@ -85,6 +85,9 @@ class TextSettings:
     probability a region needs (DB's 0.5; every region kept is replaced); ``unclip_ratio``: how far
     a region grows past its shrunk core (DB's 1.6); ``min_height``: regions whose text is shorter
     (the rotated box's short side, px of the original image) are left untouched (0: none is).
+    ``min_aspect``: a region's long side over its short side must reach it. Lines of text are
+    long; the model's blobs on faces, eyes and silhouettes are not (1.2-1.55 on the sample photos),
+    and neither is a lone character or a two-digit number, which this therefore misses.
     The image is scaled so that its shorter side is at least ``min_side`` (small text resolves
     better; PaddleOCR's 736) and its longer side at most ``max_side``, each side a multiple of 32.
     """
@@ -93,6 +96,7 @@ class TextSettings:
     box_threshold: float = 0.5
     unclip_ratio: float = 1.6
     min_height: int = 0
+    min_aspect: float = 1.6
     min_side: int = 736
     max_side: int = 2048
     threads: int = 1
@@ -105,6 +109,8 @@ class TextSettings:
             raise ValueError(f"text_box_threshold must be in (0, 1), got {self.box_threshold}")
         if not 1.0 <= self.unclip_ratio <= 4.0:
             raise ValueError(f"text_unclip_ratio must be in [1, 4], got {self.unclip_ratio}")
+        if self.min_aspect < 1.0:
+            raise ValueError(f"text min_aspect must be >= 1, got {self.min_aspect}")
         if self.min_height < 0:
             raise ValueError(f"text_min_height must be >= 0, got {self.min_height}")
         if not 32 <= self.min_side <= self.max_side:
@@ -152,34 +158,41 @@ def db_regions(prob: np.ndarray, settings: TextSettings) -> list[tuple[np.ndarra
     return regions
 
 
-def _short_side(corners: np.ndarray) -> float:
-    sides = [float(np.hypot(*(corners[i] - corners[(i + 1) % 4]))) for i in range(2)]
-    return min(sides)
+def _sides(corners: np.ndarray) -> tuple[float, float]:
+    """A rotated box's short and long side."""
+    a, b = (float(np.hypot(*(corners[i] - corners[i + 1]))) for i in range(2))
+    return min(a, b), max(a, b)
 
 
-def merged_lines(faces: Sequence[Face], gap: float = 1.0) -> list[Face]:
-    """Text boxes of one line joined: boxes whose vertical extents overlap by at least half the
-    shorter one and whose horizontal gap is at most ``gap`` x the shorter height become their union
-    (a plate's or a name's words are redacted as one box, the spaces between them too)."""
-    boxes = sorted(faces, key=lambda f: f.x1)
+def merged_lines(regions: Sequence[tuple[Face, bool]], min_aspect: float, gap: float = 1.0) -> list[Face]:
+    """Text boxes of one line joined, then those not elongated dropped.
+
+    ``regions``: each box, and whether its rotated region is elongated (long side >= ``min_aspect``
+    x short side). Boxes whose vertical extents overlap by at least half the shorter one and whose
+    horizontal gap is at most ``gap`` x the shorter height become their union (a plate's or a
+    name's words are redacted as one box, the spaces between them too). A joined box is elongated
+    when a member is or when it is ``min_aspect`` times wider than tall; only elongated boxes are kept.
+    """
+    boxes = sorted(regions, key=lambda r: r[0].x1)
     changed = True
     while changed:
         changed = False
-        for i, a in enumerate(boxes):
+        for i, (a, a_long) in enumerate(boxes):
             for j in range(i + 1, len(boxes)):
-                b = boxes[j]
+                b, b_long = boxes[j]
                 short = min(a.height, b.height)
                 overlap = min(a.y2, b.y2) - max(a.y1, b.y1)
                 space = max(a.x1, b.x1) - min(a.x2, b.x2)
                 if short > 0 and overlap >= 0.5 * short and space <= gap * short:
-                    boxes[i] = Face(min(a.x1, b.x1), min(a.y1, b.y1), max(a.x2, b.x2), max(a.y2, b.y2),
-                                    max(a.score, b.score), a.detector)
+                    joined = Face(min(a.x1, b.x1), min(a.y1, b.y1), max(a.x2, b.x2), max(a.y2, b.y2),
+                                  max(a.score, b.score), a.detector)
+                    boxes[i] = (joined, a_long or b_long or joined.width >= min_aspect * joined.height)
                     del boxes[j]
                     changed = True
                     break
             if changed:
                 break
-    return boxes
+    return [face for face, elongated in boxes if elongated]
 
 
 class TextDetector:
@@ -219,15 +232,17 @@ class TextDetector:
     def _detect_one(self, image: Image.Image) -> list[Face]:
         prob = self.probability(image)
         sx, sy = image.width / prob.shape[1], image.height / prob.shape[0]
-        faces = []
+        faces: list[tuple[Face, bool]] = []
         for corners, score in db_regions(prob, self.settings):
             corners = corners * (sx, sy)
-            if _short_side(corners) < self.settings.min_height:
+            short, long = _sides(corners)
+            if short < self.settings.min_height:
                 continue
             x1, y1 = corners.min(axis=0)
             x2, y2 = corners.max(axis=0)
-            faces.append(Face(float(x1), float(y1), float(x2), float(y2), score, TEXT))
-        return merged_lines(faces)
+            faces.append((Face(float(x1), float(y1), float(x2), float(y2), score, TEXT),
+                          long >= self.settings.min_aspect * short))
+        return merged_lines(faces, self.settings.min_aspect)
 
     def detect(self, images: Sequence[Image.Image]) -> list[list[Face]]:
         """Text regions per image, as ``Face`` objects of kind ``text`` (axis-aligned boxes that
