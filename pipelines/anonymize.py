@@ -19,7 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from expectations.gate import GxShardGate
 from expectations.suites import GateThresholds
 from pipelines.config import config_sha256
-from pipelines.options import AnonymizeOptions, parse_detector_extra, parse_rgb, parse_thresholds
+from pipelines.options import AnonymizeOptions, parse_detector_extra, parse_redact, parse_rgb, parse_thresholds
 from pipelines.runners import torch_threads_for
 from transforms.accuracy import ReferenceClassifierHandler, ReferenceSampling, ReferenceSpec, sample_cutoff, sample_key
 from transforms.commit import CommitShard, ShardResult, planned_outputs, withdraw_shard
@@ -39,12 +39,13 @@ from transforms.detection import (
     MtcnnSettings,
     UnionFactory,
 )
+from transforms.detection.text import TextAndFacesFactory, TextDetector, TextSettings
 from transforms.exclusions import Exclusions
 from transforms.lease import OutputLease
 from transforms.locations import check_no_overlap, check_output_writable
 from transforms.manifest import RunInfo, changed_shards, committed_shards, read_shard_rows
 from transforms.observability import MeterDetections, MeterRead, MeterVerified
-from transforms.records import ERASED, ShardSpec
+from transforms.records import ERASED, TEXT, ShardSpec
 from transforms.replacement import ReplaceFaces, ReplacementPolicy
 from transforms.shards import plan_shards, read_shard
 from transforms.staging import StageOutput, remove_staging
@@ -77,8 +78,15 @@ def detector_stack_for(options: AnonymizeOptions) -> DetectorStack:
     one is the detect one less detection-only extras (CenterFace's low-light pass: it is built to
     find dark, blurred faces, and would re-find the blurred ones the job just made), so it is a
     subset of the detect one and may reuse its faces on unchanged pixels."""
-    return DetectorStack(_detector_factory(options, options.centerface_low_light_scale),
-                         _detector_factory(options, 0.0), verify_is_detect_subset=True)
+    detect = _detector_factory(options, options.centerface_low_light_scale)
+    verify = _detector_factory(options, 0.0)
+    if "text" in parse_redact(options.redact):
+        # Text regions are detected, replaced and searched for on the outputs like faces.
+        text = Factory(TextDetector, TextSettings(min_height=options.text_min_height,
+                                                  threads=torch_threads_for(options, options.torch_threads),
+                                                  device=options.detector_device))
+        detect, verify = TextAndFacesFactory(detect, text), TextAndFacesFactory(verify, text)
+    return DetectorStack(detect, verify, verify_is_detect_subset=True)
 
 
 def _detector_factory(options: AnonymizeOptions, low_light_scale: float) -> DetectorFactory:
@@ -140,7 +148,8 @@ def replacement_policy_for(options: AnonymizeOptions) -> ReplacementPolicy:
         solid_color=parse_rgb(options.solid_color, "solid_color"),
         pixelate_blocks=options.pixelate_blocks,
         score_threshold=options.detector_score_threshold,
-        self_thresholded_detectors=parse_detector_extra(options.detector_extra, "detector_extra"),
+        self_thresholded_detectors=parse_detector_extra(options.detector_extra, "detector_extra")
+        + ((TEXT,) if "text" in parse_redact(options.redact) else ()),
         synthetic_generator=options.synthetic_generator,
         synthetic_generator_size=options.synthetic_generator_size,
         synthetic_seed=options.synthetic_seed,

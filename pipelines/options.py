@@ -75,6 +75,12 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("torch_threads", int, 0,
                "Torch threads per worker process (0: 1; parallelism comes from worker processes).",
                minimum=0),
+    OptionSpec("redact", str, "faces",
+               "What is replaced, comma-separated: faces, text (licence plates, name badges, signs: "
+               "PP-OCRv4's text detector; for street scenes, events, CCTV-like data)."),
+    OptionSpec("text_min_height", int, 0,
+               "redact text: text regions shorter than this (px) are left untouched (0: every one is replaced).",
+               minimum=0),
     OptionSpec("detector_share_across_processes", bool, False,
                "Load each detector once per worker machine, shared by its SDK processes (one copy in GPU memory)."),
     # Replacement.
@@ -245,6 +251,26 @@ def parse_detector_extra(text: str, field: str) -> tuple[str, ...]:
     return names
 
 
+REDACT_KINDS = ("faces", "text")
+
+
+def parse_redact(text: str, field: str = "redact") -> tuple[str, ...]:
+    """Parse the comma-separated kinds to redact; ``faces`` must be one of them.
+
+    Raises:
+        ValueError: naming ``field``: an unknown kind, one named twice, or no ``faces``.
+    """
+    names = tuple(p.strip() for p in str(text).split(",") if p.strip())
+    for name in names:
+        if name not in REDACT_KINDS:
+            raise ValueError(f"{field}: unknown kind {name!r}; known: {', '.join(REDACT_KINDS)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{field}: a kind is named twice in {text!r}")
+    if "faces" not in names:
+        raise ValueError(f"{field}: must include faces (got {text!r}); faces,text adds text")
+    return names
+
+
 def check_accountability(options: AnonymizeOptions) -> None:
     """Purpose and legal basis (and the Article 9 condition, when declared) must be set.
 
@@ -284,6 +310,13 @@ def validate(options: AnonymizeOptions) -> None:
 
         if not centerface_available():
             raise ValueError(NOT_INSTALLED)
+    if "text" in parse_redact(options.redact):
+        from transforms.detection.text import NOT_INSTALLED as TEXT_NOT_INSTALLED
+        from transforms.detection.text import text_available, text_info
+
+        if not text_available():
+            raise ValueError(TEXT_NOT_INSTALLED)
+        text_info()  # the model file's hash
     if options.reference_model:
         from transforms.accuracy import ReferenceSpec
 

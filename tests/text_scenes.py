@@ -79,7 +79,10 @@ NAMES = ("ANNA", "Jonas Berg", "M. Dupont", "Priya", "KOWALSKI", "Li Wei", "Sam 
 STREETS = ("No. 42", "Elm Street", "ROSE LANE 7", "Gate B12", "Platz 3", "EXIT", "Bakery", "Unit 9")
 
 
-def _item(kind: str, rng: np.random.Generator, font: str, height: int) -> tuple[Image.Image, list[tuple[str, tuple[int, int, int, int], int]]]:
+Line = tuple[str, tuple[int, int, int, int], int]
+
+
+def _item(kind: str, rng: np.random.Generator, font: str, height: int) -> tuple[Image.Image, list[Line]]:
     """An RGBA item (plate, badge or sign) and its lines: text, ink box in item pixels, cap height."""
     lines: list[tuple[str, int, tuple[int, int, int]]] = []  # text, cap height, colour
     if kind == "plate_eu":

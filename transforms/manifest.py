@@ -46,9 +46,12 @@ MANIFEST_SCHEMA = pa.schema([
     ("source_format", pa.string()),
     ("faces", pa.list_(FACE_TYPE)),
     ("face_count", pa.int32()),
+    # Per region, in ``faces`` order: ``face``, or ``text`` (a licence plate, badge or sign found by the
+    # text detector under ``redact: faces,text``). ``face_count`` counts regions of both kinds.
+    ("face_kinds", pa.list_(pa.string())),
     ("method", pa.string()),
     # Per face, in ``faces`` order: the method that replaced it, and why it is not ``method`` ("" when
-    # it is; small / low_confidence: blurred under synthetic; escalated).
+    # it is; small / low_confidence / text: blurred under synthetic, text also under pixelate; escalated).
     ("face_methods", pa.list_(pa.string())),
     ("face_method_reasons", pa.list_(pa.string())),
     ("security_level", pa.string()),
@@ -135,6 +138,7 @@ def manifest_row(record: Record, output_uri: str | None, run: RunInfo,
         "source_format": record.source_format or None,
         "faces": [face.as_row() for face in record.faces],
         "face_count": len(record.faces),
+        "face_kinds": [face.kind for face in record.faces],
         "method": record.method or None,
         "face_methods": list(record.face_methods) or None,
         "face_method_reasons": list(record.face_method_reasons) or None,

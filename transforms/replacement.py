@@ -25,7 +25,7 @@ from transforms.identity_evidence import IdentityPolicy, ImageEvidence, measure_
 from transforms.metadata import encode_clean, jpeg_is_rgb_coded, metadata_fields, strip_jpeg_metadata
 from transforms.metrics import image_quality, pixel_change
 from transforms.observability import timed
-from transforms.records import Face, Record
+from transforms.records import TEXT, Face, Record
 from transforms.synthesis import (
     FaceGenerator,
     GeneratorError,
@@ -101,7 +101,10 @@ class ReplacementPolicy:
         return self.method == "synthetic" and not self.blur_reason(face)
 
     def blur_reason(self, face: Face) -> str:
-        """Why method ``synthetic`` blurs ``face`` instead: ``small``, ``low_confidence``, or ""."""
+        """Why method ``synthetic`` blurs ``face`` instead: ``text`` (a text region), ``small``,
+        ``low_confidence``, or ""."""
+        if face.kind == TEXT:
+            return TEXT
         if face.short_side < self.synthetic_min_face_size:
             return "small"
         if face.score < self.synthetic_min_score or not ("+" in face.detector or plausible_face(face)):
@@ -115,6 +118,8 @@ class ReplacementPolicy:
             return ("solid" if escalation == ESCALATION_LEVELS[-1] else "gaussian"), "escalated"
         if self.method == "synthetic" and (reason := self.blur_reason(face)):
             return "gaussian", reason
+        if self.method == "pixelate" and face.kind == TEXT:
+            return "gaussian", TEXT  # a mosaic of text is read back by OCR models
         return self.method, ""
 
     @property
@@ -247,7 +252,7 @@ def replace_faces(image: Image.Image, faces: Sequence[Face],
         if region[2] <= region[0] or region[3] <= region[1]:
             continue
         mask = region_mask(face, region, width, height)
-        if policy.method == "gaussian":
+        if policy.method == "gaussian" or (policy.method == "pixelate" and face.kind == TEXT):
             patch = _blurred_region(result, region, max(1.0, sigma))
         elif policy.method == "solid":
             patch = Image.new(result.mode, mask.size, policy.solid_color + (255,) * (

@@ -20,7 +20,7 @@ from transforms.accuracy import accuracy_impact
 from transforms.identity import CHECKED, FaceStatus
 from transforms.identity import MATCH_THRESHOLD as IDENTITY_MATCH_THRESHOLD
 from transforms.identity import MODEL_NAME as IDENTITY_MODEL
-from transforms.records import ShardSpec
+from transforms.records import TEXT, ShardSpec
 from transforms.storage import filesystem, join, write_atomic
 
 SIZE_BANDS = ((0, 20, "<20"), (20, 40, "20-40"), (40, 80, "40-80"), (80, float("inf"), ">=80"))
@@ -95,6 +95,19 @@ def face_identity_statuses(row: Mapping[str, Any]) -> list[str]:
             statuses.append(FaceStatus.MATCHED if float(distances[i]) <= IDENTITY_MATCH_THRESHOLD
                             else FaceStatus.MEASURED_NO_MATCH)
     return statuses
+
+
+def regions_per_kind(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    """Regions found (``found``) and those in published images (``published``), per kind (``face``,
+    ``text``), from ``face_kinds`` (a row without it: faces only)."""
+    counts: dict[str, dict[str, int]] = {"found": {}, "published": {}}
+    for row in rows:
+        kinds = row.get("face_kinds") or ["face"] * len(row.get("faces") or [])
+        for kind in kinds:
+            counts["found"][kind] = counts["found"].get(kind, 0) + 1
+            if row["status"] == "published":
+                counts["published"][kind] = counts["published"].get(kind, 0) + 1
+    return counts
 
 
 def not_measured(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -203,6 +216,8 @@ def summarise(manifest: pa.Table, planned: Sequence[ShardSpec],
             outputs[f"{row.get('output_encoding') or 'unrecorded'}, "
                     f"detection {row.get('verify_detection') or 'unrecorded'}"] += 1
         for face in row["faces"] or []:
+            if face.get("detector") == TEXT:
+                continue  # text regions: regions_per_kind
             bands[size_band(min(face["x2"] - face["x1"], face["y2"] - face["y1"]))] += 1
     shard_rows = collections.Counter(row["shard_id"] for row in rows)
     missing_shards = sorted(s.shard_id for s in planned if s.shard_id not in shard_rows)
@@ -251,6 +266,7 @@ def summarise(manifest: pa.Table, planned: Sequence[ShardSpec],
         "withheld_reasons": dict(sorted(withheld.items())),
         "not_measured": not_measured(rows),
         "faces_total": sum(bands.values()),
+        "regions_per_kind": regions_per_kind(rows),
         "faces_per_size_band": dict(bands),
         "methods": dict(methods),
         "published_outputs": dict(sorted(outputs.items())),

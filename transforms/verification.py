@@ -35,7 +35,7 @@ def redetection_scores(replaced: tuple[Face, ...], found: tuple[Face, ...]) -> t
 
 def leaked_faces(record: Record, verify_threshold: float, identity_threshold: float) -> int:
     """Faces found on the output at or above ``verify_threshold`` that are not proven substitutes."""
-    found = [f for f in record.output_faces if f.score >= verify_threshold]
+    found = [f for f in record.output_faces if f.counts_at(verify_threshold)]
     # A handler that reported a count but no boxes: nothing can be excused (fail closed).
     if len(found) != record.residual_faces:
         return max(record.residual_faces, len(found))
@@ -61,7 +61,7 @@ def second_pass_record(record: Record, verify_threshold: float) -> Record:
     """The record to replace again: its source bytes, its faces plus those found on its output at
     or above ``verify_threshold`` that no replaced face explains (IoU < ``SUBSTITUTE_IOU``), and
     everything the replace and verify stages set cleared."""
-    found = [f for f in record.output_faces if f.score >= verify_threshold
+    found = [f for f in record.output_faces if f.counts_at(verify_threshold)
              and not any(f.iou(r) >= SUBSTITUTE_IOU for r in record.faces)]
     return record.replace(
         data=record.source_data, source_data=b"", faces=record.faces + tuple(found), replace_pass=2,

@@ -62,7 +62,7 @@ class FaceDetectionHandler(ModelHandler[Record, Record, Detector]):
     def _apply(self, record: Record, faces: Sequence[Face], how: str = "ran") -> Record:
         if self._mode == "detect":
             return record.replace(faces=tuple(faces))
-        residual = sum(1 for face in faces if face.score >= self._verify_threshold)
+        residual = sum(1 for face in faces if face.counts_at(self._verify_threshold))
         return record.replace(residual_faces=residual, output_faces=tuple(faces), verify_detection=how)
 
     def run_inference(self, batch: Sequence[Record], model: Detector,

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from transforms.detection.base import DetectorFactory, Factory
+from transforms.detection.text import TextAndFacesFactory
 from transforms.detection.union import UnionFactory
 
 
 def detector_settings(factory: DetectorFactory) -> dict[str, dict[str, Any]]:
     """The settings each of the factory's detectors runs with, by detector name (a union: each
     member's); empty for a factory that is not one of the product's (a test fake)."""
-    if isinstance(factory, UnionFactory):
+    if isinstance(factory, (UnionFactory, TextAndFacesFactory)):
         return {name: settings for member in factory.factories for name, settings in detector_settings(member).items()}
     if isinstance(factory, Factory):
         settings = factory.settings

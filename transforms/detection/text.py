@@ -135,7 +135,7 @@ def db_regions(prob: np.ndarray, settings: TextSettings) -> list[tuple[np.ndarra
     import cv2
 
     bitmap = (prob > settings.threshold).astype(np.uint8)
-    bitmap = cv2.dilate(bitmap, np.ones((2, 2), np.uint8))
+    bitmap = np.asarray(cv2.dilate(bitmap, np.ones((2, 2), np.uint8)), np.uint8)
     contours, _ = cv2.findContours(bitmap, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
     regions: list[tuple[np.ndarray, float]] = []
     h, w = prob.shape
