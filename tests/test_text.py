@@ -4,6 +4,7 @@ and verification through the whole job."""
 from __future__ import annotations
 
 import io
+import re
 import shutil
 from pathlib import Path
 
@@ -207,3 +208,29 @@ def test_text_the_detect_pass_missed_is_found_on_the_output_and_replaced_again(t
     assert row["face_kinds"] and set(row["face_kinds"]) == {TEXT}
     output = np.asarray(Image.open(tmp_path / "out" / "data" / "scene.png").convert("RGB"))
     assert all(_filled(output, label.box) >= 0.9 for label in scene.labels if label.char_height >= 12)
+
+
+def test_regions_per_kind_counts_found_and_published_regions() -> None:
+    from transforms.summary import regions_per_kind
+
+    rows = [{"status": "published", "faces": [{}, {}], "face_kinds": ["face", "text"]},
+            {"status": "quarantined", "faces": [{}], "face_kinds": ["text"]},
+            {"status": "published", "faces": [{}]}]  # a row written before face_kinds: faces
+    assert regions_per_kind(rows) == {"found": {"face": 2, "text": 2}, "published": {"face": 2, "text": 1}}
+
+
+def test_text_benchmark_prints_recall_per_band_and_both_throughputs(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark_text", Path(__file__).resolve().parents[1]
+                                                  / "benchmarks" / "text.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--scenes", "3", "--speed-scenes", "1", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    bands = [line.split() for line in out.splitlines() if line[:1].isdigit() or line.startswith(">=")]
+    assert bands and sum(int(cells[1]) for cells in bands) == sum(len(s.labels) for s in text_scenes(3))
+    assert "text regions on 17 text-free photos: 0" in out
+    speeds = re.search(r"faces ([\d.]+)\s+faces,text ([\d.]+)", out)
+    assert speeds is not None and float(speeds.group(1)) > 0 and float(speeds.group(2)) > 0
