@@ -83,6 +83,7 @@ def detector_stack_for(options: AnonymizeOptions) -> DetectorStack:
     if "text" in parse_redact(options.redact):
         # Text regions are detected, replaced and searched for on the outputs like faces.
         text = Factory(TextDetector, TextSettings(min_height=options.text_min_height,
+                                                  min_aspect=options.text_min_aspect,
                                                   threads=torch_threads_for(options, options.torch_threads),
                                                   device=options.detector_device))
         detect, verify = TextAndFacesFactory(detect, text), TextAndFacesFactory(verify, text)

@@ -81,6 +81,10 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("text_min_height", int, 0,
                "redact text: text regions shorter than this (px) are left untouched (0: every one is replaced).",
                minimum=0),
+    OptionSpec("text_min_aspect", float, 1.6,
+               "redact text: a text region's length over its height must reach this (1.6 misses lone characters "
+               "and most two-character strings; 1.0 finds them, and blobs on faces and animals too).",
+               minimum=1.0, maximum=10.0),
     OptionSpec("detector_share_across_processes", bool, False,
                "Load each detector once per worker machine, shared by its SDK processes (one copy in GPU memory)."),
     # Replacement.

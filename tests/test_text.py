@@ -83,6 +83,20 @@ def test_min_height_leaves_small_text_untouched(detector: TextDetector) -> None:
     assert all(face.short_side >= 40 for face in tall_only)
 
 
+def test_short_strings_need_a_lower_min_aspect(detector: TextDetector) -> None:
+    from PIL import ImageDraw
+
+    from tests.text_scenes import _sized_font, fonts
+
+    image = _photo("grass")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((100, 100, 180, 164), fill=(20, 90, 50))
+    draw.text((116, 116), "42", font=_sized_font(fonts()[0], 32), fill=(255, 255, 255))
+    assert detector.detect([image]) == [[]]
+    (found,) = TextDetector(TextSettings(min_aspect=1.0)).detect([image])[0]
+    assert coverage((116, 116, 164, 148), [found.box]) >= 0.9
+
+
 def test_a_line_s_words_are_joined_and_blobs_dropped() -> None:
     words = [(Face(10, 10, 50, 30, 0.9, TEXT), True), (Face(60, 11, 80, 31, 0.8, TEXT), False),
              (Face(200, 200, 240, 236, 0.9, TEXT), False)]
@@ -98,19 +112,21 @@ def test_redact_option_is_validated_naming_the_key() -> None:
     with pytest.raises(ConfigError, match="redact: unknown kind"):
         build_options([BASE_CONF], ["input=/in", "output=/out", "redact=faces,licence_plates",
                                     *[s for s in ACCOUNTABILITY_SETS if s != "--set"]])
-    with pytest.raises(ConfigError, match="text_min_height"):
-        build_options([BASE_CONF], ["input=/in", "output=/out", "text_min_height=-1",
-                                    *[s for s in ACCOUNTABILITY_SETS if s != "--set"]])
+    for bad in ("text_min_height=-1", "text_min_aspect=0.5"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            build_options([BASE_CONF], ["input=/in", "output=/out", bad,
+                                        *[s for s in ACCOUNTABILITY_SETS if s != "--set"]])
 
 
 def test_strict_policy_turns_text_on() -> None:
     overrides = ["input=/in", "output=/out", *[s for s in ACCOUNTABILITY_SETS if s != "--set"]]
     default, _ = build_options([BASE_CONF], overrides)
     assert default.redact == "faces" and not isinstance(detector_stack_for(default).detect, TextAndFacesFactory)
-    strict, _ = build_options([BASE_CONF, STRICT], [*overrides, "text_min_height=8"])
+    strict, _ = build_options([BASE_CONF, STRICT], [*overrides, "text_min_height=8", "text_min_aspect=1.2"])
     stack = detector_stack_for(strict)
     assert isinstance(stack.detect, TextAndFacesFactory) and isinstance(stack.verify, TextAndFacesFactory)
-    assert stack.detect.text == Factory(TextDetector, TextSettings(min_height=8, threads=1, device="auto"))
+    assert stack.detect.text == Factory(TextDetector, TextSettings(min_height=8, min_aspect=1.2, threads=1,
+                                                                       device="auto"))
     assert TEXT in replacement_policy_for(strict).self_thresholded_detectors
     assert stack.info()["detect"]["settings"][TEXT]["min_height"] == 8
 
