@@ -86,7 +86,7 @@ class TextSettings:
     a region grows past its shrunk core (DB's 1.6); ``min_height``: regions whose text is shorter
     (the rotated box's short side, px of the original image) are left untouched (0: none is).
     ``min_aspect``: a region's long side over its short side must reach it. Lines of text are
-    long; the model's blobs on faces, eyes and silhouettes are not (1.2-1.55 on the sample photos),
+    long; the model's blobs on faces, eyes and silhouettes are not (1.0-1.55 on the sample photos),
     and neither is a lone character or a two-digit number, which this therefore misses.
     The image is scaled so that its shorter side is at least ``min_side`` (small text resolves
     better; PaddleOCR's 736) and its longer side at most ``max_side``, each side a multiple of 32.
