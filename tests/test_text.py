@@ -32,6 +32,7 @@ from transforms.detection.text import (
 )
 from transforms.records import TEXT, Face
 from transforms.replacement import ReplacementPolicy, grown_box, replace_faces
+from transforms.summary import regions_per_kind, render_html, summarise
 
 pytestmark = pytest.mark.skipif(not text_available(), reason="needs rapidocr-onnxruntime's model (make install)")
 
@@ -159,8 +160,9 @@ def test_job_replaces_every_text_and_verifies_none_is_left(tmp_path: Path) -> No
     for scene in scenes:
         _png(scene.image, folder / f"{scene.name}.png")
     text = Factory(TextDetector, TextSettings())
-    solid = run_job(str(folder), str(tmp_path / "solid"), TextAndFacesFactory(FixedBoxesFactory(()), text),
-                    redact="faces,text", method="solid", solid_color="255,0,255", identity_check=False).to_pylist()
+    table = run_job(str(folder), str(tmp_path / "solid"), TextAndFacesFactory(FixedBoxesFactory(()), text),
+                    redact="faces,text", method="solid", solid_color="255,0,255", identity_check=False)
+    solid = table.to_pylist()
     assert [row["status"] for row in solid] == ["published"] * len(scenes), [row["reason"] for row in solid]
     by_name = {Path(row["relative_path"]).stem: row for row in solid}
     for scene in scenes:
@@ -172,6 +174,11 @@ def test_job_replaces_every_text_and_verifies_none_is_left(tmp_path: Path) -> No
         for label in scene.labels:
             if label.char_height >= 12:
                 assert _filled(output, label.box) >= 0.9, (scene.name, label.text)
+    summary = summarise(table, [])
+    texts = sum(len(row["face_kinds"]) for row in solid)
+    assert summary["regions_per_kind"] == {"found": {"text": texts}, "published": {"text": texts}}
+    assert summary["faces_total"] == 0  # size bands count faces only
+    assert f"{texts} found, {texts} in published images" in render_html(summary)
     # Blurred (the default method): the verify stage finds no text on any output either.
     blurred = run_job(str(folder), str(tmp_path / "blur"), TextAndFacesFactory(FixedBoxesFactory(()), text),
                       redact="faces,text", identity_check=False).to_pylist()
@@ -227,8 +234,6 @@ def test_text_the_detect_pass_missed_is_found_on_the_output_and_replaced_again(t
 
 
 def test_regions_per_kind_counts_found_and_published_regions() -> None:
-    from transforms.summary import regions_per_kind
-
     rows = [{"status": "published", "faces": [{}, {}], "face_kinds": ["face", "text"]},
             {"status": "quarantined", "faces": [{}], "face_kinds": ["text"]},
             {"status": "published", "faces": [{}]}]  # a row written before face_kinds: faces

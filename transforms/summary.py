@@ -416,6 +416,15 @@ def _identity_html(identity: Mapping[str, Mapping[str, Any]] | None,
             f"synthetic substitute keeps it high).</p><table>{head}{cells}</table>{reid}")
 
 
+def _kinds(counts: Mapping[str, Mapping[str, int]] | None) -> dict[str, str]:
+    """``regions_per_kind`` as rows: per kind, regions found and those in published images."""
+    if not counts:
+        return {}
+    kinds = sorted(set(counts["found"]) | set(counts["published"]))
+    return {kind: f"{counts['found'].get(kind, 0)} found, {counts['published'].get(kind, 0)} in published images"
+            for kind in kinds}
+
+
 def render_html(summary: Mapping[str, Any]) -> str:
     """A self-contained page (no scripts, no external assets) a data steward can read."""
     verdict = "PASSED" if summary["passed"] else "FAILED"
@@ -431,6 +440,7 @@ th,td{{border:1px solid #999;padding:4px 8px;text-align:left}}
 <h2>Counts</h2>{_table(counts)}
 <h2>Checks</h2>{_table(summary["checks"])}
 <h2>Faces per size band (shorter side, px)</h2>{_table(summary["faces_per_size_band"])}
+<h2>Regions replaced per kind (face; text: plates, badges, signs)</h2>{_table(_kinds(summary.get("regions_per_kind")))}
 <h2>Methods</h2>{_table(summary["methods"])}
 <h2>Published outputs: encoding, verification detection</h2>{_table(summary.get("published_outputs", {}))}
 <h2>Quarantine reasons</h2>{_table(summary["quarantine_reasons"])}
