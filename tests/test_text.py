@@ -255,3 +255,19 @@ def test_text_benchmark_prints_recall_per_band_and_both_throughputs(capsys: pyte
     assert "text regions on 17 text-free photos: 0" in out
     speeds = re.search(r"faces ([\d.]+)\s+faces,text ([\d.]+)", out)
     assert speeds is not None and float(speeds.group(1)) > 0 and float(speeds.group(2)) > 0
+
+
+def test_under_synthetic_with_identity_checks_text_is_blurred_and_published(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _png(text_scenes(2)[1].image, folder / "scene.png")
+    text = Factory(TextDetector, TextSettings())
+    (row,) = run_job(str(folder), str(tmp_path / "out"), TextAndFacesFactory(FixedBoxesFactory([FACE_BOX]), text),
+                     TextAndFacesFactory(FixedBoxesFactory(()), text), redact="faces,text",
+                     method="synthetic").to_pylist()
+    assert row["status"] == "published", row["reason"]
+    kinds = row["face_kinds"]
+    assert kinds[0] == "face" and set(kinds[1:]) == {TEXT} and len(kinds) >= 3
+    assert row["face_methods"] == ["synthetic"] + ["gaussian"] * (len(kinds) - 1)
+    assert row["face_method_reasons"] == [""] + [TEXT] * (len(kinds) - 1)
+    assert "matched" not in row["face_identity_statuses"]
