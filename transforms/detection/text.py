@@ -196,12 +196,14 @@ def merged_lines(regions: Sequence[tuple[Face, bool]], min_aspect: float, gap: f
 
 
 class TextDetector:
-    """PP-OCRv4's text detector on onnxruntime, image by image."""
+    """PP-OCRv4's text detector on onnxruntime, image by image (CUDA when ``onnxruntime-gpu`` and a
+    GPU are present under ``device: auto``, as CenterFace)."""
 
     name = TEXT
 
     def __init__(self, settings: TextSettings) -> None:
         import onnxruntime
+        import torch
 
         path = text_model_path()
         if path is None:
@@ -210,8 +212,10 @@ class TextDetector:
         options.intra_op_num_threads = settings.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        available = onnxruntime.get_available_providers()
-        providers = execution_providers(settings.device, available, "CUDAExecutionProvider" in available)
+        providers = execution_providers(settings.device, onnxruntime.get_available_providers(),
+                                        torch.cuda.is_available())
+        if providers[0] == "CUDAExecutionProvider" and hasattr(onnxruntime, "preload_dlls"):
+            onnxruntime.preload_dlls()  # CUDA and cuDNN from the nvidia-* wheels torch brought, as CenterFace
         self._session: Any = onnxruntime.InferenceSession(_checked_model(path), options, providers=providers)
         self._input = self._session.get_inputs()[0].name
         self.settings = settings
