@@ -162,6 +162,10 @@ def not_measured_lines(figures: Mapping[str, Any] | None) -> list[str]:
     faces = int(figures.get("published_faces", 0))
     lines = ["Recall was not measured on this run: there is no ground truth (labelled faces) for these images, "
              "so how many faces the detectors missed is unknown; a missed face is published as it is."]
+    texts = int(figures.get("published_text_regions", 0))
+    if texts:
+        lines.append(f"{texts} text regions (licence plates, badges, signs) were replaced in published images; "
+                     "text recall was not measured on them either, and the identity check does not apply to text.")
     if not faces:
         lines.append("No face was detected in a published image: no identity check applied.")
         return lines

@@ -271,3 +271,18 @@ def test_under_synthetic_with_identity_checks_text_is_blurred_and_published(tmp_
     assert row["face_methods"] == ["synthetic"] + ["gaussian"] * (len(kinds) - 1)
     assert row["face_method_reasons"] == [""] + [TEXT] * (len(kinds) - 1)
     assert "matched" not in row["face_identity_statuses"]
+
+
+def test_not_measured_keeps_text_regions_apart_from_faces() -> None:
+    from expectations.verdict import not_measured_lines
+    from transforms.summary import not_measured
+
+    row = {"status": "published", "faces": [{"score": 0.99}, {"score": 0.6}, {"score": 0.7}],
+           "face_kinds": ["face", "text", "text"],
+           "face_identity_statuses": ["measured_no_match", "unmeasurable_no_face", "unmeasurable_small"]}
+    figures = not_measured([row])
+    assert figures["published_faces"] == 1 and figures["published_text_regions"] == 2
+    assert figures["identity_statuses"] == {"measured_no_match": 1} and figures["low_score_detections"] == 0
+    lines = not_measured_lines(figures)
+    assert any(line.startswith("2 text regions") for line in lines)
+    assert any("Identity check of the 1 faces" in line for line in lines)

@@ -20,7 +20,7 @@ from transforms.accuracy import accuracy_impact
 from transforms.identity import CHECKED, FaceStatus
 from transforms.identity import MATCH_THRESHOLD as IDENTITY_MATCH_THRESHOLD
 from transforms.identity import MODEL_NAME as IDENTITY_MODEL
-from transforms.records import TEXT, ShardSpec
+from transforms.records import FACE, TEXT, ShardSpec
 from transforms.storage import filesystem, join, write_atomic
 
 SIZE_BANDS = ((0, 20, "<20"), (20, 40, "20-40"), (40, 80, "40-80"), (80, float("inf"), ">=80"))
@@ -114,10 +114,16 @@ def not_measured(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """What the checks could not vouch for in the published images: faces per identity status,
     detections under ``LOW_DETECTION_SCORE``, and recall (never measured by a run: no ground truth)."""
     published = [row for row in rows if row["status"] == "published"]
-    faces = [face for row in published for face in row["faces"] or []]
-    statuses = collections.Counter(status for row in published for status in face_identity_statuses(row))
+    # Text regions (face_kinds) are neither faces for the identity check nor uncertain face detections.
+    kinds = [row.get("face_kinds") or [FACE] * len(row["faces"] or []) for row in published]
+    faces = [face for row, k in zip(published, kinds, strict=True)
+             for face, kind in zip(row["faces"] or [], k, strict=True) if kind == FACE]
+    statuses = collections.Counter(status for row, k in zip(published, kinds, strict=True)
+                                   for status, kind in zip(face_identity_statuses(row), k, strict=False)
+                                   if kind == FACE)
     return {
         "published_faces": len(faces),
+        "published_text_regions": sum(kind == TEXT for k in kinds for kind in k),
         "identity_statuses": dict(sorted(statuses.items())),
         "low_score_threshold": LOW_DETECTION_SCORE,
         "low_score_detections": sum(1 for face in faces
