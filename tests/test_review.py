@@ -223,11 +223,11 @@ def _request(url: str, body: dict[str, Any] | None = None, token: str = "", host
         return error.code, json.loads(error.read())
 
 
-@pytest.fixture
-def served(output: Path) -> Iterator[tuple[ReviewSession, str]]:
+@pytest.fixture(params=[False], ids=["originals-off"])
+def served(output: Path, request: pytest.FixtureRequest) -> Iterator[tuple[ReviewSession, str]]:
     import threading
 
-    session = ReviewSession(str(output))
+    session = ReviewSession(str(output), allow_originals=request.param)
     session.open(seed=11, confidence=0.95, margin=0.5, operator="steward")
     server = ReviewServer(session, 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -269,6 +269,35 @@ def test_api_records_verdicts_in_the_hash_chain_and_refuses_what_it_must(served:
     recorded = read_entries(str(output))[0]
     assert recorded["seed"] == 11 and recorded["sample"] == [it["record_id"] for it in sample]
     assert recorded["sample_with_faces"] + recorded["sample_without_faces"] == 5
+
+
+@pytest.mark.parametrize("served", [True], ids=["originals-on"], indirect=True)
+def test_an_original_is_shown_only_on_request_and_each_showing_is_recorded(served: tuple[ReviewSession, str],
+                                                                            output: Path) -> None:
+    session, url = served
+    status, state = _request(url + "api/state", token=session.token)
+    assert state["originals_allowed"] is True
+    item = next(it for it in state["items"] if it["relative_path"] == "people/astronaut.jpg")
+    before = len(read_entries(str(output)))
+    assert _request(url + "api/original", {"record_id": item["record_id"]}, session.token)[0] == 409  # no name
+    assert len(read_entries(str(output))) == before  # a refused request records nothing and shows nothing
+    status, data = _request(url + "api/original", {"record_id": item["record_id"], "reviewer": "Ann"}, session.token)
+    source = Path(_manifest(output)["people/astronaut.jpg"]["source_uri"]).read_bytes()
+    assert status == 200 and data == source  # the original, byte for byte
+    shown = read_entries(str(output))[-1]
+    assert (shown["kind"], shown["record_id"], shown["reviewer"]) == ("review_original_shown", item["record_id"], "Ann")
+    opened = [e for e in read_entries(str(output)) if e["kind"] == "review_opened"]
+    assert opened[-1]["originals_allowed"] is True
+    status, entry = _request(url + "api/verdict", {"record_id": item["record_id"], "verdict": "not_a_face",
+                                                   "face_index": 0, "reviewer": "Ann", "original_shown": True},
+                             session.token)
+    assert status == 200 and entry["face"]["x1"] == item["faces"][0]["x1"] and entry["original_shown"] is True
+    assert _request(url + "api/verdict", {"record_id": item["record_id"], "verdict": "not_a_face", "face_index": 3,
+                                          "reviewer": "Ann"}, session.token)[0] == 409
+    summary = session.finish()
+    assert (summary["not_a_face_marks"], summary["originals_shown"], summary["images_reviewed"]) == (1, 1, 0)
+    page = (output / "report" / "index.html").read_text()
+    assert "originals shown to a reviewer (recorded)</th><td>1</td>" in page
 
 
 def test_a_resumed_review_keeps_its_sample_and_a_new_seed_draws_another(output: Path) -> None:
@@ -343,10 +372,27 @@ def test_review_page_in_chromium_records_verdicts_quarantines_a_miss_and_bounds_
                     expect(page.locator("#message")).to_contain_text("quarantined (review:missed_face)",
                                                                      timeout=120_000)
                 else:
+                    if name == "people/astronaut.jpg":  # select its replaced region by a click; mark it not a face
+                        face = rows[sample[i]]["faces"][0]
+                        box = page.locator("#overlay").bounding_box()
+                        assert box is not None
+                        k = box["width"] / rows[sample[i]]["width"]
+                        page.mouse.click(box["x"] + (face["x1"] + face["x2"]) / 2 * k,
+                                         box["y"] + (face["y1"] + face["y2"]) / 2 * k)
+                        expect(page.locator("#overlay .face.selected")).to_have_count(1)
+                        page.keyboard.press("n")
+                        expect(page.locator("#message")).to_contain_text(f"not_a_face for {name}")
+                        expect(page.locator("#overlay .face.not-a-face")).to_have_count(1)
                     page.keyboard.press("o")
                     expect(page.locator("#message")).to_contain_text(f"ok for {name}")
                 reviewed += 1
             expect(page.locator("#progress")).to_contain_text(f"Sample {reviewed} / 5 reviewed, 1 missed")
+            clean = next(s for s in sorted(set(recorded["sample_shards"].values()))
+                         if s != rows[next(r for r in sample if rows[r]["relative_path"] == missed)]["shard_id"])
+            dirty = rows[next(r for r in sample if rows[r]["relative_path"] == missed)]["shard_id"]
+            expect(page.locator(f"#shards tr[data-shard='{dirty}'] button.signoff")).to_be_disabled()
+            page.click(f"#shards tr[data-shard='{clean}'] button.signoff")
+            expect(page.locator("#message")).to_contain_text(f"shard {clean} signed off")
             page.screenshot(path=str(tmp_path / "reviewed.png"))
             page.click("#finish")
             expect(page.locator("#message")).to_contain_text("Report updated: REVIEWED", timeout=120_000)
@@ -356,6 +402,8 @@ def test_review_page_in_chromium_records_verdicts_quarantines_a_miss_and_bounds_
             bound_text = report.text_content("#review-bound") or ""
             report.screenshot(path=str(tmp_path / "report.png"), full_page=True)
             assert report.text_content("#reviewed") == "REVIEWED"
+            signed = {row.locator("td").nth(0).text_content(): row.locator("td").nth(4).text_content()
+                      for row in report.locator("#review-shards tr").all()[1:]}
             bound = float(report.get_attribute("#review-bound", "data-bound") or "nan")
             browser.close()
     finally:
@@ -364,7 +412,14 @@ def test_review_page_in_chromium_records_verdicts_quarantines_a_miss_and_bounds_
     assert bound == pytest.approx(upper_bound(1, 5), abs=1e-6) and "1 of 5" in bound_text
     assert math.isclose(bound, 0.6574, abs_tol=1e-3)  # beta.ppf(0.95, 2, 4)
     verdicts = [e for e in read_entries(str(output)) if e["kind"] == "review_verdict"]
-    assert [e["verdict"] for e in verdicts].count("missed_face") == 1 and len(verdicts) == 5
+    image_verdicts = [e for e in verdicts if e["verdict"] != "not_a_face"]
+    assert [e["verdict"] for e in image_verdicts].count("missed_face") == 1 and len(image_verdicts) == 5
+    assert "people/astronaut.jpg" in names  # seed 42's sample
+    assert [e["relative_path"] for e in verdicts if e["verdict"] == "not_a_face"] == ["people/astronaut.jpg"]
+    assert signed[clean] is not None and signed[clean].startswith("signed off by Ann Steward")
+    assert signed[dirty] == "not signed off"
+    signoff = [e for e in read_entries(str(output)) if e["kind"] == "review_signoff"]
+    assert [(e["shard_id"], e["reviewer"]) for e in signoff] == [(clean, "Ann Steward")]
     miss = next(e for e in verdicts if e["verdict"] == "missed_face")
     assert miss["reviewer"] == miss["operator"] == "Ann Steward" and miss["in_sample"]
     assert miss["relative_path"] == missed and len(miss["boxes"]) == 1
