@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -220,6 +221,10 @@ def cmd_report(output: str, s3_endpoint: str = "") -> int:
     return _report_status(report)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_review(args: argparse.Namespace) -> int:
     """Open (or resume) a review sample and serve its page until interrupted; then rebuild the report."""
     from pipelines.review import ReviewServer, ReviewSession
@@ -231,6 +236,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     except (FileNotFoundError, PermissionError, ValueError, OSError) as error:
         print(f"anonymize: review: {error}", file=sys.stderr)
         return 2
+    signal.signal(signal.SIGTERM, _interrupt)  # a terminated server still rebuilds the report
     print(f"review page: {server.url}", flush=True)
     print(f"sample {record.review_id}: {len(record.sample)} of {record.population} published images "
           f"(seed {record.seed}, {record.confidence:g} confidence, margin {record.margin:g}); "

@@ -114,8 +114,10 @@ def quarantined_row(row: Mapping[str, Any]) -> dict[str, Any]:
                         "output_sha256": None}
 
 
-def quarantine_record(output: str, row: Mapping[str, Any], review_id: str, s3_endpoint: str = "") -> dict[str, Any]:
-    """Withdraw one published record through the erasure machinery and verify it is gone.
+def quarantine_record(output: str, row: Mapping[str, Any], review_id: str, s3_endpoint: str = "",
+                      rebuild_report: bool = True) -> dict[str, Any]:
+    """Withdraw one published record through the erasure machinery and verify it is gone; then
+    (``rebuild_report``) remove the report's gallery, which may show it, and rebuild the report.
 
     Returns:
         What changed (``data_rewritten``, ``files_removed``) and ``problems`` (empty when verified).
@@ -129,7 +131,8 @@ def quarantine_record(output: str, row: Mapping[str, Any], review_id: str, s3_en
         return {"shard_id": shard_id, "quarantined": False, "problems": [str(error)]}
     problems = verify_shard(output, shard_id, request, s3_endpoint, image_column,
                             frozenset(done.erased_output_sha256), removed_status=QUARANTINED)
-    _rebuild_report(output, s3_endpoint)  # the gallery may have shown it
+    if rebuild_report:
+        _rebuild_report(output, s3_endpoint)
     return {"shard_id": shard_id, "quarantined": done.erased == 1 and not problems,
             "data_rewritten": done.data_rewritten, "files_removed": done.files_removed, "problems": problems}
 
@@ -300,9 +303,12 @@ class ReviewSession:
                 payload["face"] = dict((row.get("faces") or [])[index])
             if verdict == MISSED:
                 payload["boxes"] = _boxes(body.get("boxes"), row)
-                payload["quarantine"] = quarantine_record(self.output, row, self.record.review_id, self.s3_endpoint)
+                payload["quarantine"] = quarantine_record(self.output, row, self.record.review_id, self.s3_endpoint,
+                                                          rebuild_report=False)
                 self._load()
             entry = append_entry(self.output, VERDICT, payload, self.s3_endpoint, reviewer)
+            if verdict == MISSED:
+                _rebuild_report(self.output, self.s3_endpoint)  # after the entry: the report counts the miss
             if verdict in IMAGE_VERDICTS:
                 apply_verdict(self.record.verdicts, entry)
             else:

@@ -210,6 +210,44 @@ def test_quarantine_record_withdraws_a_published_output_and_keeps_its_lineage(ou
     assert "review:missed_face" in page and "a reviewer marked a face the detectors missed" in page
 
 
+@pytest.mark.parametrize("layout", ["webdataset", "parquet"])
+def test_quarantine_record_rewrites_a_tar_or_parquet_shard_without_the_record(layout: str, tmp_path: Path) -> None:
+    from tests.datasets import write_parquet_files, write_tar_shards
+
+    source = tmp_path / "in"
+    if layout == "webdataset":
+        write_tar_shards(source, 1, 3)
+    else:
+        write_parquet_files(source, 1, 3)
+    output = tmp_path / "out"
+    pattern = "*.tar" if layout == "webdataset" else "*.parquet"
+    rows = run_job(str(source / pattern), str(output), detector_factory=FixedBoxesFactory([(60, 40, 160, 160, 0.95)]),
+                   verify_factory=FixedBoxesFactory(), identity_check=False).to_pylist()
+    rows.sort(key=lambda r: r["shard_index"])
+    assert [r["status"] for r in rows] == ["published"] * 3
+    done = quarantine_record(str(output), rows[1], "review-1", rebuild_report=False)
+    assert done["quarantined"] and done["problems"] == [] and done["data_rewritten"]
+    after = sorted(pq.read_table(output / "manifest").to_pylist(), key=lambda r: r["shard_index"])
+    assert [(r["status"], r["reason"]) for r in after] == [
+        ("published", None), ("quarantined", MISSED_FACE_REASON), ("published", None)]
+    data_file = next((output / "data").rglob("*.tar" if layout == "webdataset" else "*.parquet"))
+    if layout == "webdataset":
+        import tarfile
+
+        with tarfile.open(data_file) as tar:
+            keys = sorted({m.name.split(".", 1)[0] for m in tar.getmembers()})
+        assert keys == sorted(r["source_uri"].split("#", 1)[1] for r in (rows[0], rows[2]))
+    else:
+        import hashlib
+
+        table = pq.read_table(data_file).to_pylist()
+        assert [hashlib.sha256(r["image"]["bytes"]).hexdigest() for r in table] == \
+            [rows[0]["output_sha256"], rows[2]["output_sha256"]]
+        assert [r["output_uri"].rsplit("#", 1)[1] for r in after if r["output_uri"]] == ["row=0", "row=1"]
+    again = quarantine_record(str(output), after[0], "review-2", rebuild_report=False)  # the shard still works
+    assert again["quarantined"] and again["problems"] == []
+
+
 def _request(url: str, body: dict[str, Any] | None = None, token: str = "", host: str = "") -> tuple[int, Any]:
     headers = {"Content-Type": "application/json"} | ({"X-Review-Token": token} if token else {}) | \
         ({"Host": host} if host else {})
@@ -408,7 +446,8 @@ def test_review_page_in_chromium_records_verdicts_quarantines_a_miss_and_bounds_
             browser.close()
     finally:
         server.terminate()
-        server.wait(timeout=60)
+        out, _ = server.communicate(timeout=180)
+    assert server.returncode == 0 and "review: REVIEWED: 5 of the 5 images of the random audit sample" in out
     assert bound == pytest.approx(upper_bound(1, 5), abs=1e-6) and "1 of 5" in bound_text
     assert math.isclose(bound, 0.6574, abs_tol=1e-3)  # beta.ppf(0.95, 2, 4)
     verdicts = [e for e in read_entries(str(output)) if e["kind"] == "review_verdict"]
