@@ -472,3 +472,14 @@ def test_review_page_in_chromium_records_verdicts_quarantines_a_miss_and_bounds_
     assert not (output / "data" / missed).exists()
     summary = json.loads((output / "report" / "summary.json").read_text())
     assert summary["verdicts"]["review"]["sample_misses"] == 1
+
+
+def test_review_command_fails_before_serving_on_a_bad_target_or_an_output_without_manifests(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines.cli import main
+
+    assert main(["review", str(tmp_path), "--confidence", "1.5", "--port", "0"]) == 2
+    assert "review: confidence must be between 0 and 1" in capsys.readouterr().err
+    assert main(["review", str(tmp_path / "nothing"), "--port", "0"]) == 2
+    assert "review: no manifest rows under" in capsys.readouterr().err
+    assert not (tmp_path / "nothing" / "audit").exists()  # nothing recorded for a refused start
