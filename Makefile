@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 DEMO_DATA := demo-data/images
 
-.PHONY: demo test lint typecheck pytest bench system-deps install clean wheel image
+.PHONY: demo test lint typecheck pytest bench system-deps install clean wheel image review-screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ demo: system-deps install
 	$(BIN)/python -m pipelines.demo_data $(DEMO_DATA)
 	rm -rf demo-output
 	time $(BIN)/anonymize run --conf conf/base.yaml --conf conf/dataset/demo.yaml
+
+# The README's review screenshots, from the demo output (a review of it is recorded in its audit log).
+review-screenshots: demo
+	$(BIN)/python docs/review_screenshot.py demo-output
 
 lint: install
 	$(BIN)/ruff check pipelines transforms expectations tests benchmarks
