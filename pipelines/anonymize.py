@@ -19,7 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from expectations.gate import GxShardGate
 from expectations.suites import GateThresholds
 from pipelines.config import config_sha256
-from pipelines.options import AnonymizeOptions, parse_detector_extra, parse_rgb, parse_thresholds
+from pipelines.options import AnonymizeOptions, parse_detector_extra, parse_rgb, parse_scales, parse_thresholds
 from pipelines.runners import torch_threads_for
 from transforms.accuracy import ReferenceClassifierHandler, ReferenceSampling, ReferenceSpec, sample_cutoff, sample_key
 from transforms.commit import CommitShard, ShardResult
@@ -37,7 +37,11 @@ from transforms.detection import (
     HaarSettings,
     MtcnnDetector,
     MtcnnSettings,
+    RetinaFaceDetector,
+    RetinaFaceSettings,
     UnionFactory,
+    YuNetDetector,
+    YuNetSettings,
 )
 from transforms.exclusions import Exclusions
 from transforms.manifest import RunInfo, committed_shards
@@ -94,6 +98,13 @@ def _detector_factory(options: AnonymizeOptions, low_light_scale: float) -> Dete
         if name == "haar_profile":
             extras.append(Factory(HaarProfileDetector,
                                   HaarSettings(min_face_size=max(options.detector_min_face_size, 20))))
+        elif name == "retinaface":
+            extras.append(Factory(RetinaFaceDetector, RetinaFaceSettings(
+                threshold=options.retinaface_threshold, scales=parse_scales(options.retinaface_scales,
+                                                                            "retinaface_scales"),
+                torch_threads=threads, device=options.detector_device)))
+        elif name == "yunet":
+            extras.append(Factory(YuNetDetector, YuNetSettings()))
         else:
             extras.append(Factory(CenterFaceDetector, CenterFaceSettings(
                 threshold=options.centerface_threshold, torch_threads=threads, device=options.detector_device,
