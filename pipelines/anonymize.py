@@ -77,12 +77,14 @@ def detector_stack_for(options: AnonymizeOptions) -> DetectorStack:
 
 
 def _detector_factory(options: AnonymizeOptions, low_light_scale: float) -> DetectorFactory:
-    """The main detector the options ask for, unioned with the extras (CenterFace with
-    ``low_light_scale``)."""
+    """The main detector the options ask for (none: the extras alone), unioned with the extras
+    (CenterFace with ``low_light_scale``)."""
     threads = torch_threads_for(options, options.torch_threads)
     thresholds = parse_thresholds(options.detector_thresholds, "detector_thresholds")
-    main: DetectorFactory
-    if options.detector == "fast_mtcnn":
+    main: DetectorFactory | None
+    if options.detector == "none":
+        main = None
+    elif options.detector == "fast_mtcnn":
         main = Factory(FastMtcnnDetector, FastMtcnnSettings(
             min_face_size=options.detector_min_face_size, thresholds=thresholds,
             scale_factor=options.detector_scale_factor, device=options.detector_device, torch_threads=threads))
@@ -91,7 +93,7 @@ def _detector_factory(options: AnonymizeOptions, low_light_scale: float) -> Dete
             min_face_size=options.detector_min_face_size, thresholds=thresholds,
             device=options.detector_device, torch_threads=threads))
     extra = parse_detector_extra(options.detector_extra, "detector_extra")
-    if not extra:
+    if not extra and main is not None:
         return main
     extras: list[DetectorFactory] = []
     for name in extra:
@@ -109,6 +111,8 @@ def _detector_factory(options: AnonymizeOptions, low_light_scale: float) -> Dete
             extras.append(Factory(CenterFaceDetector, CenterFaceSettings(
                 threshold=options.centerface_threshold, torch_threads=threads, device=options.detector_device,
                 low_light_scale=low_light_scale)))
+    if main is None:  # detector: none, the extras alone (validate() requires one)
+        return extras[0] if len(extras) == 1 else UnionFactory(extras)
     return UnionFactory([main, *extras])
 
 

@@ -50,8 +50,9 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("min_image_side", int, 1, "Images with a smaller side are quarantined.", minimum=1),
     # Detection.
     OptionSpec("detector", str, "fast_mtcnn",
-               "Face detector: fast_mtcnn (vectorized batched cascade) or mtcnn (facenet-pytorch's).",
-               choices=("mtcnn", "fast_mtcnn")),
+               "Face detector: fast_mtcnn (vectorized batched cascade), mtcnn (facenet-pytorch's) or none "
+               "(the detector_extra detectors alone).",
+               choices=("mtcnn", "fast_mtcnn", "none")),
     OptionSpec("detector_extra", str, "",
                "Extra detectors whose faces are unioned with the main one's, comma-separated "
                "(centerface, retinaface, yunet, haar_profile); every face they report is replaced."),
@@ -288,6 +289,8 @@ def validate(options: AnonymizeOptions) -> None:
     parse_rgb(options.solid_color, "solid_color")
     parse_thresholds(options.detector_thresholds, "detector_thresholds")
     extra = parse_detector_extra(options.detector_extra, "detector_extra")
+    if options.detector == "none" and not extra:
+        raise ValueError("detector: none needs at least one detector in detector_extra")
     if "centerface" in extra:
         from transforms.detection.centerface import NOT_INSTALLED, centerface_available
 

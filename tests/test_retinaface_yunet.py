@@ -183,3 +183,24 @@ def test_options_union_retinaface_and_yunet() -> None:
         _options("retinaface_scales=1,9")
     with pytest.raises(ConfigError, match="retinaface_scales"):
         _options("retinaface_scales=one")
+
+
+@needs_retinaface
+def test_detector_none_runs_the_extras_alone() -> None:
+    """``detector: none``: the extra detectors alone (one: itself; several: their union), verified
+    by the same less the low-light pass; without an extra it is a config error naming the field."""
+    stack = detector_stack_for(_options("detector=none", "detector_extra=centerface,retinaface"))  # type: ignore[arg-type]
+    assert isinstance(stack.detect, UnionFactory) and stack.detect.info()["name"] == "centerface+retinaface"
+    assert [f.settings.low_light_scale for f in (stack.detect.factories[0], stack.verify.factories[0])] == [0.25, 0.0]  # type: ignore[attr-defined]
+    alone = detector_stack_for(_options("detector=none", "detector_extra=retinaface")).detect  # type: ignore[arg-type]
+    assert isinstance(alone, Factory) and alone.detector is RetinaFaceDetector
+    with pytest.raises(ConfigError, match="detector: none"):
+        _options("detector=none", "detector_extra=")
+
+
+def test_retinaface_large_faces_need_the_large_threshold() -> None:
+    settings = RetinaFaceSettings(threshold=0.5, large_face_size=40, large_threshold=0.95)
+    assert settings.keeps(Face(0, 0, 30, 30, 0.6, RETINAFACE))
+    assert not settings.keeps(Face(0, 0, 50, 50, 0.9, RETINAFACE))
+    assert settings.keeps(Face(0, 0, 50, 50, 0.96, RETINAFACE))
+    assert not settings.keeps(Face(0, 0, 3, 3, 0.99, RETINAFACE))  # under min_face_size

@@ -95,7 +95,10 @@ class RetinaFaceSettings:
     ``threshold``: the face score a box needs; ``min_face_size``: smaller boxes (shorter side, px)
     are dropped; ``scales``: the passes over the image (each image searched resized by each factor;
     a resized image with a side above ``max_side`` is searched in tiles of ``max_side`` overlapping
-    by ``tile_overlap`` px); ``nms``: IoU above which boxes of one pass are merged.
+    by ``tile_overlap`` px); ``nms``: IoU above which boxes of one pass are merged. A face of
+    ``large_face_size`` px or more needs ``large_threshold`` too: the model's false positives on
+    scikit-image's face-less photos (cell, clock, colour wheel, cat: scores 0.65-0.92) are all
+    over 100 px, and what it adds to CenterFace is small faces.
     """
 
     threshold: float = 0.5
@@ -106,6 +109,8 @@ class RetinaFaceSettings:
     tile_overlap: int = 128
     nms: float = 0.4
     device: str = "auto"
+    large_face_size: int = 40
+    large_threshold: float = 0.95
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
@@ -125,6 +130,16 @@ class RetinaFaceSettings:
             raise ValueError(f"nms must be in (0, 1), got {self.nms}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if not 0.0 < self.large_threshold < 1.0 or self.large_face_size < 1:
+            raise ValueError(f"large_threshold must be in (0, 1) and large_face_size >= 1, got "
+                             f"{self.large_threshold}, {self.large_face_size}")
+
+    def keeps(self, face: Face) -> bool:
+        """Whether a face is reported: its score reaches ``threshold`` and, for a face of
+        ``large_face_size`` px or more (shorter side), ``large_threshold`` too."""
+        needed = self.threshold if face.short_side < self.large_face_size else max(self.threshold,
+                                                                                   self.large_threshold)
+        return face.short_side >= self.min_face_size and face.score >= needed
 
 
 def _anchors(height: int, width: int) -> np.ndarray:
@@ -233,7 +248,7 @@ class RetinaFaceDetector:
         faces = [face for scale in self.settings.scales for face in self._pass(rgb, scale)]
         if len(self.settings.scales) > 1 or max(rgb.size) * max(self.settings.scales) > self.settings.max_side:
             faces = merge_faces(faces, self.settings.nms)
-        return [f for f in faces if f.short_side >= self.settings.min_face_size]
+        return [f for f in faces if self.settings.keeps(f)]
 
     def detect(self, images: Sequence[Image.Image]) -> list[list[Face]]:
         """Faces of each image, in its pixel coordinates.
@@ -253,5 +268,5 @@ class RetinaFaceDetector:
                 results[i] = self._detect_one(rgb)
         for members in groups.values():
             for i, faces in zip(members, self._infer([rgbs[i] for i in members]), strict=True):
-                results[i] = faces
+                results[i] = [f for f in faces if self.settings.keeps(f)]
         return results
