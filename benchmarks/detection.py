@@ -15,6 +15,17 @@ images/s (JPEG decode + detection). Baselines: stock facenet-pytorch MTCNN and, 
     python benchmarks/detection.py --hard --smallest 10  # harder faces, down to 10 px
     python benchmarks/detection.py --images DIR --annotations wider_face_val_bbx_gt.txt
     python benchmarks/detection.py --device cuda --batch-sizes 32,128,256 --generate 1024  # a GPU
+    python benchmarks/detection.py --wider-dev [DIR]     # real photos: ../shared/data/wider-dev
+
+``--wider-dev`` measures what the job does to real photos (WIDER FACE val, ``shared/data``), per
+detector configuration: each configuration's faces are replaced as the job replaces them (its
+default policy; deface with its own blur) and scored as ``benchmarks/real_photos.py`` scores a
+published output: a ground-truth face counts as anonymized when its box's pixels clearly changed
+on the quality-95 JPEG of the output. It prints anonymization recall per size band and per WIDER
+attribute level (blur, occlusion, pose, illumination), stray change (the share of the photos'
+pixels changed farther than 2x a ground-truth box from every box; boxes marked invalid are neither
+hit nor miss, and their pixels are not stray), false positives on scikit-image's face-less photos
+(faces replaced, images and pixels changed), and detection ms per image (1024 px wide).
 
 images/s is printed for detection on decoded images and with one thread's JPEG decoding added
 (at GPU rates decoding needs its own cores: the job decodes in its worker threads/processes).
@@ -145,6 +156,12 @@ def configurations(threads: int, with_haar: bool, device: str = "cpu",
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--wider-dev" in argv:
+        from benchmarks.wider import wider_main
+
+        return wider_main(argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, help="folder of images (default: generate the labelled set)")
     parser.add_argument("--annotations", type=Path, help="WIDER FACE ground-truth .txt or JSON boxes")

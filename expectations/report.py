@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw
 
 from expectations.datadocs import render_validation_page
 from expectations.gate import RUN_VALIDATION, read_validations, write_validation
+from expectations.review import render_review, review_badge, review_figures
 from expectations.suites import (
     WITHHELD_EXPECTATION,
     GateThresholds,
@@ -226,10 +227,12 @@ figcaption{{font-size:.85em;color:#555}}</style></head>
 <h1>Anonymization run: <span id="verdict" class="verdict {'ok' if safe else 'bad'}">\
 {html.escape(verdicts["privacy"]["verdict"])}</span>
 <span id="completeness" class="verdict {'ok' if complete else 'warn'}">\
-{html.escape(verdicts["completeness"]["verdict"])}</span></h1>
+{html.escape(verdicts["completeness"]["verdict"])}</span>
+{review_badge(verdicts.get("review") or {"verdict": "NOT REVIEWED"})}</h1>
 <p>Runs: {html.escape(", ".join(summary.get("run_ids", [])))}. Report built
 {html.escape(datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"))}.</p>
 {render_verdicts(verdicts, reasons_why)}
+<h2 id="human-review">Human review</h2>{render_review(verdicts.get("review") or {})}
 <h2 id="withheld">Withheld images</h2>{render_withheld(rows)}
 <h2>Shards (Great Expectations gate)</h2>
 <table id="shards"><tr><th>shard</th><th>gate</th><th>inputs</th><th>published</th><th>quarantined</th>
@@ -332,6 +335,10 @@ def build_report(output: str, s3_endpoint: str = "", planned: Sequence[ShardSpec
     safe = not failed_shards and not privacy_failed and not summary_failed
     complete = WITHHELD_EXPECTATION not in run_failed
     verdicts = make_verdicts(summary, safe, why, complete, thresholds.max_withheld_share)
+    verdicts["review"] = review_figures(output, s3_endpoint, planned_ids)  # "reviewed" only after a review
+    if verdicts["review"]["reviewed"]:
+        verdicts["not_measured"].insert(1, "A human review bounds the missed faces instead: "
+                                        + verdicts["review"]["text"] + ".")
     write_summary({**summary, "verdicts": verdicts}, output, s3_endpoint)
     index = join(folder, "index.html")
     write_atomic(fs, index, render_index(summary, shards, run_view, gallery, verdicts, why, rows).encode())

@@ -79,6 +79,13 @@ REASONS: tuple[tuple[str, ReasonText], ...] = (
         "failed).",
         "method and synthetic_generator govern the replacement; run these records again or send them to "
         "review.")),
+    ("review:missed_face", ReasonText(
+        "a reviewer marked a face the detectors missed",
+        "A person reviewing the anonymized output (anonymize review) drew a box around a face that was not "
+        "replaced. The record was withdrawn: its output removed, its shard rewritten; the audit log has the "
+        "verdict, who gave it and the box.",
+        "Run these records again with a detector that finds such faces (detector_extra, a lower "
+        "detector_score_threshold or detector_min_face_size), or leave them out of the training set.")),
     ("gate:", ReasonText(
         "its shard failed the Great Expectations gate",
         "Its shard failed the shard gate (see that shard's validation page): every record of a failing shard is "
@@ -189,8 +196,12 @@ def make_verdicts(summary: Mapping[str, Any], safe: bool, why_not: Sequence[str]
 
 
 def verdict_lines(verdicts: Mapping[str, Any]) -> list[str]:
-    """One line per verdict (and one for what was not measured), for the end of ``anonymize run``."""
+    """One line per verdict (and one for what was not measured, and one for the human review once
+    there was one), for the end of ``anonymize run`` and ``anonymize report``."""
     privacy, completeness = verdicts["privacy"], verdicts["completeness"]
-    return [f"privacy: {privacy['verdict']}: {privacy['text']}",
-            f"completeness: {completeness['verdict']}: {completeness['text']}",
-            "not measured: " + " ".join(verdicts.get("not_measured") or [])]
+    lines = [f"privacy: {privacy['verdict']}: {privacy['text']}",
+             f"completeness: {completeness['verdict']}: {completeness['text']}",
+             "not measured: " + " ".join(verdicts.get("not_measured") or [])]
+    if (verdicts.get("review") or {}).get("reviewed"):  # a fresh run has had no review: the report says so
+        lines.append(f"human review: {verdicts['review']['verdict']}: {verdicts['review']['text']}")
+    return lines

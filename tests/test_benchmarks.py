@@ -37,3 +37,29 @@ def test_detection_benchmark_prints_every_configuration(capsys: pytest.CaptureFi
     fast = rows["fast_mtcnn (min 20, batch 1)"]
     assert stock[-8:-2] == fast[-8:-2]  # same recall per band, precision and false positives as stock
     assert "device cpu" in out
+
+
+WIDER_DEV = ROOT.parent / "shared" / "data" / "wider-dev"
+
+
+@pytest.mark.skipif(not (WIDER_DEV / "annotations.json").is_file(), reason="shared/data/wider-dev is absent")
+def test_detection_benchmark_on_wider_dev(capsys: pytest.CaptureFixture[str]) -> None:
+    """On two real photos (read from shared/data, never copied): a row per configuration with
+    recall per band in [0, 1], stray change, face-less false positives and ms per image; CenterFace
+    finds faces MTCNN misses there."""
+    detection = _load("detection")
+    assert detection.main(["--wider-dev", str(WIDER_DEV), "--limit", "2",  # type: ignore[attr-defined]
+                           "--only", "fast_mtcnn,centerface", "--config", "half margin:box_margin=0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "2 WIDER photos" in out and "16 face-less photos" in out
+    table = out.split("anonymization recall per size band")[1].split("anonymization recall per WIDER")[0]
+    rows = {line[:46].strip(): line[46:].split() for line in table.splitlines()[2:] if line.strip()}
+    assert set(rows) == {"fast_mtcnn", "centerface", "half margin"}
+    for cells in rows.values():
+        recalls = [float(v) for v in cells[:4] if v != "nan"]
+        assert recalls and all(0.0 <= r <= 1.0 for r in recalls)
+        assert 0.0 <= float(cells[4]) < 100.0 and float(cells[-1]) > 0  # stray %, ms per image
+        assert cells[6] == "of" and cells[7].startswith("16/")  # face-less: faces/images of 16/pixels
+    assert float(rows["centerface"][0]) > float(rows["fast_mtcnn"][0])  # under 20 px
+    attributes = out.split("anonymization recall per WIDER attribute level")[1]
+    assert "blur=2" in attributes and "illum=1" in attributes and len(attributes.splitlines()) == 5

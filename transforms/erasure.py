@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,8 +131,12 @@ def erased_row(row: Mapping[str, Any], erasure_id: str) -> dict[str, Any]:
 
 
 def erase_shard(output: str, shard_id: str, request: ErasureRequest, erasure_id: str,
-                s3_endpoint: str = "", image_column: str = "image") -> ShardErasure:
+                s3_endpoint: str = "", image_column: str = "image",
+                mark: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None) -> ShardErasure:
     """Erase the records of one shard that ``request`` names; idempotent.
+
+    ``mark`` makes a named row's manifest row after its output is gone (default ``erased_row``);
+    ``anonymize review`` passes one that quarantines the row instead.
 
     Raises:
         ErasureError: the shard's data does not match its manifest (nothing changed).
@@ -175,7 +179,7 @@ def erase_shard(output: str, shard_id: str, request: ErasureRequest, erasure_id:
     updated = []
     for row in rows:
         if row["record_id"] in target_ids:
-            updated.append(erased_row(row, erasure_id))
+            updated.append(mark(row) if mark is not None else erased_row(row, erasure_id))
         elif row["record_id"] in new_uris:
             updated.append(dict(row) | {"output_uri": new_uris[row["record_id"]]})
         else:
@@ -186,17 +190,19 @@ def erase_shard(output: str, shard_id: str, request: ErasureRequest, erasure_id:
 
 
 def verify_shard(output: str, shard_id: str, request: ErasureRequest, s3_endpoint: str = "",
-                 image_column: str = "image", erased_hashes: frozenset[str] = frozenset()) -> list[str]:
-    """What of ``request`` is still in the shard: manifest rows not erased, outputs still present."""
+                 image_column: str = "image", erased_hashes: frozenset[str] = frozenset(),
+                 removed_status: str = ERASED) -> list[str]:
+    """What of ``request`` is still in the shard: manifest rows not ``removed_status`` (erased, or
+    quarantined by a review), outputs still present."""
     rows = read_shard_rows(output, shard_id, s3_endpoint)
     problems = [f"{shard_id}: record {r['record_id']} is still {r['status']}"
-                for r in rows if request.matches(r) and r["status"] != ERASED]
+                for r in rows if request.matches(r) and r["status"] != removed_status]
     published = _published(rows)
     fmt = shard_format(rows)
     fs, _ = filesystem(output, s3_endpoint)
     if fmt == "images":
         for row in rows:
-            if row["status"] == ERASED and row.get("relative_path"):
+            if row["status"] == removed_status and row.get("relative_path"):
                 path = join(filesystem(output, s3_endpoint)[1], "data", str(row["relative_path"]))
                 if fs.exists(path):
                     problems.append(f"{shard_id}: erased output {row['relative_path']} still exists")

