@@ -163,28 +163,33 @@ def execution_providers(device: str, available: Sequence[str], cuda_present: boo
     return ["CPUExecutionProvider"]
 
 
+def onnx_session(model: bytes, threads: int, device: str) -> Any:
+    """An onnxruntime session of ``model`` on ``threads`` CPU threads, or on CUDA as
+    ``execution_providers`` decides for ``device`` (the detectors run on onnxruntime share this)."""
+    import onnxruntime
+    import torch
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    providers = execution_providers(device, onnxruntime.get_available_providers(), torch.cuda.is_available())
+    if providers[0] == "CUDAExecutionProvider" and hasattr(onnxruntime, "preload_dlls"):
+        # CUDA and cuDNN from the nvidia-* wheels torch brought (torch is imported above).
+        onnxruntime.preload_dlls()
+    return onnxruntime.InferenceSession(model, options, providers=providers)
+
+
 class CenterFaceDetector:
     """CenterFace on onnxruntime: image by image on CPU, same-size images batched on CUDA."""
 
     name = CENTERFACE
 
     def __init__(self, settings: CenterFaceSettings) -> None:
-        import onnxruntime
-        import torch
-
         path = centerface_model_path()
         if path is None:
             raise RuntimeError(NOT_INSTALLED)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = settings.torch_threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        providers = execution_providers(settings.device, onnxruntime.get_available_providers(),
-                                        torch.cuda.is_available())
-        if providers[0] == "CUDAExecutionProvider" and hasattr(onnxruntime, "preload_dlls"):
-            # CUDA and cuDNN from the nvidia-* wheels torch brought (torch is imported above).
-            onnxruntime.preload_dlls()
-        self._session: Any = onnxruntime.InferenceSession(_dynamic_model(path), options, providers=providers)
+        self._session: Any = onnx_session(_dynamic_model(path), settings.torch_threads, settings.device)
         self.on_gpu = self._session.get_providers()[0] == "CUDAExecutionProvider"
         self.settings = settings
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from transforms.detection.centerface import execution_providers, tile_boxes
+from transforms.detection.centerface import onnx_session, tile_boxes
 from transforms.detection.union import merge_faces
 from transforms.records import Face
 
@@ -161,18 +161,7 @@ class RetinaFaceDetector:
     name = RETINAFACE
 
     def __init__(self, settings: RetinaFaceSettings) -> None:
-        import onnxruntime
-        import torch
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = settings.torch_threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        providers = execution_providers(settings.device, onnxruntime.get_available_providers(),
-                                        torch.cuda.is_available())
-        if providers[0] == "CUDAExecutionProvider" and hasattr(onnxruntime, "preload_dlls"):
-            onnxruntime.preload_dlls()
-        self._session: Any = onnxruntime.InferenceSession(retinaface_model(), options, providers=providers)
+        self._session: Any = onnx_session(retinaface_model(), settings.torch_threads, settings.device)
         self.on_gpu = self._session.get_providers()[0] == "CUDAExecutionProvider"
         self.settings = settings
         self._anchor_cache: dict[tuple[int, int], np.ndarray] = {}

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from transforms.detection.base import Detector, DetectorFactory
-from transforms.detection.centerface import execution_providers
+from transforms.detection.centerface import onnx_session
 from transforms.observability import timed
 from transforms.records import TEXT, Face
 
@@ -202,21 +202,10 @@ class TextDetector:
     name = TEXT
 
     def __init__(self, settings: TextSettings) -> None:
-        import onnxruntime
-        import torch
-
         path = text_model_path()
         if path is None:
             raise RuntimeError(NOT_INSTALLED)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = settings.threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        providers = execution_providers(settings.device, onnxruntime.get_available_providers(),
-                                        torch.cuda.is_available())
-        if providers[0] == "CUDAExecutionProvider" and hasattr(onnxruntime, "preload_dlls"):
-            onnxruntime.preload_dlls()  # CUDA and cuDNN from the nvidia-* wheels torch brought, as CenterFace
-        self._session: Any = onnxruntime.InferenceSession(_checked_model(path), options, providers=providers)
+        self._session: Any = onnx_session(_checked_model(path), settings.threads, settings.device)
         self._input = self._session.get_inputs()[0].name
         self.settings = settings
 
