@@ -248,7 +248,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
                                   mode="verify",
                                   verify_threshold=options.verify_score_threshold,
                                   share_across_processes=share,
-                                  reuse_same_pixels=detectors.verify_is_detect_subset)
+                                  reuse_same_pixels=detectors.verify_is_detect_subset,
+                                  scope=options.verify_scope if detectors.verify_is_detect_subset else "full")
     records = (
         pipeline
         | "ListShards" >> beam.Create(list(plan.shards))

@@ -142,6 +142,11 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
                "A JPEG with no face to replace keeps its compressed data, every metadata segment dropped "
                "(no re-encoding loss), when that decodes to the same pixels; verification then reuses the "
                "detection run on those pixels. Off: every output is re-encoded and re-detected."),
+    OptionSpec("verify_scope", str, "regions",
+               "Where verification re-detects on an output with replaced faces: regions (windows around the "
+               "changed pixels, the whole image where they cover over half of it; the detect stage's search of the "
+               "source stands for the rest, see transforms/verify_scope.py) or full (the whole output).",
+               choices=("regions", "full")),
     OptionSpec("verify_score_threshold", float, 0.9,
                "A face re-detected on an output above this score quarantines the record.",
                minimum=0.0, maximum=1.0),

@@ -132,11 +132,13 @@ def _rgb_jpegs() -> dict[str, bytes]:
     return {"rgb": both, "rgb_adobe_only": numbered, "rgb_ids_only": ids_only}
 
 
-def test_changed_pixels_are_reencoded_and_detected_again() -> None:
+def test_changed_pixels_are_reencoded_or_spliced_and_detected_again() -> None:
     cases = {
         **{name: (data, {}, (), "reencoded", False) for name, data in _rgb_jpegs().items()},
         "rotated": (_faceless_jpeg(orientation=6), {}, (), "reencoded", False),  # upright pixels differ
-        "face": (_faceless_jpeg(), {}, [BOX], "reencoded", False),
+        "face": (_faceless_jpeg(), {}, [BOX], "spliced", False),  # only the face's blocks re-encoded
+        "face_rotated": (_faceless_jpeg(orientation=6), {}, [BOX], "reencoded", False),
+        "face_off": (_faceless_jpeg(), {"keep_unchanged_jpeg": False}, [BOX], "reencoded", False),
         "off": (_faceless_jpeg(), {"keep_unchanged_jpeg": False}, (), "reencoded", False),
         "cmyk": (jpeg_bytes(Image.new("CMYK", (64, 48), (10, 200, 30, 40))), {}, (), "reencoded", False),
     }

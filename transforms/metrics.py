@@ -8,17 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-
-def pixel_change(original: Image.Image, anonymized: Image.Image) -> float:
-    """Share of pixels whose value changed (any channel), in [0, 1]."""
-    if original.size != anonymized.size:
-        raise ValueError(f"sizes differ: {original.size} vs {anonymized.size}")
-    a = np.asarray(original.convert("RGB"), dtype=np.int16)
-    b = np.asarray(anonymized.convert("RGB"), dtype=np.int16)
-    changed = np.any(a != b, axis=-1)
-    return float(changed.mean()) if changed.size else 0.0
-
-
 # --- Image quality of the output against the original (PSNR, SSIM, inside and outside faces) ---
 
 PSNR_CAP_DB = 100.0

@@ -171,8 +171,13 @@ class Record:
     # output), so that stage's faces are the output's (``output_faces``, set with it).
     output_encoding: str = ""
     output_same_pixels: bool = False
-    # How verification found the output's faces: "ran" (the verification detector on the output)
-    # or "reused" (``output_same_pixels``: the detect stage's run on those same pixels).
+    # In the pipeline only: the bounding boxes of the groups of pixels the replace stage changed
+    # (transforms/verify_scope.py), where verification searches the output when its scope is "regions".
+    changed_regions: tuple[tuple[int, int, int, int], ...] = ()
+    # How verification found the output's faces: "ran" (the verification detector on the whole
+    # output), "regions" (on windows around ``changed_regions``, the detect stage's search of the
+    # source standing for the rest) or "reused" (``output_same_pixels``: the detect stage's run on
+    # those same pixels).
     verify_detection: str = ""
     # The source bytes, kept from the replace stage to verification when a second pass is allowed:
     # faces verification finds on the output are added to ``faces`` and the source replaced again

@@ -22,8 +22,9 @@ from transforms.decode import ImageRejected, load_normalized
 from transforms.failures import quarantine_failures
 from transforms.identity import CHECKED, SKIPPED, IdentityEmbedder, Reference
 from transforms.identity_evidence import IdentityPolicy, ImageEvidence, measure_image, screen_faces
+from transforms.jpeg_splice import splice_jpeg
 from transforms.metadata import encode_clean, jpeg_is_rgb_coded, metadata_fields, strip_jpeg_metadata
-from transforms.metrics import image_quality, pixel_change
+from transforms.metrics import image_quality
 from transforms.observability import timed
 from transforms.records import TEXT, Face, Record
 from transforms.synthesis import (
@@ -34,10 +35,12 @@ from transforms.synthesis import (
     synthesize_faces,
     synthesize_in_place,
 )
+from transforms.verify_scope import changed_mask, changed_regions_of
 
 Box = tuple[int, int, int, int]
 REENCODED = "reencoded"
 STRIPPED = "stripped"
+SPLICED = "spliced"  # a JPEG whose blocks no replaced pixel touches kept as they were (jpeg_splice.py)
 
 
 @dataclass(frozen=True)
@@ -402,6 +405,10 @@ class ReplaceFaces(beam.DoFn):
             stripped = self._stripped(record, image)
             if stripped is not None:
                 return stripped
+        # A JPEG with faces keeps the coded blocks no replaced pixel touches, where its pixels need
+        # no transform (the same condition as a face-less JPEG kept as it is).
+        splice = bool(faces) and self._keep_unchanged_jpeg and fmt == "JPEG" and \
+            self._stripped_alike(record, image) is not None
         references: dict[int, Reference] = {}
         screened: list[str | None] = [None] * len(faces)
         attempts = [0] * len(faces)
@@ -418,7 +425,7 @@ class ReplaceFaces(beam.DoFn):
                     attempts = choose_synthetic_attempts(original, faces, references, self._policy, self._generator,
                                                          self._embedder, record.record_id)
         levels = [0] * len(faces)
-        rendering = self._render(record, image, fmt, faces, attempts, levels, references, screened)
+        rendering = self._render(record, image, fmt, faces, attempts, levels, references, screened, splice)
         if not self._identity.escalate or rendering.evidence is None:
             return rendering
         for level in ESCALATION_LEVELS:
@@ -427,13 +434,13 @@ class ReplaceFaces(beam.DoFn):
                 break
             for i in matching:
                 levels[i] = level
-            rendering = self._render(record, image, fmt, faces, attempts, levels, references, screened)
+            rendering = self._render(record, image, fmt, faces, attempts, levels, references, screened, splice)
         return rendering
 
-    def _stripped(self, record: Record, image: Image.Image) -> Rendering | None:
-        """The source JPEG without its metadata segments, if it is YCbCr or greyscale and decodes to
-        ``image``'s very pixels (not when the EXIF orientation, an ICC profile or an Adobe colour
-        transform mattered)."""
+    def _stripped_alike(self, record: Record, image: Image.Image) -> tuple[bytes, Image.Image] | None:
+        """The source JPEG without its metadata segments and its decoded pixels, if it is YCbCr or
+        greyscale and decodes to ``image``'s very pixels (not when the EXIF orientation, an ICC
+        profile or an Adobe colour transform mattered)."""
         if jpeg_is_rgb_coded(record.data):
             return None
         try:
@@ -448,13 +455,22 @@ class ReplaceFaces(beam.DoFn):
             return None
         if not same_pixels(decoded, image):
             return None
+        return stripped, decoded
+
+    def _stripped(self, record: Record, image: Image.Image) -> Rendering | None:
+        """A face-less JPEG's output: the source without its metadata segments (``_stripped_alike``)."""
+        alike = self._stripped_alike(record, image)
+        if alike is None:
+            return None
+        stripped, decoded = alike
         return Rendering(image, stripped, metadata_fields(record.data), decoded, (), STRIPPED)
 
     def _render(self, record: Record, image: Image.Image, fmt: str, faces: tuple[Face, ...], attempts: list[int],
                 levels: list[int], references: Mapping[int, Reference],
-                screened: Sequence[str | None]) -> Rendering:
+                screened: Sequence[str | None], splice: bool = False) -> Rendering:
         """One replacement of every face (face i with its ``attempts[i]``-th seed, or escalated to
-        ``levels[i]``), encoded, decoded, and its identity evidence taken (when the check is on)."""
+        ``levels[i]``), encoded (with ``splice``, only the JPEG blocks it changed: ``splice_jpeg``),
+        decoded, and its identity evidence taken (when the check is on)."""
         seeds = [attempt_seed(self._policy, record.record_id, i, t) for i, t in enumerate(attempts)]
         plain = [i for i, level in enumerate(levels) if level == 0]
         with timed("replace"):
@@ -465,7 +481,15 @@ class ReplaceFaces(beam.DoFn):
                 if chosen:
                     anonymized = replace_faces(anonymized, chosen, escalated_policy(self._policy, level))
         with timed("encode"):
-            encoded, removed = encode_clean(anonymized, record.data, fmt, self._quality)
+            spliced = None
+            if splice:
+                source = np.asarray(image.convert("RGB"))
+                changed = changed_mask(source, np.asarray(anonymized.convert("RGB")))
+                spliced = splice_jpeg(record.data, anonymized, changed, source) if changed.any() else None
+            if spliced is not None:
+                encoded, removed, encoding = spliced, metadata_fields(record.data), SPLICED
+            else:
+                (encoded, removed), encoding = encode_clean(anonymized, record.data, fmt, self._quality), REENCODED
             decoded, _ = load_normalized(encoded, self._max_pixels)
         evidence = None
         if self._embedder is not None and faces:
@@ -473,7 +497,7 @@ class ReplaceFaces(beam.DoFn):
             with timed("identity"):
                 evidence = measure_image(self._embedder, references, np.asarray(decoded.convert("RGB")), screened,
                                          solid, self._identity)
-        return Rendering(anonymized, encoded, removed, decoded, tuple(levels), evidence=evidence)
+        return Rendering(anonymized, encoded, removed, decoded, tuple(levels), encoding, evidence)
 
     @quarantine_failures("replace")
     def process(self, record: Record, sample_cutoff: int | None = None) -> Iterator[Record]:
@@ -487,8 +511,13 @@ class ReplaceFaces(beam.DoFn):
             rendering = self._anonymize(record, image, fmt, faces)
             anonymized, encoded, removed = rendering.anonymized, rendering.encoded, rendering.removed
             with timed("quality"):
-                changed = pixel_change(image, anonymized)
+                source = np.asarray(image.convert("RGB"))
+                mask = changed_mask(source, np.asarray(anonymized.convert("RGB")))
+                changed = float(mask.mean()) if mask.size else 0.0
                 output = rendering.decoded
+                # Where the output's pixels differ from those the detect stage searched (a spliced
+                # JPEG: around the faces; a re-encoded one: everywhere) is where verification searches.
+                changed_regions = changed_regions_of(changed_mask(source, np.asarray(output.convert("RGB"))))
                 width, height = image.size
                 regions = [grown_box(f, self._policy.box_margin, width, height) for f in faces]
                 quality = image_quality(image, output, regions)
@@ -512,7 +541,7 @@ class ReplaceFaces(beam.DoFn):
         # with no face replaced (PNG) may be too.
         unchanged = not faces and (rendering.encoding == STRIPPED or same_pixels(output, image))
         yield record.replace(
-            output_encoding=rendering.encoding, output_same_pixels=unchanged,
+            output_encoding=rendering.encoding, output_same_pixels=unchanged, changed_regions=changed_regions,
             output_faces=record.faces if unchanged else (),
             identity_check=CHECKED if self._embedder is not None else SKIPPED,
             identity_distances=rendering.distances,

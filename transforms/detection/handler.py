@@ -16,6 +16,7 @@ from transforms.decode import ImageRejected, load_normalized
 from transforms.detection.base import Detector, DetectorFactory
 from transforms.observability import timed
 from transforms.records import Face, Record
+from transforms.verify_scope import VERIFY_SCOPES, Box, verify_windows
 
 
 class FaceDetectionHandler(ModelHandler[Record, Record, Detector]):
@@ -29,17 +30,23 @@ class FaceDetectionHandler(ModelHandler[Record, Record, Detector]):
     one less detection-only extras), a record whose output decodes to exactly the pixels the detect
     stage searched (``output_same_pixels``) keeps that run's faces instead of a second, identical
     run: a detector gives the same faces on the same pixels.
+    With ``scope`` ``regions`` (verify mode), an output whose changes are known (``changed_regions``)
+    is searched only in windows around them (``transforms/verify_scope.py`` says why that suffices),
+    or whole where the windows would cover most of it; ``full`` searches every output whole.
     The model loads once per worker process (RunInference's ``shared.Shared`` handle), shared by
     its threads; with ``share_across_processes`` once per machine (Beam's ``MultiProcessShared``).
     """
 
     def __init__(self, factory: DetectorFactory, batch_size: int, max_pixels: int,
                  mode: str = "detect", verify_threshold: float = 0.9,
-                 share_across_processes: bool = False, reuse_same_pixels: bool = False) -> None:
+                 share_across_processes: bool = False, reuse_same_pixels: bool = False,
+                 scope: str = "full") -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if mode not in ("detect", "verify"):
             raise ValueError(f"mode must be detect or verify, got {mode!r}")
+        if scope not in VERIFY_SCOPES:
+            raise ValueError(f"verify_scope must be one of {', '.join(VERIFY_SCOPES)}, got {scope!r}")
         super().__init__()
         self._factory = factory
         self._batch_size = batch_size
@@ -48,6 +55,7 @@ class FaceDetectionHandler(ModelHandler[Record, Record, Detector]):
         self._verify_threshold = verify_threshold
         self._share_across_processes = share_across_processes
         self._reuse_same_pixels = reuse_same_pixels and mode == "verify"
+        self._in_regions = scope == "regions" and mode == "verify"
 
     def load_model(self) -> Detector:
         return self._factory()
@@ -65,12 +73,19 @@ class FaceDetectionHandler(ModelHandler[Record, Record, Detector]):
         residual = sum(1 for face in faces if face.counts_at(self._verify_threshold))
         return record.replace(residual_faces=residual, output_faces=tuple(faces), verify_detection=how)
 
+    def _searched(self, record: Record, image: Image.Image) -> tuple[Box, ...] | None:
+        """The windows of ``image`` to search (None: all of it)."""
+        if not self._in_regions or not record.changed_regions:
+            return None
+        return verify_windows(record.changed_regions, image.width, image.height)
+
     def run_inference(self, batch: Sequence[Record], model: Detector,
                       inference_args: dict[str, Any] | None = None) -> Iterable[Record]:
         stage = "detect" if self._mode == "detect" else "verify"
         out: list[Record | None] = [None] * len(batch)
-        images: list[Image.Image] = []
-        positions: list[int] = []
+        # Per record searched: its position, the images to search (the whole image or its windows),
+        # where each lies in the record's image, and how it was searched.
+        searches: list[tuple[int, list[Image.Image], list[tuple[int, int]], str]] = []
         for i, record in enumerate(batch):
             if record.is_quarantined:
                 out[i] = record
@@ -84,23 +99,34 @@ class FaceDetectionHandler(ModelHandler[Record, Record, Detector]):
             except ImageRejected as rejected:
                 out[i] = record.quarantine(f"{stage}:{rejected.reason}")
                 continue
-            images.append(image)
-            positions.append(i)
+            windows = self._searched(record, image)
+            if windows is None:
+                searches.append((i, [image], [(0, 0)], "ran"))
+            else:
+                searches.append((i, [image.crop(w) for w in windows], [(w[0], w[1]) for w in windows], "regions"))
+        images = [crop for _, crops, _, _ in searches for crop in crops]
         try:
-            with timed(stage, len(images)):
-                detections = model.detect(images) if images else []
-        except Exception:  # noqa: BLE001 - retried one by one below; failures are quarantined
-            detections = []
-            for image, i in zip(images, positions, strict=True):
+            with timed(stage, len(searches)):
+                found = model.detect(images) if images else []
+            per_record: list[list[list[Face]] | None] = []
+            start = 0
+            for _, crops, _, _ in searches:
+                per_record.append(found[start:start + len(crops)])
+                start += len(crops)
+        except Exception:  # noqa: BLE001 - retried record by record below; failures are quarantined
+            per_record = []
+            for i, crops, _, _ in searches:
                 try:
-                    detections.append(model.detect([image])[0])
+                    per_record.append(model.detect(crops))
                 except Exception as error:  # noqa: BLE001 - a detector error quarantines
-                    detections.append([])
-                    out[i] = batch[i].quarantine(
-                        f"{stage}:detector_error:{type(error).__name__}")
-        for i, faces in zip(positions, detections, strict=True):
-            if out[i] is None:
-                out[i] = self._apply(batch[i], faces)
+                    per_record.append(None)
+                    out[i] = batch[i].quarantine(f"{stage}:detector_error:{type(error).__name__}")
+        for (i, _, offsets, how), detections in zip(searches, per_record, strict=True):
+            if out[i] is not None or detections is None:
+                continue
+            faces = [face.mapped(dx=dx, dy=dy) for (dx, dy), in_crop in zip(offsets, detections, strict=True)
+                     for face in in_crop]
+            out[i] = self._apply(batch[i], faces, how)
         return [record for record in out if record is not None]
 
     def get_metrics_namespace(self) -> str:

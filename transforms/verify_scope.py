@@ -1,0 +1,105 @@
+"""What verification must search on an output: the whole image, or windows around what changed.
+
+``changed_regions_of`` takes the pixels themselves: where the decoded output differs from the
+pixels the detect stage searched. A JPEG whose faces were replaced keeps every coded block no
+replaced pixel touches (``transforms/jpeg_splice.py``), so its output differs from them only in
+and next to the replaced regions; a re-encoded output differs everywhere, and is searched whole.
+
+Outside the windows the output's pixels are the very pixels the detect stage searched, with a
+detector that is a superset of the verify detector: on them the verify detector can only find
+faces the detect stage found, and every face it found at or above its score thresholds was
+replaced, so it lies in a window. A face it found under them scores under the verification
+score too (0.7 and CenterFace's 0.2 against 0.9). What a replacement can change beyond its own
+pixels lies in the windows: inside a window (a changed box grown on every side by ``context``
+times its longer side, at least ``min_context`` pixels) the verify detector searches the output at
+full resolution, so it sees a replaced face still there and a neighbour the replaced face hid from
+non-maximum suppression (a box with IoU >= 0.3 with a changed box of side s has a side under 1.83 s
+and lies within s of it), and any face of up to ``min_context`` pixels overlapping a change.
+Windows that overlap are merged; where they would cover more than ``max_share`` of the image, the
+whole image is searched instead (crowds).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+Box = tuple[int, int, int, int]
+
+VERIFY_SCOPES = ("regions", "full")
+WINDOW_CONTEXT = 1.0
+WINDOW_MIN_CONTEXT = 48
+WINDOW_MAX_SHARE = 0.5
+MAX_REGIONS = 512
+
+
+def changed_mask(original: np.ndarray, anonymized: np.ndarray) -> np.ndarray:
+    """Per pixel, whether any channel differs between two images of the same shape (H x W [x C])."""
+    if original.shape != anonymized.shape:
+        raise ValueError(f"shapes differ: {original.shape} vs {anonymized.shape}")
+    differs = original != anonymized
+    return np.asarray(differs.any(axis=-1) if differs.ndim == 3 else differs)
+
+
+def changed_boxes(mask: np.ndarray) -> tuple[Box, ...]:
+    """The ``(x1, y1, x2, y2)`` bounding box (exclusive ends) of each 8-connected group of True pixels."""
+    if not mask.any():
+        return ()
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    boxes = []
+    for x, y, w, h, _ in stats[1:count]:  # label 0 is the background
+        boxes.append((int(x), int(y), int(x + w), int(y + h)))
+    return tuple(sorted(boxes))
+
+
+def changed_regions_of(mask: np.ndarray) -> tuple[Box, ...]:
+    """``changed_boxes`` of a change mask, or the whole image as one box where the changes are
+    everywhere (over ``WINDOW_MAX_SHARE`` of the pixels, or more than ``MAX_REGIONS`` groups: a
+    re-encoded output)."""
+    height, width = mask.shape
+    if mask.mean() > WINDOW_MAX_SHARE:
+        return ((0, 0, width, height),)
+    boxes = changed_boxes(mask)
+    return boxes if len(boxes) <= MAX_REGIONS else ((0, 0, width, height),)
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+
+def _merged(boxes: list[Box]) -> list[Box]:
+    """Boxes merged into their bounding box while any two overlap or touch; the result is disjoint."""
+    merged = list(boxes)
+    changed = True
+    while changed:
+        changed = False
+        out: list[Box] = []
+        for box in merged:
+            for i, other in enumerate(out):
+                if _overlap(box, other):
+                    out[i] = (min(box[0], other[0]), min(box[1], other[1]), max(box[2], other[2]),
+                              max(box[3], other[3]))
+                    changed = True
+                    break
+            else:
+                out.append(box)
+        merged = out
+    return sorted(merged)
+
+
+def verify_windows(changed: tuple[Box, ...], width: int, height: int, context: float = WINDOW_CONTEXT,
+                   min_context: int = WINDOW_MIN_CONTEXT,
+                   max_share: float = WINDOW_MAX_SHARE) -> tuple[Box, ...] | None:
+    """Disjoint windows, clipped to the image, that hold every changed box with its context; None
+    when they would cover more than ``max_share`` of the image (search it whole). No change: ()."""
+    if not changed:
+        return ()
+    grown = []
+    for x1, y1, x2, y2 in changed:
+        pad = max(min_context, int(np.ceil(context * max(x2 - x1, y2 - y1))))
+        grown.append((max(0, x1 - pad), max(0, y1 - pad), min(width, x2 + pad), min(height, y2 + pad)))
+    windows = _merged(grown)
+    area = sum((x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in windows)
+    if area > max_share * width * height:
+        return None
+    return tuple(windows)
