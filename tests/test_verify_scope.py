@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,3 +149,29 @@ def test_an_output_with_no_recorded_change_is_searched_whole() -> None:
 def test_an_unknown_scope_is_refused() -> None:
     with pytest.raises(ValueError, match="verify_scope"):
         FaceDetectionHandler(FixedBoxesFactory(), 4, 10**6, mode="verify", scope="half")
+
+
+@pytest.mark.slow
+def test_a_whole_job_splices_and_verifies_in_windows(tmp_path: Path) -> None:
+    """The default policy with its real detectors, through the job: a 1024 px photo with one small
+    face is published spliced (every pixel outside the recorded change is the source's), verified
+    in windows, and the output's face is gone for an independent detector (facenet-pytorch's MTCNN)."""
+    from tests.helpers import run_job
+    from transforms.detection import MtcnnDetector, MtcnnSettings
+
+    scene = Image.fromarray(skdata.coffee()).resize((1024, 768))
+    face = Image.fromarray(skdata.astronaut()).crop((150, 30, 300, 200)).resize((75, 85))
+    scene.paste(face, (700, 420))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "cafe.jpg").write_bytes(jpeg_bytes(scene))
+    (row,) = run_job(str(folder), str(tmp_path / "out"), identity_check=False).to_pylist()
+    assert row["status"] == "published", row["reason"]
+    assert (row["output_encoding"], row["verify_detection"]) == ("spliced", "regions")
+    assert row["faces"] and all(700 - 20 < f["x1"] and f["x2"] < 775 + 20 for f in row["faces"])
+    source = np.asarray(Image.open(folder / "cafe.jpg").convert("RGB"))
+    output = np.asarray(Image.open(tmp_path / "out" / "data" / "cafe.jpg").convert("RGB"))
+    differs = np.argwhere(np.any(source != output, axis=-1))
+    assert differs.size and differs[:, 1].min() >= 640 and differs[:, 1].max() < 848  # x: near the face only
+    found = MtcnnDetector(MtcnnSettings(min_face_size=20, torch_threads=1)).detect([Image.fromarray(output)])[0]
+    assert not [f for f in found if f.score >= 0.9 and 650 < f.x1 < 800]
