@@ -17,7 +17,7 @@ from transforms.decode import DecodeAndNormalise
 from transforms.detection import CenterFaceDetector, CenterFaceSettings, FaceDetectionHandler, Factory
 from transforms.records import Face, Record
 from transforms.replacement import ReplaceFaces, ReplacementPolicy, grown_box
-from transforms.verify_scope import changed_boxes, changed_mask, verify_windows
+from transforms.verify_scope import changed_boxes, changed_mask, changed_regions_of, verify_windows
 
 ASTRONAUT_FACE = (170, 40, 270, 170)  # around the astronaut's face in scikit-image's photo
 
@@ -48,16 +48,24 @@ def test_changed_mask_sees_any_channel() -> None:
 
 
 def test_windows_grow_clip_merge_and_give_way_to_the_whole_image() -> None:
-    # A 10 px change grows by the minimum context (48 px) on each side, clipped at the image border.
-    assert verify_windows(((20, 30, 30, 40),), 400, 300) == ((0, 0, 78, 88),)
-    # A 100 px change grows by its own side.
-    assert verify_windows(((150, 100, 250, 150),), 1000, 800) == ((50, 0, 350, 250),)
+    # A 10 px change grows by the minimum context (16 px) on each side, clipped at the image border.
+    assert verify_windows(((5, 30, 15, 40),), 400, 300) == ((0, 14, 31, 56),)
+    # A 100 px change grows by half its longer side.
+    assert verify_windows(((150, 100, 250, 150),), 1000, 800) == ((100, 50, 300, 200),)
     # Two changes whose windows overlap make one window; far ones stay apart, disjoint.
-    windows = verify_windows(((100, 100, 110, 110), (160, 100, 170, 110), (600, 500, 610, 510)), 1000, 800)
-    assert windows == ((52, 52, 218, 158), (552, 452, 658, 558))
-    # Windows over more than half the image: search it whole.
+    windows = verify_windows(((100, 100, 110, 110), (130, 100, 140, 110), (600, 500, 610, 510)), 1000, 800)
+    assert windows == ((84, 84, 156, 126), (584, 484, 626, 526))
+    # Windows over more than 70% of the image: search it whole.
     assert verify_windows(((100, 100, 300, 300),), 400, 400) is None
     assert verify_windows((), 400, 400) == ()
+
+
+def test_regions_are_the_changed_pixels_and_the_owned_regions() -> None:
+    mask = np.zeros((100, 200), bool)
+    mask[10:20, 30:40] = True
+    assert changed_regions_of(mask, owned=[(25, 5, 50, 30)]) == ((25, 5, 50, 30), (30, 10, 40, 20))
+    mask[:, :150] = True  # changed nearly everywhere (a re-encoding): the whole image
+    assert changed_regions_of(mask, owned=[(25, 5, 50, 30)]) == ((0, 0, 200, 100),)
 
 
 def test_the_replace_stage_keeps_every_other_pixel_and_records_where_they_differ() -> None:
@@ -109,7 +117,7 @@ def test_faces_found_in_a_window_are_placed_in_the_image() -> None:
     record = _record(Image.new("RGB", (400, 300), (90, 90, 90)), changed_regions=((100, 100, 120, 120),))
     out = _verify(record, FixedBoxesFactory([(10, 10, 40, 40, 0.99)]), "regions")
     assert out.verify_detection == "regions"
-    assert [f.box for f in out.output_faces] == [(62, 62, 92, 92)]
+    assert [f.box for f in out.output_faces] == [(94, 94, 124, 124)]
     assert out.residual_faces == 1
     # The full scope searches the whole image: the same box, unmoved.
     full = _verify(record, FixedBoxesFactory([(10, 10, 40, 40, 0.99)]), "full")

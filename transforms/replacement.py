@@ -515,11 +515,13 @@ class ReplaceFaces(beam.DoFn):
                 mask = changed_mask(source, np.asarray(anonymized.convert("RGB")))
                 changed = float(mask.mean()) if mask.size else 0.0
                 output = rendering.decoded
-                # Where the output's pixels differ from those the detect stage searched (a spliced
-                # JPEG: around the faces; a re-encoded one: everywhere) is where verification searches.
-                changed_regions = changed_regions_of(changed_mask(source, np.asarray(output.convert("RGB"))))
                 width, height = image.size
                 regions = [grown_box(f, self._policy.box_margin, width, height) for f in faces]
+                # Where verification searches: where the output's pixels differ from those the detect
+                # stage searched (a spliced JPEG: around the faces; a re-encoded one: everywhere), and
+                # the regions the replacements own (transforms/verify_scope.py).
+                changed_regions = changed_regions_of(changed_mask(source, np.asarray(output.convert("RGB"))),
+                                                     owned=regions)
                 quality = image_quality(image, output, regions)
                 views = pack_views(image, output) if self._reference is not None and \
                     self._reference.selected(record.record_id, sample_cutoff) else b""

@@ -9,17 +9,24 @@ Outside the windows the output's pixels are the very pixels the detect stage sea
 detector that is a superset of the verify detector: on them the verify detector can only find
 faces the detect stage found, and every face it found at or above its score thresholds was
 replaced, so it lies in a window. A face it found under them scores under the verification
-score too (0.7 and CenterFace's 0.2 against 0.9). What a replacement can change beyond its own
-pixels lies in the windows: inside a window (a changed box grown on every side by ``context``
-times its longer side, at least ``min_context`` pixels) the verify detector searches the output at
-full resolution, so it sees a replaced face still there and a neighbour the replaced face hid from
-non-maximum suppression (a box with IoU >= 0.3 with a changed box of side s has a side under 1.83 s
-and lies within s of it), and any face of up to ``min_context`` pixels overlapping a change.
-Windows that overlap are merged; where they would cover more than ``max_share`` of the image, the
-whole image is searched instead (crowds).
+score too (0.7 and CenterFace's 0.2 against 0.9).
+
+What a replacement can change beyond its own pixels lies in the windows. The regions are the
+groups of changed pixels and, for each replaced face, the region the replacement owns (its box
+grown by ``box_margin`` x its diagonal, about 0.28 of its side on every side); a window is a region
+grown on every side by ``context`` (0.5) times its longer side, at least ``min_context`` pixels.
+There the verify detector searches the output at full resolution: a replaced face still found is
+inside its own region, with at least its own side of context around it; a neighbour the replaced
+face hid from non-maximum suppression overlaps the face's box with IoU >= 0.3, so its side is under
+1.83 times the face's and it reaches at most 0.83 of the face's side beyond that box, 0.55 beyond
+the owned region, less than the 0.78 (half of the region's side, at least 1.56 face sides) the
+window adds. Windows that overlap are merged; where they would cover more than ``max_share`` of the
+image, the whole image is searched instead (crowds, and re-encoded outputs, changed everywhere).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -27,9 +34,9 @@ import numpy as np
 Box = tuple[int, int, int, int]
 
 VERIFY_SCOPES = ("regions", "full")
-WINDOW_CONTEXT = 1.0
-WINDOW_MIN_CONTEXT = 48
-WINDOW_MAX_SHARE = 0.5
+WINDOW_CONTEXT = 0.5
+WINDOW_MIN_CONTEXT = 16
+WINDOW_MAX_SHARE = 0.7
 MAX_REGIONS = 512
 
 
@@ -52,15 +59,19 @@ def changed_boxes(mask: np.ndarray) -> tuple[Box, ...]:
     return tuple(sorted(boxes))
 
 
-def changed_regions_of(mask: np.ndarray) -> tuple[Box, ...]:
-    """``changed_boxes`` of a change mask, or the whole image as one box where the changes are
-    everywhere (over ``WINDOW_MAX_SHARE`` of the pixels, or more than ``MAX_REGIONS`` groups: a
-    re-encoded output)."""
+def changed_regions_of(mask: np.ndarray, owned: Sequence[Box] = ()) -> tuple[Box, ...]:
+    """``changed_boxes`` of a change mask with the ``owned`` regions of the replaced faces, or the
+    whole image as one box where the changes are everywhere (over ``WINDOW_MAX_SHARE`` of the
+    pixels, or more than ``MAX_REGIONS`` groups: a re-encoded output)."""
     height, width = mask.shape
+    whole = ((0, 0, width, height),)
     if mask.mean() > WINDOW_MAX_SHARE:
-        return ((0, 0, width, height),)
+        return whole
     boxes = changed_boxes(mask)
-    return boxes if len(boxes) <= MAX_REGIONS else ((0, 0, width, height),)
+    if len(boxes) > MAX_REGIONS:
+        return whole
+    owned_boxes = {(int(x1), int(y1), int(x2), int(y2)) for x1, y1, x2, y2 in owned if x2 > x1 and y2 > y1}
+    return tuple(sorted(set(boxes) | owned_boxes))
 
 
 def _overlap(a: Box, b: Box) -> bool:
