@@ -28,6 +28,7 @@ from pipelines.options import (
     parse_thresholds,
 )
 from pipelines.runners import torch_threads_for
+from pipelines.settings import storage_for
 from transforms.accuracy import ReferenceClassifierHandler, ReferenceSampling, ReferenceSpec, sample_cutoff, sample_key
 from transforms.commit import CommitShard, ShardResult, planned_outputs, withdraw_shard
 from transforms.decode import DecodeAndNormalise
@@ -193,14 +194,15 @@ def plan_job(options: AnonymizeOptions, detectors: DetectorStack | None = None,
         ValueError: the input and output overlap (naming both), an output location cannot be
             written (naming it), or the input is unusable.
     """
-    check_no_overlap(options.input, options.output, options.s3_endpoint)
-    check_output_writable(options.output, options.s3_endpoint)
+    storage = storage_for(options)
+    check_no_overlap(options.input, options.output, storage)
+    check_output_writable(options.output, storage)
     if detectors is None:
         detectors = detector_stack_for(options)
-    shards = plan_shards(options)
-    changed = changed_shards(shards, options.output, options.s3_endpoint)
+    shards = plan_shards(options, storage)
+    changed = changed_shards(shards, options.output, storage)
     check_redoable(options, shards, changed)
-    done = committed_shards(options.output, options.s3_endpoint) - set(changed)
+    done = committed_shards(options.output, storage) - set(changed)
     todo = tuple(s for s in shards if s.shard_id not in done)
     skipped = tuple(s for s in shards if s.shard_id in done)
     run_info = RunInfo(
@@ -209,7 +211,7 @@ def plan_job(options: AnonymizeOptions, detectors: DetectorStack | None = None,
         detector=detectors.detect.info(),
         verify_detector=detectors.verify.info(),
     )
-    return JobPlan(run_info.run_id, todo, skipped, run_info, Exclusions.from_options(options), changed)
+    return JobPlan(run_info.run_id, todo, skipped, run_info, Exclusions.from_options(options, storage), changed)
 
 
 def check_redoable(options: AnonymizeOptions, shards: Sequence[ShardSpec], changed: Mapping[str, str]) -> None:
@@ -223,7 +225,7 @@ def check_redoable(options: AnonymizeOptions, shards: Sequence[ShardSpec], chang
     refused = [f"{shard_id} {why}" for shard_id, why in changed.items() if shard_id not in planned]
     refused += [f"{shard_id} {why}, and holds erased records" for shard_id, why in changed.items()
                 if shard_id in planned and any(row["status"] == ERASED for row in read_shard_rows(
-                    options.output, shard_id, options.s3_endpoint))]
+                    options.output, shard_id, storage_for(options)))]
     if refused:
         raise InputChangedError(
             f"input: changed since {options.output} was written: committed shard {'; '.join(refused)}. "
@@ -238,7 +240,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
     reuses the detect stage's faces on outputs with the very pixels it searched only when
     ``detectors.verify_is_detect_subset``: on the same pixels it can then only find a subset of them.
     """
-    endpoint = options.s3_endpoint
+    storage = storage_for(options)
     max_pixels = options.max_image_pixels
     share = options.detector_share_across_processes
     detect = FaceDetectionHandler(detectors.detect, options.detector_batch_size, max_pixels,
@@ -253,7 +255,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
         pipeline
         | "ListShards" >> beam.Create(list(plan.shards))
         | "SpreadShards" >> beam.Reshuffle()
-        | "ReadShards" >> beam.FlatMap(read_shard, endpoint)
+        | "ReadShards" >> beam.FlatMap(read_shard, storage)
         | "MeterRead" >> beam.ParDo(MeterRead())
     )
     read_counts = (
@@ -271,7 +273,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
         if reference is not None else None
     replace_args = (replacement_policy_for(options), max_pixels, options.jpeg_quality, sampling)
     replace_kwargs: dict[str, Any] = dict(
-        identity_check=options.identity_check, identity_threshold=options.identity_threshold, s3_endpoint=endpoint,
+        identity_check=options.identity_check, identity_threshold=options.identity_threshold, storage=storage,
         escalate=options.identity_escalation, identity_device=options.detector_device,
         keep_unchanged_jpeg=options.keep_unchanged_jpeg, identity_min_face_size=options.identity_min_face_size)
     # The first pass keeps each source for a second one: faces verification finds on an output
@@ -315,7 +317,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
     processed = (
         verified
         | "MeterVerified" >> beam.ParDo(MeterVerified())
-        | "Stage" >> beam.ParDo(StageOutput(options.output, plan.run_id, endpoint))
+        | "Stage" >> beam.ParDo(StageOutput(options.output, plan.run_id, storage))
     )
     processed = (
         (processed, excluded)
@@ -326,8 +328,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
         {"records": processed, "read_count": read_counts}
         | "GroupShard" >> beam.CoGroupByKey()
         | "Commit" >> beam.ParDo(CommitShard(
-            {s.shard_id: s for s in plan.shards}, options.output, plan.run_info, endpoint,
-            gate=GxShardGate(GateThresholds.from_options(options), options.output, plan.run_id, endpoint)))
+            {s.shard_id: s for s in plan.shards}, options.output, plan.run_info, storage,
+            gate=GxShardGate(GateThresholds.from_options(options), options.output, plan.run_id, storage)))
     )
 
 
@@ -375,24 +377,25 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         plan = plan_job(options, detectors)
     LOG.info("run %s: %d shards to process, %d already committed", plan.run_id,
              len(plan.shards), len(plan.skipped))
+    storage = storage_for(options)
     own_lease = lease is None
     if lease is None:
-        lease = OutputLease(options.output, options.s3_endpoint, plan.run_id, options.lease_seconds)
+        lease = OutputLease(options.output, storage, plan.run_id, options.lease_seconds)
         lease.acquire()
     try:
         # Under the lease no other run is live: what earlier runs left is a killed run's.
-        remove_staging(options.output, options.s3_endpoint)
+        remove_staging(options.output, storage)
         if not plan.shards:
             return None, plan
-        keep = planned_outputs(options.output, plan.shards + plan.skipped, options.s3_endpoint)
+        keep = planned_outputs(options.output, plan.shards + plan.skipped, storage)
         for shard_id, why in plan.changed.items():
             LOG.warning("shard %s %s: its commit is withdrawn and it is redone", shard_id, why)
-            withdraw_shard(options.output, shard_id, keep, options.s3_endpoint)
+            withdraw_shard(options.output, shard_id, keep, storage)
         pipeline = test_pipeline or beam.Pipeline(options=options)
         build_pipeline(pipeline, options, plan, detectors)
         result = pipeline.run()
         result.wait_until_finish()
-        remove_staging(options.output, options.s3_endpoint, plan.run_id)  # this run's own staging only
+        remove_staging(options.output, storage, plan.run_id)  # this run's own staging only
     finally:
         if own_lease:
             lease.release()

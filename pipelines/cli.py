@@ -20,12 +20,14 @@ from pipelines.dpia import write_dpia
 from pipelines.erase import erase, parse_request_file, purge
 from pipelines.options import AnonymizeOptions
 from pipelines.progress import ProgressBar
+from pipelines.settings import storage_for
 from transforms.audit import verify_chain
 from transforms.detection import DetectorStack
 from transforms.exclusions import read_identifier_file
 from transforms.lease import LeaseHeldError, OutputLease
 from transforms.manifest import read_manifests
 from transforms.observability import format_metrics, metrics_summary
+from transforms.storage import DEFAULT_STORAGE, Storage
 from transforms.summary import summarise, write_summary
 
 
@@ -80,9 +82,9 @@ def _add_accountability_commands(commands: Any) -> None:
         cmd.add_argument("--operator", default="", help="who runs this (default: the operating-system user)")
 
 
-def cmd_audit_verify(output: str, s3_endpoint: str = "") -> int:
+def cmd_audit_verify(output: str, storage: Storage = DEFAULT_STORAGE) -> int:
     """0 when the audit log's hash chain is intact; 1, naming each broken entry, when not."""
-    chain = verify_chain(output, s3_endpoint)
+    chain = verify_chain(output, storage)
     if not chain.entries:
         print(f"anonymize: no audit log at {output}/audit", file=sys.stderr)
         return 1
@@ -93,16 +95,16 @@ def cmd_audit_verify(output: str, s3_endpoint: str = "") -> int:
     return 0 if chain.ok else 1
 
 
-def cmd_erase(output: str, sources: Sequence[str], subjects: Sequence[str], from_file: str, s3_endpoint: str,
+def cmd_erase(output: str, sources: Sequence[str], subjects: Sequence[str], from_file: str, storage: Storage,
               operator: str) -> int:
     """Erase, verify and log; 0 when nothing of the request remains, 1 when something does, 2 on bad input."""
     try:
         sources, subjects = list(sources), list(subjects)
         if from_file:
-            more_sources, more_subjects = parse_request_file(read_identifier_file(from_file, s3_endpoint))
+            more_sources, more_subjects = parse_request_file(read_identifier_file(from_file, storage))
             sources += more_sources
             subjects += more_subjects
-        result = erase(output, sources, subjects, s3_endpoint, operator)
+        result = erase(output, sources, subjects, storage, operator)
     except (FileNotFoundError, PermissionError, ValueError, LeaseHeldError) as error:
         print(f"anonymize: erase: {error}", file=sys.stderr)
         return 2
@@ -114,10 +116,10 @@ def cmd_erase(output: str, sources: Sequence[str], subjects: Sequence[str], from
     return 0 if result.verified else 1
 
 
-def cmd_purge(output: str, older_than: float | None, s3_endpoint: str, operator: str) -> int:
+def cmd_purge(output: str, older_than: float | None, storage: Storage, operator: str) -> int:
     """Remove expired runs' shards and report what went."""
     try:
-        report = purge(output, s3_endpoint, older_than, operator)
+        report = purge(output, storage, older_than, operator)
     except (FileNotFoundError, PermissionError, ValueError, LeaseHeldError) as error:
         print(f"anonymize: purge: {error}", file=sys.stderr)
         return 2
@@ -129,10 +131,10 @@ def cmd_purge(output: str, older_than: float | None, s3_endpoint: str, operator:
     return 0
 
 
-def cmd_dpia(output: str, s3_endpoint: str) -> int:
+def cmd_dpia(output: str, storage: Storage) -> int:
     """Write the DPIA material of an output."""
     try:
-        document = write_dpia(output, s3_endpoint)
+        document = write_dpia(output, storage)
     except (FileNotFoundError, PermissionError, ValueError) as error:
         print(f"anonymize: dpia: {error}", file=sys.stderr)
         return 2
@@ -150,7 +152,7 @@ def cmd_run(conf: Sequence[str], overrides: Sequence[str], beam_argv: Sequence[s
     except (ConfigError, FileNotFoundError, PermissionError, ValueError) as error:
         print(f"anonymize: config error: {error}", file=sys.stderr)
         return 2
-    lease = OutputLease(options.output, options.s3_endpoint, plan.run_id, options.lease_seconds)
+    lease = OutputLease(options.output, storage_for(options), plan.run_id, options.lease_seconds)
     try:
         lease.acquire()
     except LeaseHeldError as error:
@@ -173,17 +175,18 @@ def _run_leased(options: AnonymizeOptions, stack: DetectorStack, plan: JobPlan, 
     detectors = stack.info()
     record_run_started(options, plan.run_id, detectors, plan.exclusions, len(plan.shards) + len(plan.skipped),
                        len(plan.skipped))
+    storage = storage_for(options)
     started = time.monotonic()
     try:
-        with ProgressBar(options.output, options.s3_endpoint, plan.run_id, len(plan.shards) + len(plan.skipped),
+        with ProgressBar(options.output, storage, plan.run_id, len(plan.shards) + len(plan.skipped),
                          len(plan.skipped)):
             result, _ = run(options=options, plan=plan, detectors=stack, lease=lease)
     except Exception as error:
         record_run_finished(options, plan.run_id, detectors, plan.exclusions,
-                            read_manifests(options.output, options.s3_endpoint), None, type(error).__name__)
+                            read_manifests(options.output, storage), None, type(error).__name__)
         raise
     elapsed = time.monotonic() - started
-    manifest = read_manifests(options.output, options.s3_endpoint)
+    manifest = read_manifests(options.output, storage)
     summary = summarise(manifest, plan.shards + plan.skipped, reference)
     summary["settings"] = recorded_settings(options)  # exclusion identifiers are not written down
     summary["detector"] = dict(plan.run_info.detector)
@@ -191,14 +194,14 @@ def _run_leased(options: AnonymizeOptions, stack: DetectorStack, plan: JobPlan, 
     summary["wall_seconds"] = round(elapsed, 2)
     summary["shards_skipped_as_committed"] = len(plan.skipped)
     summary["metrics"] = metrics_summary(result) if result is not None else {}
-    folder = write_summary(summary, options.output, options.s3_endpoint)
+    folder = write_summary(summary, options.output, storage)
     print(f"run {plan.run_id}: {summary['inputs']} records, {summary['published']} published, "
           f"{summary['quarantined']} quarantined in {elapsed:.1f} s")
     for line in format_metrics(summary["metrics"]) if result is not None else []:
         print(line)
     print("published outputs: " + ("; ".join(f"{count} {kind}" for kind, count in summary["published_outputs"].items())
                                    or "none"))
-    report = build_report(options.output, options.s3_endpoint, plan.shards + plan.skipped, summary,
+    report = build_report(options.output, storage, plan.shards + plan.skipped, summary,
                           GateThresholds.from_options(options))
     print(f"outputs: {options.output}/data  manifest: {options.output}/manifest  "
           f"report: {report.index} (summary: {folder}/summary.html)")
@@ -231,10 +234,10 @@ def _report_status(report: ReportResult) -> int:
     return 0 if report.passed else 1
 
 
-def cmd_report(output: str, s3_endpoint: str = "") -> int:
+def cmd_report(output: str, storage: Storage = DEFAULT_STORAGE) -> int:
     """Rebuild ``<output>/report/`` from the run's manifests and kept validation results."""
     try:
-        report = build_report(output, s3_endpoint)
+        report = build_report(output, storage)
     except (FileNotFoundError, PermissionError, ValueError) as error:
         print(f"anonymize: cannot build the report of {output}: {error}", file=sys.stderr)
         return 2
@@ -248,11 +251,11 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def cmd_review(args: argparse.Namespace) -> int:
+def cmd_review(args: argparse.Namespace, storage: Storage) -> int:
     """Open (or resume) a review sample and serve its page until interrupted; then rebuild the report."""
     from pipelines.review import ReviewServer, ReviewSession
 
-    session = ReviewSession(args.output, args.s3_endpoint, allow_originals=args.allow_originals)
+    session = ReviewSession(args.output, storage, allow_originals=args.allow_originals)
     try:
         record = session.open(args.seed, args.confidence, args.margin, args.new_sample, args.operator)
         server = ReviewServer(session, args.port)
@@ -287,19 +290,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, rest = _parser().parse_known_args(argv)
     if args.command == "run":
         return cmd_run(args.conf, args.set, rest)
+    storage = Storage(args.s3_endpoint)  # the other commands' --s3-endpoint
     if args.command == "report":
-        return cmd_report(args.output, args.s3_endpoint)
+        return cmd_report(args.output, storage)
     if args.command == "audit":
-        return cmd_audit_verify(args.output, args.s3_endpoint)
+        return cmd_audit_verify(args.output, storage)
     if args.command == "erase":
-        return cmd_erase(args.output, args.source_uri, args.subject_id, args.from_file, args.s3_endpoint,
+        return cmd_erase(args.output, args.source_uri, args.subject_id, args.from_file, storage,
                          args.operator)
     if args.command == "purge":
-        return cmd_purge(args.output, args.older_than, args.s3_endpoint, args.operator)
+        return cmd_purge(args.output, args.older_than, storage, args.operator)
     if args.command == "dpia":
-        return cmd_dpia(args.output, args.s3_endpoint)
+        return cmd_dpia(args.output, storage)
     if args.command == "review":
-        return cmd_review(args)
+        return cmd_review(args, storage)
     return 2
 
 

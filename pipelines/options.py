@@ -365,9 +365,10 @@ def validate(options: AnonymizeOptions) -> None:
                              "'dataset-anonymizer[identity]'); set identity_check: false to run without it")
         check_embedding_model()
     if options.method == "synthetic" and options.synthetic_generator:
+        from pipelines.settings import storage_for
         from transforms.synthesis import load_generator
 
-        load_generator(options.synthetic_generator, options.synthetic_generator_size, options.s3_endpoint)
+        load_generator(options.synthetic_generator, options.synthetic_generator_size, storage_for(options))
     if options.method in LOW_SECURITY_METHODS and not options.allow_low_security:
         raise ValueError(
             f"method: {options.method!r} is reversible (low security); "

@@ -13,10 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
-
 from transforms.records import Record
-from transforms.storage import storage_options
+from transforms.storage import DEFAULT_STORAGE, Storage
 
 
 def split_identifiers(text: str) -> list[str]:
@@ -24,13 +22,13 @@ def split_identifiers(text: str) -> list[str]:
     return [part.strip() for line in str(text or "").splitlines() for part in line.split(",") if part.strip()]
 
 
-def read_identifier_file(uri: str, s3_endpoint: str = "") -> list[str]:
+def read_identifier_file(uri: str, storage: Storage = DEFAULT_STORAGE) -> list[str]:
     """Identifiers in a text file, one a line (blank lines and ``#`` comments skipped).
 
     Raises:
         FileNotFoundError: the file does not exist.
     """
-    with fsspec.open(uri, "r", encoding="utf-8", **storage_options(uri, s3_endpoint)) as handle:
+    with storage.open(uri, "r", encoding="utf-8") as handle:
         return [line.strip() for line in handle if line.strip() and not line.lstrip().startswith("#")]
 
 
@@ -89,7 +87,7 @@ class Exclusions:
             raise ValueError("exclude_subject_ids: needs subject_field (where a record's subject id is)")
 
     @classmethod
-    def from_options(cls, options: Any) -> Exclusions:
+    def from_options(cls, options: Any, storage: Storage = DEFAULT_STORAGE) -> Exclusions:
         """The exclusions of a job's options, files read now (before any work).
 
         Raises:
@@ -102,7 +100,7 @@ class Exclusions:
             uri = getattr(options, name)
             if uri:
                 try:
-                    target.extend(read_identifier_file(uri, options.s3_endpoint))
+                    target.extend(read_identifier_file(uri, storage))
                 except FileNotFoundError:
                     raise FileNotFoundError(f"{name}: file not found: {uri}") from None
         return cls(frozenset(sources), frozenset(subjects), options.subject_field)

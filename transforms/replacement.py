@@ -26,6 +26,7 @@ from transforms.metadata import encode_clean, jpeg_is_rgb_coded, metadata_fields
 from transforms.metrics import image_quality, pixel_change
 from transforms.observability import timed
 from transforms.records import TEXT, Face, Record
+from transforms.storage import DEFAULT_STORAGE, Storage
 from transforms.synthesis import (
     FaceGenerator,
     GeneratorError,
@@ -365,7 +366,7 @@ class ReplaceFaces(beam.DoFn):
 
     def __init__(self, policy: ReplacementPolicy, max_pixels: int, quality: int,
                  reference: ReferenceSampling | None = None, identity_check: bool = False,
-                 identity_threshold: float = 0.6, s3_endpoint: str = "", escalate: bool = True,
+                 identity_threshold: float = 0.6, storage: Storage = DEFAULT_STORAGE, escalate: bool = True,
                  identity_device: str = "cpu", keep_unchanged_jpeg: bool = True,
                  identity_min_face_size: int = 40, keep_source: bool = False) -> None:
         self._policy = policy
@@ -377,14 +378,14 @@ class ReplaceFaces(beam.DoFn):
         self._identity_device = identity_device
         self._keep_unchanged_jpeg = keep_unchanged_jpeg
         self._keep_source = keep_source
-        self._s3_endpoint = s3_endpoint
+        self._storage = storage
         self._generator: FaceGenerator | None = None
         self._embedder: IdentityEmbedder | None = None
 
     def setup(self) -> None:
         if self._policy.method == "synthetic":
             self._generator = load_generator(self._policy.synthetic_generator,
-                                             self._policy.synthetic_generator_size, self._s3_endpoint)
+                                             self._policy.synthetic_generator_size, self._storage)
         if self._identity_check:
             self._embedder = IdentityEmbedder(self._identity_device)
 
