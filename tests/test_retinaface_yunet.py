@@ -14,7 +14,7 @@ from PIL import Image
 
 from pipelines.anonymize import detector_stack_for, replacement_policy_for
 from pipelines.config import ConfigError, build_options
-from pipelines.labelled_faces import generate_labelled_set
+from sampledata.labelled_faces import generate_labelled_set
 from transforms.detection import (
     RETINAFACE,
     YUNET,
