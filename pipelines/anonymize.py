@@ -17,18 +17,17 @@ from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from expectations.gate import GxShardGate
-from expectations.suites import GateThresholds
 from pipelines.config import config_sha256
-from pipelines.options import (
-    AnonymizeOptions,
-    parse_detector_extra,
-    parse_redact,
-    parse_rgb,
-    parse_scales,
-    parse_thresholds,
-)
+from pipelines.options import AnonymizeOptions
 from pipelines.runners import torch_threads_for
-from pipelines.settings import storage_for
+from pipelines.settings import (
+    exclusions_for,
+    gate_thresholds_for,
+    input_shards,
+    parse_settings,
+    replacement_policy_for,
+    storage_for,
+)
 from transforms.accuracy import ReferenceClassifierHandler, ReferenceSampling, ReferenceSpec, sample_cutoff, sample_key
 from transforms.commit import CommitShard, ShardResult, planned_outputs, withdraw_shard
 from transforms.decode import DecodeAndNormalise
@@ -57,9 +56,9 @@ from transforms.lease import OutputLease
 from transforms.locations import check_no_overlap, check_output_writable
 from transforms.manifest import RunInfo, changed_shards, committed_shards, read_shard_rows
 from transforms.observability import MeterDetections, MeterRead, MeterVerified
-from transforms.records import ERASED, TEXT, ShardSpec
-from transforms.replacement import ReplaceFaces, ReplacementPolicy
-from transforms.shards import plan_shards, read_shard
+from transforms.records import ERASED, ShardSpec
+from transforms.replacement import ReplaceFaces
+from transforms.shards import read_shard
 from transforms.staging import StageOutput, remove_staging
 from transforms.verification import SECOND_PASS, VerifyOutput
 
@@ -92,7 +91,7 @@ def detector_stack_for(options: AnonymizeOptions) -> DetectorStack:
     subset of the detect one and may reuse its faces on unchanged pixels."""
     detect = _detector_factory(options, options.centerface_low_light_scale)
     verify = _detector_factory(options, 0.0)
-    if "text" in parse_redact(options.redact):
+    if parse_settings(options).text:
         # Text regions are detected, replaced and searched for on the outputs like faces.
         text = Factory(TextDetector, TextSettings(min_height=options.text_min_height,
                                                   min_aspect=options.text_min_aspect,
@@ -106,7 +105,8 @@ def _detector_factory(options: AnonymizeOptions, low_light_scale: float) -> Dete
     """The main detector the options ask for (none: the extras alone), unioned with the extras
     (CenterFace with ``low_light_scale``)."""
     threads = torch_threads_for(options, options.torch_threads)
-    thresholds = parse_thresholds(options.detector_thresholds, "detector_thresholds")
+    parsed = parse_settings(options)
+    thresholds = parsed.detector_thresholds
     main: DetectorFactory | None
     if options.detector == "none":
         main = None
@@ -118,7 +118,7 @@ def _detector_factory(options: AnonymizeOptions, low_light_scale: float) -> Dete
         main = Factory(MtcnnDetector, MtcnnSettings(
             min_face_size=options.detector_min_face_size, thresholds=thresholds,
             device=options.detector_device, torch_threads=threads))
-    extra = parse_detector_extra(options.detector_extra, "detector_extra")
+    extra = parsed.detector_extra
     if not extra and main is not None:
         return main
     extras: list[DetectorFactory] = []
@@ -128,8 +128,7 @@ def _detector_factory(options: AnonymizeOptions, low_light_scale: float) -> Dete
                                   HaarSettings(min_face_size=max(options.detector_min_face_size, 20))))
         elif name == "retinaface":
             extras.append(Factory(RetinaFaceDetector, RetinaFaceSettings(
-                threshold=options.retinaface_threshold, scales=parse_scales(options.retinaface_scales,
-                                                                            "retinaface_scales"),
+                threshold=options.retinaface_threshold, scales=parsed.retinaface_scales,
                 torch_threads=threads, device=options.detector_device)))
         elif name == "yunet":
             extras.append(Factory(YuNetDetector, YuNetSettings()))
@@ -164,27 +163,6 @@ def reference_run_config(options: AnonymizeOptions) -> dict[str, Any] | None:
             "min_top1_agreement": options.gate_min_top1_agreement}
 
 
-def replacement_policy_for(options: AnonymizeOptions) -> ReplacementPolicy:
-    return ReplacementPolicy(
-        method=options.method,
-        box_margin=options.box_margin,
-        blur_sigma_factor=options.blur_sigma_factor,
-        solid_color=parse_rgb(options.solid_color, "solid_color"),
-        pixelate_blocks=options.pixelate_blocks,
-        score_threshold=options.detector_score_threshold,
-        self_thresholded_detectors=parse_detector_extra(options.detector_extra, "detector_extra")
-        + ((TEXT,) if "text" in parse_redact(options.redact) else ()),
-        synthetic_generator=options.synthetic_generator,
-        synthetic_generator_size=options.synthetic_generator_size,
-        synthetic_seed=options.synthetic_seed,
-        synthetic_attempts=options.synthetic_attempts,
-        synthetic_soften=options.synthetic_soften,
-        synthetic_target_distance=options.synthetic_target_distance,
-        synthetic_min_face_size=options.synthetic_min_face_size,
-        synthetic_min_score=options.synthetic_min_score,
-    )
-
-
 def plan_job(options: AnonymizeOptions, detectors: DetectorStack | None = None,
              run_id: str | None = None) -> JobPlan:
     """List the input shards and skip those already committed in the output (resume); the run
@@ -199,7 +177,7 @@ def plan_job(options: AnonymizeOptions, detectors: DetectorStack | None = None,
     check_output_writable(options.output, storage)
     if detectors is None:
         detectors = detector_stack_for(options)
-    shards = plan_shards(options, storage)
+    shards = input_shards(options, storage)
     changed = changed_shards(shards, options.output, storage)
     check_redoable(options, shards, changed)
     done = committed_shards(options.output, storage) - set(changed)
@@ -211,7 +189,7 @@ def plan_job(options: AnonymizeOptions, detectors: DetectorStack | None = None,
         detector=detectors.detect.info(),
         verify_detector=detectors.verify.info(),
     )
-    return JobPlan(run_info.run_id, todo, skipped, run_info, Exclusions.from_options(options, storage), changed)
+    return JobPlan(run_info.run_id, todo, skipped, run_info, exclusions_for(options, storage), changed)
 
 
 def check_redoable(options: AnonymizeOptions, shards: Sequence[ShardSpec], changed: Mapping[str, str]) -> None:
@@ -329,7 +307,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
         | "GroupShard" >> beam.CoGroupByKey()
         | "Commit" >> beam.ParDo(CommitShard(
             {s.shard_id: s for s in plan.shards}, options.output, plan.run_info, storage,
-            gate=GxShardGate(GateThresholds.from_options(options), options.output, plan.run_id, storage)))
+            gate=GxShardGate(gate_thresholds_for(options), options.output, plan.run_id, storage)))
     )
 
 

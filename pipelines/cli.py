@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from expectations.report import ReportResult, build_report
-from expectations.suites import WITHHELD_EXPECTATION, GateThresholds
+from expectations.suites import WITHHELD_EXPECTATION
 from expectations.verdict import verdict_lines
 from pipelines.accountability import record_run_finished, record_run_started, recorded_settings
 from pipelines.anonymize import JobPlan, detector_stack_for, plan_job, reference_run_config, run
@@ -20,7 +20,7 @@ from pipelines.dpia import write_dpia
 from pipelines.erase import erase, parse_request_file, purge
 from pipelines.options import AnonymizeOptions
 from pipelines.progress import ProgressBar
-from pipelines.settings import storage_for
+from pipelines.settings import gate_thresholds_for, storage_for
 from transforms.audit import verify_chain
 from transforms.detection import DetectorStack
 from transforms.exclusions import read_identifier_file
@@ -202,7 +202,7 @@ def _run_leased(options: AnonymizeOptions, stack: DetectorStack, plan: JobPlan, 
     print("published outputs: " + ("; ".join(f"{count} {kind}" for kind, count in summary["published_outputs"].items())
                                    or "none"))
     report = build_report(options.output, storage, plan.shards + plan.skipped, summary,
-                          GateThresholds.from_options(options))
+                          gate_thresholds_for(options))
     print(f"outputs: {options.output}/data  manifest: {options.output}/manifest  "
           f"report: {report.index} (summary: {folder}/summary.html)")
     entry = record_run_finished(options, plan.run_id, detectors, plan.exclusions, manifest,

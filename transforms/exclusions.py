@@ -86,25 +86,6 @@ class Exclusions:
         if self.subject_ids and not self.subject_field:
             raise ValueError("exclude_subject_ids: needs subject_field (where a record's subject id is)")
 
-    @classmethod
-    def from_options(cls, options: Any, storage: Storage = DEFAULT_STORAGE) -> Exclusions:
-        """The exclusions of a job's options, files read now (before any work).
-
-        Raises:
-            FileNotFoundError: naming the option whose file is missing.
-            ValueError: subject ids listed without ``subject_field``.
-        """
-        sources = split_identifiers(options.exclude_source_uris)
-        subjects = split_identifiers(options.exclude_subject_ids)
-        for name, target in (("exclude_source_uris_file", sources), ("exclude_subject_ids_file", subjects)):
-            uri = getattr(options, name)
-            if uri:
-                try:
-                    target.extend(read_identifier_file(uri, storage))
-                except FileNotFoundError:
-                    raise FileNotFoundError(f"{name}: file not found: {uri}") from None
-        return cls(frozenset(sources), frozenset(subjects), options.subject_field)
-
     @property
     def active(self) -> bool:
         return bool(self.source_uris or self.subject_ids or self.subject_field)
