@@ -7,15 +7,15 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from expectations.report import ReportResult, build_report
 from expectations.suites import WITHHELD_EXPECTATION
 from expectations.verdict import verdict_lines
 from pipelines.accountability import record_run_finished, record_run_started, recorded_settings
 from pipelines.anonymize import JobPlan, detector_stack_for, plan_job, reference_run_config, run
-from pipelines.config import ConfigError, build_options
+from pipelines.config import build_options
 from pipelines.dpia import write_dpia
 from pipelines.erase import erase, parse_request_file, purge
 from pipelines.options import AnonymizeOptions
@@ -82,6 +82,21 @@ def _add_accountability_commands(commands: Any) -> None:
         cmd.add_argument("--operator", default="", help="who runs this (default: the operating-system user)")
 
 
+T = TypeVar("T")
+# What a command reports as bad input, exit status 2: a missing or unreadable file or location, a
+# bad value (config errors included), an output in use by another run.
+BAD_INPUT = (FileNotFoundError, PermissionError, ValueError, LeaseHeldError)
+
+
+def _attempt(label: str, action: Callable[[], T]) -> T | None:
+    """``action()``; on bad input, None after printing ``anonymize: <label>: <error>``."""
+    try:
+        return action()
+    except BAD_INPUT as error:
+        print(f"anonymize: {label}: {error}", file=sys.stderr)
+        return None
+
+
 def cmd_audit_verify(output: str, storage: Storage = DEFAULT_STORAGE) -> int:
     """0 when the audit log's hash chain is intact; 1, naming each broken entry, when not."""
     chain = verify_chain(output, storage)
@@ -98,15 +113,13 @@ def cmd_audit_verify(output: str, storage: Storage = DEFAULT_STORAGE) -> int:
 def cmd_erase(output: str, sources: Sequence[str], subjects: Sequence[str], from_file: str, storage: Storage,
               operator: str) -> int:
     """Erase, verify and log; 0 when nothing of the request remains, 1 when something does, 2 on bad input."""
-    try:
-        sources, subjects = list(sources), list(subjects)
-        if from_file:
-            more_sources, more_subjects = parse_request_file(read_identifier_file(from_file, storage))
-            sources += more_sources
-            subjects += more_subjects
-        result = erase(output, sources, subjects, storage, operator)
-    except (FileNotFoundError, PermissionError, ValueError, LeaseHeldError) as error:
-        print(f"anonymize: erase: {error}", file=sys.stderr)
+    def request() -> Any:
+        more_sources, more_subjects = parse_request_file(read_identifier_file(from_file, storage)) \
+            if from_file else ([], [])
+        return erase(output, [*sources, *more_sources], [*subjects, *more_subjects], storage, operator)
+
+    result = _attempt("erase", request)
+    if result is None:
         return 2
     for problem in result.problems:
         print(f"anonymize: erase: {problem}", file=sys.stderr)
@@ -118,10 +131,8 @@ def cmd_erase(output: str, sources: Sequence[str], subjects: Sequence[str], from
 
 def cmd_purge(output: str, older_than: float | None, storage: Storage, operator: str) -> int:
     """Remove expired runs' shards and report what went."""
-    try:
-        report = purge(output, storage, older_than, operator)
-    except (FileNotFoundError, PermissionError, ValueError, LeaseHeldError) as error:
-        print(f"anonymize: purge: {error}", file=sys.stderr)
+    report = _attempt("purge", lambda: purge(output, storage, older_than, operator))
+    if report is None:
         return 2
     for run_id, why in report["runs_due"].items():
         print(f"run {run_id}: {why}")
@@ -133,10 +144,8 @@ def cmd_purge(output: str, older_than: float | None, storage: Storage, operator:
 
 def cmd_dpia(output: str, storage: Storage) -> int:
     """Write the DPIA material of an output."""
-    try:
-        document = write_dpia(output, storage)
-    except (FileNotFoundError, PermissionError, ValueError) as error:
-        print(f"anonymize: dpia: {error}", file=sys.stderr)
+    document = _attempt("dpia", lambda: write_dpia(output, storage))
+    if document is None:
         return 2
     print(f"DPIA material: {document.markdown} and {document.html}")
     return 0
@@ -144,14 +153,16 @@ def cmd_dpia(output: str, storage: Storage) -> int:
 
 def cmd_run(conf: Sequence[str], overrides: Sequence[str], beam_argv: Sequence[str]) -> int:
     """Validate the config, run the job, check the invariants and write the run summary."""
-    try:
+    def prepare() -> tuple[AnonymizeOptions, DetectorStack, JobPlan, dict[str, Any] | None]:
         options, _ = build_options(conf, overrides, beam_argv)
         stack = detector_stack_for(options)  # the detect and verify detectors, decided once
         plan = plan_job(options, stack)  # fails early on a bad input
-        reference = reference_run_config(options)  # fails early on missing reference weights
-    except (ConfigError, FileNotFoundError, PermissionError, ValueError) as error:
-        print(f"anonymize: config error: {error}", file=sys.stderr)
+        return options, stack, plan, reference_run_config(options)  # fails early on missing reference weights
+
+    prepared = _attempt("config error", prepare)
+    if prepared is None:
         return 2
+    options, stack, plan, reference = prepared
     lease = OutputLease(options.output, storage_for(options), plan.run_id, options.lease_seconds)
     try:
         lease.acquire()
@@ -159,12 +170,11 @@ def cmd_run(conf: Sequence[str], overrides: Sequence[str], beam_argv: Sequence[s
         print(f"anonymize: {error}", file=sys.stderr)
         return 2
     try:
-        try:  # planned again under the lease: another run may have committed shards meanwhile
-            plan = plan_job(options, stack, run_id=plan.run_id)
-        except (FileNotFoundError, PermissionError, ValueError) as error:
-            print(f"anonymize: config error: {error}", file=sys.stderr)
+        # Planned again under the lease: another run may have committed shards meanwhile.
+        again = _attempt("config error", lambda: plan_job(options, stack, run_id=plan.run_id))
+        if again is None:
             return 2
-        return _run_leased(options, stack, plan, reference, lease)
+        return _run_leased(options, stack, again, reference, lease)
     finally:
         lease.release()
 
@@ -236,10 +246,8 @@ def _report_status(report: ReportResult) -> int:
 
 def cmd_report(output: str, storage: Storage = DEFAULT_STORAGE) -> int:
     """Rebuild ``<output>/report/`` from the run's manifests and kept validation results."""
-    try:
-        report = build_report(output, storage)
-    except (FileNotFoundError, PermissionError, ValueError) as error:
-        print(f"anonymize: cannot build the report of {output}: {error}", file=sys.stderr)
+    report = _attempt(f"cannot build the report of {output}", lambda: build_report(output, storage))
+    if report is None:
         return 2
     print(f"report: {report.index} ({'PASSED' if report.passed else 'FAILED'})")
     for line in verdict_lines(report.verdicts):
