@@ -22,6 +22,7 @@ COPY pyproject.toml README.md ./
 COPY pipelines ./pipelines
 COPY transforms ./transforms
 COPY expectations ./expectations
+COPY sampledata ./sampledata
 RUN pip install --no-cache-dir "setuptools>=77" wheel \
     && pip wheel --no-deps --no-build-isolation --wheel-dir /dist .
 

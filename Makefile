@@ -43,7 +43,7 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 demo: system-deps install
-	$(BIN)/python -m pipelines.demo_data $(DEMO_DATA)
+	$(BIN)/python -m sampledata.demo $(DEMO_DATA)
 	rm -rf demo-output
 	time $(BIN)/anonymize run --conf conf/base.yaml --conf conf/dataset/demo.yaml
 
@@ -52,7 +52,7 @@ review-screenshots: demo
 	$(BIN)/python docs/review_screenshot.py demo-output
 
 lint: install
-	$(BIN)/ruff check pipelines transforms expectations tests benchmarks
+	$(BIN)/ruff check pipelines transforms expectations sampledata tests benchmarks
 
 typecheck: install
 	$(BIN)/mypy

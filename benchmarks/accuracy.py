@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.demo_data import build_demo_dataset
+from sampledata.demo import build_demo_dataset
 from transforms.accuracy import ReferenceSpec, pack_views, unpack_views
 from transforms.decode import load_normalized
 from transforms.metadata import encode_clean

@@ -2,7 +2,7 @@
 
 Every detector configuration runs on the same images in one run, on one torch/OpenCV thread by
 default. Ground truth is a WIDER FACE ground-truth text file or JSON ``{image: [[x1,y1,x2,y2]]}``;
-without ``--images`` the labelled set of the tests is generated (``pipelines/labelled_faces.py``).
+without ``--images`` the labelled set of the tests is generated (``sampledata/labelled_faces.py``).
 
 Per configuration it prints: recall by box (IoU >= 0.5) and anonymization recall (at least 90% of
 the true face's pixels inside the replaced region: our boxes grown by ``box_margin`` x diagonal on
@@ -47,7 +47,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.labelled_faces import (  # noqa: E402
+from sampledata.labelled_faces import (  # noqa: E402
     SIZE_BANDS,
     BandCounts,
     Box,

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipelines.demo_data import build_demo_dataset
+from sampledata.demo import build_demo_dataset
 from transforms.decode import load_normalized
 from transforms.detection import MtcnnDetector, MtcnnSettings
 from transforms.identity import MATCH_THRESHOLD, MIN_IDENTIFIABLE_FACE, IdentityEmbedder

@@ -36,11 +36,12 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 from pipelines.anonymize import detector_stack_for, replacement_policy_for  # noqa: E402
 from pipelines.config import build_options  # noqa: E402
+from pipelines.settings import input_shards, storage_for  # noqa: E402
 from transforms.decode import DecodeAndNormalise  # noqa: E402
 from transforms.detection import FaceDetectionHandler  # noqa: E402
 from transforms.records import Face, Record  # noqa: E402
 from transforms.replacement import ReplaceFaces  # noqa: E402
-from transforms.shards import plan_shards, read_shard  # noqa: E402
+from transforms.shards import read_shard  # noqa: E402
 from transforms.verification import SUBSTITUTE_IOU  # noqa: E402
 from transforms.verify_scope import verify_windows  # noqa: E402
 
@@ -88,7 +89,8 @@ def main() -> None:
         acted = {"full": 0, "regions": 0}
         missed, windowed, covered, outside_scores, rises = 0, 0, [], [], []
         encodings: Counter[str] = Counter()
-        records = [r for spec in plan_shards(options) for r in read_shard(spec)]
+        storage = storage_for(options)
+        records = [r for spec in input_shards(options, storage) for r in read_shard(spec, storage)]
         for source in records:
             decoded = list(decode.process(source))[0]
             detected = list(detect.run_inference([decoded], detect_model))[0]

@@ -2,7 +2,7 @@
 
     python benchmarks/whole_job.py [--images 80] [--workers 2] [--faceless-share 0.83] [--configs default,reencode]
 
-Writes the generated labelled set's 640x480 JPEGs (faces of 16-300 px, ``pipelines/labelled_faces.py``;
+Writes the generated labelled set's 640x480 JPEGs (faces of 16-300 px, ``sampledata/labelled_faces.py``;
 ``--faceless-share`` of them without a face: 0.83 is ImageNet's share, 17% of its images show faces)
 to two folders, N and 2N images, and times each configuration on both, in one run. It prints the
 wall time of each, the images/s over 2N, and the steady-state images/s, N / (time(2N) - time(N)):
@@ -41,7 +41,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 from pipelines.anonymize import run  # noqa: E402
 from pipelines.config import build_options  # noqa: E402
-from pipelines.labelled_faces import generate_labelled_set  # noqa: E402
+from sampledata.labelled_faces import generate_labelled_set  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS: dict[str, tuple[str, list[str]]] = {

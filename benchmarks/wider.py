@@ -89,8 +89,9 @@ class Scores:
 
 def _job(overrides: Sequence[str], threads: int) -> Built:
     """The detect detector and replacement of the job under ``conf/base.yaml`` plus ``overrides``."""
-    from pipelines.anonymize import detector_stack_for, replacement_policy_for
+    from pipelines.anonymize import detector_stack_for
     from pipelines.config import build_options
+    from pipelines.settings import replacement_policy_for
     from transforms.replacement import replace_faces
 
     options, _ = build_options([str(ROOT / "conf" / "base.yaml")], [

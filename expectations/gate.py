@@ -16,7 +16,7 @@ from expectations.suites import GateThresholds, expected_rows, shard_expectation
 from expectations.validate import failed_names, validate_frame
 from transforms.commit import GateVerdict
 from transforms.records import ShardSpec
-from transforms.storage import filesystem, join, write_atomic
+from transforms.storage import DEFAULT_STORAGE, Storage, join, write_atomic
 
 VALIDATIONS_FOLDER = "validations"
 RUN_VALIDATION = "_run"
@@ -27,17 +27,17 @@ def validation_path(root: str, name: str) -> str:
     return join(root, "report", VALIDATIONS_FOLDER, f"{name}.json")
 
 
-def write_validation(record: Mapping[str, Any], output: str, name: str, s3_endpoint: str = "") -> str:
+def write_validation(record: Mapping[str, Any], output: str, name: str, storage: Storage = DEFAULT_STORAGE) -> str:
     """Write one validation record atomically; returns its path."""
-    fs, root = filesystem(output, s3_endpoint)
+    fs, root = storage.filesystem(output)
     path = validation_path(root, name)
     write_atomic(fs, path, json.dumps(record, indent=1, sort_keys=True, default=str).encode())
     return path
 
 
-def read_validations(output: str, s3_endpoint: str = "") -> dict[str, dict[str, Any]]:
+def read_validations(output: str, storage: Storage = DEFAULT_STORAGE) -> dict[str, dict[str, Any]]:
     """Every kept validation record of an output, by name (shard ids and ``_run``)."""
-    fs, root = filesystem(output, s3_endpoint)
+    fs, root = storage.filesystem(output)
     folder = join(root, "report", VALIDATIONS_FOLDER)
     if not fs.exists(folder):
         return {}
@@ -78,7 +78,8 @@ class GxShardGate:
     Picklable (it holds only settings), so Beam can ship it with ``CommitShard``.
     """
 
-    def __init__(self, thresholds: GateThresholds, output: str, run_id: str = "", s3_endpoint: str = "") -> None:
+    def __init__(self, thresholds: GateThresholds, output: str, run_id: str = "",
+                 storage: Storage = DEFAULT_STORAGE) -> None:
         if not isinstance(thresholds, GateThresholds):
             raise ValueError(f"thresholds: expected GateThresholds, got {type(thresholds).__name__}")
         if not output:
@@ -86,9 +87,9 @@ class GxShardGate:
         self.thresholds = thresholds
         self.output = output
         self.run_id = run_id
-        self.s3_endpoint = s3_endpoint
+        self.storage = storage
 
     def __call__(self, spec: ShardSpec, rows: Sequence[Mapping[str, Any]]) -> GateVerdict:
         record = gate_shard(spec, rows, self.thresholds, self.run_id)
-        write_validation(record, self.output, spec.shard_id, self.s3_endpoint)
+        write_validation(record, self.output, spec.shard_id, self.storage)
         return GateVerdict(failed=tuple(record["failed"]))

@@ -38,7 +38,7 @@ from transforms.io_parquet import read_row_image
 from transforms.io_webdataset import read_member
 from transforms.manifest import read_manifests
 from transforms.records import ShardSpec
-from transforms.storage import filesystem, join, write_atomic
+from transforms.storage import DEFAULT_STORAGE, Storage, join, write_atomic
 from transforms.summary import UNREADABLE_REASONS, is_withheld, summarise, write_summary
 
 GALLERY_SIZE = 6
@@ -73,17 +73,17 @@ def _thresholds_of(validations: Mapping[str, Mapping[str, Any]]) -> GateThreshol
     return GateThresholds()
 
 
-def _read_output(uri: str, relative_path: str, s3_endpoint: str) -> bytes | None:
+def _read_output(uri: str, relative_path: str, storage: Storage) -> bytes | None:
     """A published output's bytes: a file, a tar shard's image member, or a Parquet row's image."""
     shard, _, fragment = uri.partition("#")
     try:
         if fragment and shard.endswith(".tar"):
-            return read_member(shard, relative_path, s3_endpoint)
+            return read_member(shard, relative_path, storage)
         if fragment.startswith("row=") and shard.endswith(".parquet"):
-            return read_row_image(shard, int(fragment[len("row="):]), s3_endpoint)
+            return read_row_image(shard, int(fragment[len("row="):]), storage)
         if fragment:
             return None
-        fs, path = filesystem(uri, s3_endpoint)
+        fs, path = storage.filesystem(uri)
         return bytes(fs.cat_file(path))
     except (OSError, ValueError, tarfile.TarError):
         return None
@@ -103,14 +103,14 @@ def gallery_image(data: bytes, faces: Sequence[Mapping[str, Any]]) -> bytes:
     return out.getvalue()
 
 
-def _gallery(rows: Sequence[Mapping[str, Any]], s3_endpoint: str) -> list[tuple[Mapping[str, Any], bytes]]:
+def _gallery(rows: Sequence[Mapping[str, Any]], storage: Storage) -> list[tuple[Mapping[str, Any], bytes]]:
     published = [row for row in rows if row["status"] == "published" and row.get("output_uri")]
     published.sort(key=lambda row: (-(row.get("face_count") or 0), row["shard_id"], row["shard_index"]))
     shown: list[tuple[Mapping[str, Any], bytes]] = []
     for row in published:
         if len(shown) == GALLERY_SIZE:
             break
-        data = _read_output(row["output_uri"], row.get("relative_path") or "", s3_endpoint)
+        data = _read_output(row["output_uri"], row.get("relative_path") or "", storage)
         if data is None:
             continue
         try:
@@ -253,22 +253,22 @@ figcaption{{font-size:.85em;color:#555}}</style></head>
 """
 
 
-def build_report(output: str, s3_endpoint: str = "", planned: Sequence[ShardSpec] | None = None,
+def build_report(output: str, storage: Storage = DEFAULT_STORAGE, planned: Sequence[ShardSpec] | None = None,
                  summary: Mapping[str, Any] | None = None, thresholds: GateThresholds | None = None,
                  extra_figures: Mapping[str, Any] | None = None) -> ReportResult:
     """Validate the run, render every Data Docs page and the index page; returns the verdict.
 
     Args:
         output: the run's output prefix.
-        s3_endpoint: endpoint of an S3-compatible store.
+        storage: how the output is reached (its S3 endpoint, if any).
         planned: every shard of the input (default: the shards the manifests and validations name).
         summary: the run summary already written by ``anonymize run`` (default: made and written here).
         thresholds: the gate thresholds (default: those kept with the shard validations).
         extra_figures: run-level figures of later stages (accuracy impact, recall, ...).
     """
-    manifest = read_manifests(output, s3_endpoint)
+    manifest = read_manifests(output, storage)
     rows = manifest.to_pylist()
-    validations = {k: v for k, v in read_validations(output, s3_endpoint).items() if k != RUN_VALIDATION}
+    validations = {k: v for k, v in read_validations(output, storage).items() if k != RUN_VALIDATION}
     if planned is None:
         names = sorted({row["shard_id"] for row in rows} | set(validations))
         planned = [ShardSpec(name, "", (), (), "") for name in names]
@@ -287,9 +287,9 @@ def build_report(output: str, s3_endpoint: str = "", planned: Sequence[ShardSpec
         "thresholds": thresholds.as_dict(), "figures": figures, "run_ids": summary.get("run_ids", []),
         "validated_at": datetime.datetime.now(datetime.UTC).isoformat(), "gx_result": result,
     }
-    write_validation(run_record, output, RUN_VALIDATION, s3_endpoint)
+    write_validation(run_record, output, RUN_VALIDATION, storage)
 
-    fs, root = filesystem(output, s3_endpoint)
+    fs, root = storage.filesystem(output)
     folder = join(root, "report")
     pages: list[str] = []
     for name, record in [*validations.items(), (RUN_VALIDATION, run_record)]:
@@ -319,7 +319,7 @@ def build_report(output: str, s3_endpoint: str = "", planned: Sequence[ShardSpec
                          for name, item in descriptions.items()],
     }
     gallery: list[tuple[str, Mapping[str, Any]]] = []
-    for i, (row, image) in enumerate(_gallery(rows, s3_endpoint)):
+    for i, (row, image) in enumerate(_gallery(rows, storage)):
         name = f"gallery/{i:02d}.jpg"
         write_atomic(fs, join(folder, name), image)
         gallery.append((name, row))
@@ -335,11 +335,11 @@ def build_report(output: str, s3_endpoint: str = "", planned: Sequence[ShardSpec
     safe = not failed_shards and not privacy_failed and not summary_failed
     complete = WITHHELD_EXPECTATION not in run_failed
     verdicts = make_verdicts(summary, safe, why, complete, thresholds.max_withheld_share)
-    verdicts["review"] = review_figures(output, s3_endpoint, planned_ids)  # "reviewed" only after a review
+    verdicts["review"] = review_figures(output, storage, planned_ids)  # "reviewed" only after a review
     if verdicts["review"]["reviewed"]:
         verdicts["not_measured"].insert(1, "A human review bounds the missed faces instead: "
                                         + verdicts["review"]["text"] + ".")
-    write_summary({**summary, "verdicts": verdicts}, output, s3_endpoint)
+    write_summary({**summary, "verdicts": verdicts}, output, storage)
     index = join(folder, "index.html")
     write_atomic(fs, index, render_index(summary, shards, run_view, gallery, verdicts, why, rows).encode())
     return ReportResult(passed=safe and complete, index=index, safe=safe, complete=complete, verdicts=verdicts,

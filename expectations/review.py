@@ -9,11 +9,12 @@ from typing import Any
 
 from transforms.audit import read_entries
 from transforms.review import REVIEWED, review_summary
+from transforms.storage import Storage
 
 
-def review_figures(output: str, s3_endpoint: str, shard_ids: Iterable[str]) -> dict[str, Any]:
+def review_figures(output: str, storage: Storage, shard_ids: Iterable[str]) -> dict[str, Any]:
     """The review's figures for the report and ``summary.json`` (``verdicts.review``)."""
-    return review_summary(read_entries(output, s3_endpoint), shard_ids)
+    return review_summary(read_entries(output, storage), shard_ids)
 
 
 def _percent(share: float) -> str:

@@ -2,7 +2,7 @@
 
 Every expectation carries ``meta["name"]`` (the short name that becomes a quarantine reason,
 ``gate:<name>``) and a ``description`` a steward can read in the Data Docs. Thresholds come from
-the job config (``GateThresholds.from_options``) and are recorded with every result.
+the job config (``pipelines.settings.gate_thresholds_for``) and are recorded with every result.
 
 Adding a run-level expectation (e.g. for an accuracy-impact or estimated-recall figure): put the
 figure into the ``extra`` mapping given to ``run_figures`` and register a builder with
@@ -21,9 +21,8 @@ import great_expectations.expectations as gxe
 import pandas as pd
 from great_expectations.expectations.expectation import Expectation
 
-from pipelines.options import LOW_SECURITY_METHODS
 from transforms.identity import FaceStatus
-from transforms.records import ShardSpec
+from transforms.records import LOW_SECURITY_METHODS, ShardSpec
 
 PUBLISHED_ONLY = 'status == "published"'
 # The run expectation about completeness (not privacy): failing it makes the run INCOMPLETE.
@@ -60,16 +59,6 @@ class GateThresholds:
             raise ValueError(f"reid_alpha: must be in (0, 0.5], got {self.reid_alpha!r}")
         if not 0.0 <= self.max_withheld_share <= 1.0:
             raise ValueError(f"max_withheld_share: must be in [0, 1], got {self.max_withheld_share!r}")
-
-    @classmethod
-    def from_options(cls, options: Any) -> GateThresholds:
-        """The thresholds of a job's options (``AnonymizeOptions``)."""
-        return cls(
-            allow_low_security=bool(options.allow_low_security),
-            max_quarantine_share=float(options.gate_max_quarantine_share),
-            reid_alpha=float(options.identity_reid_alpha),
-            max_withheld_share=float(options.gate_max_withheld_share),
-        )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from pipelines.config import config_sha256, job_settings
 from pipelines.options import LEGAL_BASES, SPECIAL_CATEGORY_CONDITIONS, AnonymizeOptions
+from pipelines.settings import storage_for
 from transforms.audit import append_entry, code_version
 from transforms.exclusions import Exclusions
 from transforms.identity import MODEL_NAME as IDENTITY_MODEL
@@ -97,7 +98,7 @@ def record_run_started(options: AnonymizeOptions, run_id: str, detectors: Mappin
     """Append the ``run_started`` entry: the record of processing, before any work."""
     payload = processing_record(options, run_id, detectors, exclusions) | {
         "shards_planned": shards_planned, "shards_skipped_as_committed": shards_skipped}
-    return append_entry(options.output, "run_started", payload, options.s3_endpoint, options.operator)
+    return append_entry(options.output, "run_started", payload, storage_for(options), options.operator)
 
 
 def record_run_finished(options: AnonymizeOptions, run_id: str, detectors: Mapping[str, Any],
@@ -108,4 +109,4 @@ def record_run_finished(options: AnonymizeOptions, run_id: str, detectors: Mappi
     payload = processing_record(options, run_id, detectors, exclusions) | {
         "finished_at": now.isoformat(), "retention_until": retention_until(options.retention_days, now),
         "counts": run_counts(manifest, run_id), "checks_passed": passed, "error": error or None}
-    return append_entry(options.output, "run", payload, options.s3_endpoint, options.operator)
+    return append_entry(options.output, "run", payload, storage_for(options), options.operator)

@@ -17,17 +17,17 @@ from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from expectations.gate import GxShardGate
-from expectations.suites import GateThresholds
 from pipelines.config import config_sha256
-from pipelines.options import (
-    AnonymizeOptions,
-    parse_detector_extra,
-    parse_redact,
-    parse_rgb,
-    parse_scales,
-    parse_thresholds,
-)
+from pipelines.options import AnonymizeOptions
 from pipelines.runners import torch_threads_for
+from pipelines.settings import (
+    exclusions_for,
+    gate_thresholds_for,
+    input_shards,
+    parse_settings,
+    replacement_policy_for,
+    storage_for,
+)
 from transforms.accuracy import ReferenceClassifierHandler, ReferenceSampling, ReferenceSpec, sample_cutoff, sample_key
 from transforms.commit import CommitShard, ShardResult, planned_outputs, withdraw_shard
 from transforms.decode import DecodeAndNormalise
@@ -56,9 +56,9 @@ from transforms.lease import OutputLease
 from transforms.locations import check_no_overlap, check_output_writable
 from transforms.manifest import RunInfo, changed_shards, committed_shards, read_shard_rows
 from transforms.observability import MeterDetections, MeterRead, MeterVerified
-from transforms.records import ERASED, TEXT, ShardSpec
-from transforms.replacement import ReplaceFaces, ReplacementPolicy
-from transforms.shards import plan_shards, read_shard
+from transforms.records import ERASED, ShardSpec
+from transforms.replacement import ReplaceFaces
+from transforms.shards import read_shard
 from transforms.staging import StageOutput, remove_staging
 from transforms.verification import SECOND_PASS, VerifyOutput
 
@@ -91,7 +91,7 @@ def detector_stack_for(options: AnonymizeOptions) -> DetectorStack:
     subset of the detect one and may reuse its faces on unchanged pixels."""
     detect = _detector_factory(options, options.centerface_low_light_scale)
     verify = _detector_factory(options, 0.0)
-    if "text" in parse_redact(options.redact):
+    if parse_settings(options).text:
         # Text regions are detected, replaced and searched for on the outputs like faces.
         text = Factory(TextDetector, TextSettings(min_height=options.text_min_height,
                                                   min_aspect=options.text_min_aspect,
@@ -105,7 +105,8 @@ def _detector_factory(options: AnonymizeOptions, low_light_scale: float) -> Dete
     """The main detector the options ask for (none: the extras alone), unioned with the extras
     (CenterFace with ``low_light_scale``)."""
     threads = torch_threads_for(options, options.torch_threads)
-    thresholds = parse_thresholds(options.detector_thresholds, "detector_thresholds")
+    parsed = parse_settings(options)
+    thresholds = parsed.detector_thresholds
     main: DetectorFactory | None
     if options.detector == "none":
         main = None
@@ -117,7 +118,7 @@ def _detector_factory(options: AnonymizeOptions, low_light_scale: float) -> Dete
         main = Factory(MtcnnDetector, MtcnnSettings(
             min_face_size=options.detector_min_face_size, thresholds=thresholds,
             device=options.detector_device, torch_threads=threads))
-    extra = parse_detector_extra(options.detector_extra, "detector_extra")
+    extra = parsed.detector_extra
     if not extra and main is not None:
         return main
     extras: list[DetectorFactory] = []
@@ -127,8 +128,7 @@ def _detector_factory(options: AnonymizeOptions, low_light_scale: float) -> Dete
                                   HaarSettings(min_face_size=max(options.detector_min_face_size, 20))))
         elif name == "retinaface":
             extras.append(Factory(RetinaFaceDetector, RetinaFaceSettings(
-                threshold=options.retinaface_threshold, scales=parse_scales(options.retinaface_scales,
-                                                                            "retinaface_scales"),
+                threshold=options.retinaface_threshold, scales=parsed.retinaface_scales,
                 torch_threads=threads, device=options.detector_device)))
         elif name == "yunet":
             extras.append(Factory(YuNetDetector, YuNetSettings()))
@@ -163,27 +163,6 @@ def reference_run_config(options: AnonymizeOptions) -> dict[str, Any] | None:
             "min_top1_agreement": options.gate_min_top1_agreement}
 
 
-def replacement_policy_for(options: AnonymizeOptions) -> ReplacementPolicy:
-    return ReplacementPolicy(
-        method=options.method,
-        box_margin=options.box_margin,
-        blur_sigma_factor=options.blur_sigma_factor,
-        solid_color=parse_rgb(options.solid_color, "solid_color"),
-        pixelate_blocks=options.pixelate_blocks,
-        score_threshold=options.detector_score_threshold,
-        self_thresholded_detectors=parse_detector_extra(options.detector_extra, "detector_extra")
-        + ((TEXT,) if "text" in parse_redact(options.redact) else ()),
-        synthetic_generator=options.synthetic_generator,
-        synthetic_generator_size=options.synthetic_generator_size,
-        synthetic_seed=options.synthetic_seed,
-        synthetic_attempts=options.synthetic_attempts,
-        synthetic_soften=options.synthetic_soften,
-        synthetic_target_distance=options.synthetic_target_distance,
-        synthetic_min_face_size=options.synthetic_min_face_size,
-        synthetic_min_score=options.synthetic_min_score,
-    )
-
-
 def plan_job(options: AnonymizeOptions, detectors: DetectorStack | None = None,
              run_id: str | None = None) -> JobPlan:
     """List the input shards and skip those already committed in the output (resume); the run
@@ -193,14 +172,15 @@ def plan_job(options: AnonymizeOptions, detectors: DetectorStack | None = None,
         ValueError: the input and output overlap (naming both), an output location cannot be
             written (naming it), or the input is unusable.
     """
-    check_no_overlap(options.input, options.output, options.s3_endpoint)
-    check_output_writable(options.output, options.s3_endpoint)
+    storage = storage_for(options)
+    check_no_overlap(options.input, options.output, storage)
+    check_output_writable(options.output, storage)
     if detectors is None:
         detectors = detector_stack_for(options)
-    shards = plan_shards(options)
-    changed = changed_shards(shards, options.output, options.s3_endpoint)
+    shards = input_shards(options, storage)
+    changed = changed_shards(shards, options.output, storage)
     check_redoable(options, shards, changed)
-    done = committed_shards(options.output, options.s3_endpoint) - set(changed)
+    done = committed_shards(options.output, storage) - set(changed)
     todo = tuple(s for s in shards if s.shard_id not in done)
     skipped = tuple(s for s in shards if s.shard_id in done)
     run_info = RunInfo(
@@ -209,7 +189,7 @@ def plan_job(options: AnonymizeOptions, detectors: DetectorStack | None = None,
         detector=detectors.detect.info(),
         verify_detector=detectors.verify.info(),
     )
-    return JobPlan(run_info.run_id, todo, skipped, run_info, Exclusions.from_options(options), changed)
+    return JobPlan(run_info.run_id, todo, skipped, run_info, exclusions_for(options, storage), changed)
 
 
 def check_redoable(options: AnonymizeOptions, shards: Sequence[ShardSpec], changed: Mapping[str, str]) -> None:
@@ -223,7 +203,7 @@ def check_redoable(options: AnonymizeOptions, shards: Sequence[ShardSpec], chang
     refused = [f"{shard_id} {why}" for shard_id, why in changed.items() if shard_id not in planned]
     refused += [f"{shard_id} {why}, and holds erased records" for shard_id, why in changed.items()
                 if shard_id in planned and any(row["status"] == ERASED for row in read_shard_rows(
-                    options.output, shard_id, options.s3_endpoint))]
+                    options.output, shard_id, storage_for(options)))]
     if refused:
         raise InputChangedError(
             f"input: changed since {options.output} was written: committed shard {'; '.join(refused)}. "
@@ -238,7 +218,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
     reuses the detect stage's faces on outputs with the very pixels it searched only when
     ``detectors.verify_is_detect_subset``: on the same pixels it can then only find a subset of them.
     """
-    endpoint = options.s3_endpoint
+    storage = storage_for(options)
     max_pixels = options.max_image_pixels
     share = options.detector_share_across_processes
     detect = FaceDetectionHandler(detectors.detect, options.detector_batch_size, max_pixels,
@@ -254,7 +234,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
         pipeline
         | "ListShards" >> beam.Create(list(plan.shards))
         | "SpreadShards" >> beam.Reshuffle()
-        | "ReadShards" >> beam.FlatMap(read_shard, endpoint)
+        | "ReadShards" >> beam.FlatMap(read_shard, storage)
         | "MeterRead" >> beam.ParDo(MeterRead())
     )
     read_counts = (
@@ -272,7 +252,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
         if reference is not None else None
     replace_args = (replacement_policy_for(options), max_pixels, options.jpeg_quality, sampling)
     replace_kwargs: dict[str, Any] = dict(
-        identity_check=options.identity_check, identity_threshold=options.identity_threshold, s3_endpoint=endpoint,
+        identity_check=options.identity_check, identity_threshold=options.identity_threshold, storage=storage,
         escalate=options.identity_escalation, identity_device=options.detector_device,
         keep_unchanged_jpeg=options.keep_unchanged_jpeg, identity_min_face_size=options.identity_min_face_size)
     # The first pass keeps each source for a second one: faces verification finds on an output
@@ -316,7 +296,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
     processed = (
         verified
         | "MeterVerified" >> beam.ParDo(MeterVerified())
-        | "Stage" >> beam.ParDo(StageOutput(options.output, plan.run_id, endpoint))
+        | "Stage" >> beam.ParDo(StageOutput(options.output, plan.run_id, storage))
     )
     processed = (
         (processed, excluded)
@@ -327,8 +307,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
         {"records": processed, "read_count": read_counts}
         | "GroupShard" >> beam.CoGroupByKey()
         | "Commit" >> beam.ParDo(CommitShard(
-            {s.shard_id: s for s in plan.shards}, options.output, plan.run_info, endpoint,
-            gate=GxShardGate(GateThresholds.from_options(options), options.output, plan.run_id, endpoint)))
+            {s.shard_id: s for s in plan.shards}, options.output, plan.run_info, storage,
+            gate=GxShardGate(gate_thresholds_for(options), options.output, plan.run_id, storage)))
     )
 
 
@@ -376,24 +356,25 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         plan = plan_job(options, detectors)
     LOG.info("run %s: %d shards to process, %d already committed", plan.run_id,
              len(plan.shards), len(plan.skipped))
+    storage = storage_for(options)
     own_lease = lease is None
     if lease is None:
-        lease = OutputLease(options.output, options.s3_endpoint, plan.run_id, options.lease_seconds)
+        lease = OutputLease(options.output, storage, plan.run_id, options.lease_seconds)
         lease.acquire()
     try:
         # Under the lease no other run is live: what earlier runs left is a killed run's.
-        remove_staging(options.output, options.s3_endpoint)
+        remove_staging(options.output, storage)
         if not plan.shards:
             return None, plan
-        keep = planned_outputs(options.output, plan.shards + plan.skipped, options.s3_endpoint)
+        keep = planned_outputs(options.output, plan.shards + plan.skipped, storage)
         for shard_id, why in plan.changed.items():
             LOG.warning("shard %s %s: its commit is withdrawn and it is redone", shard_id, why)
-            withdraw_shard(options.output, shard_id, keep, options.s3_endpoint)
+            withdraw_shard(options.output, shard_id, keep, storage)
         pipeline = test_pipeline or beam.Pipeline(options=options)
         build_pipeline(pipeline, options, plan, detectors)
         result = pipeline.run()
         result.wait_until_finish()
-        remove_staging(options.output, options.s3_endpoint, plan.run_id)  # this run's own staging only
+        remove_staging(options.output, storage, plan.run_id)  # this run's own staging only
     finally:
         if own_lease:
             lease.release()

@@ -7,25 +7,27 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from expectations.report import ReportResult, build_report
-from expectations.suites import WITHHELD_EXPECTATION, GateThresholds
+from expectations.suites import WITHHELD_EXPECTATION
 from expectations.verdict import verdict_lines
 from pipelines.accountability import record_run_finished, record_run_started, recorded_settings
 from pipelines.anonymize import JobPlan, detector_stack_for, plan_job, reference_run_config, run
-from pipelines.config import ConfigError, build_options
+from pipelines.config import build_options
 from pipelines.dpia import write_dpia
 from pipelines.erase import erase, parse_request_file, purge
 from pipelines.options import AnonymizeOptions
 from pipelines.progress import ProgressBar
+from pipelines.settings import gate_thresholds_for, storage_for
 from transforms.audit import verify_chain
 from transforms.detection import DetectorStack
 from transforms.exclusions import read_identifier_file
 from transforms.lease import LeaseHeldError, OutputLease
 from transforms.manifest import read_manifests
 from transforms.observability import format_metrics, metrics_summary
+from transforms.storage import DEFAULT_STORAGE, Storage
 from transforms.summary import summarise, write_summary
 
 
@@ -80,9 +82,24 @@ def _add_accountability_commands(commands: Any) -> None:
         cmd.add_argument("--operator", default="", help="who runs this (default: the operating-system user)")
 
 
-def cmd_audit_verify(output: str, s3_endpoint: str = "") -> int:
+T = TypeVar("T")
+# What a command reports as bad input, exit status 2: a missing or unreadable file or location, a
+# bad value (config errors included), an output in use by another run.
+BAD_INPUT = (FileNotFoundError, PermissionError, ValueError, LeaseHeldError)
+
+
+def _attempt(label: str, action: Callable[[], T]) -> T | None:
+    """``action()``; on bad input, None after printing ``anonymize: <label>: <error>``."""
+    try:
+        return action()
+    except BAD_INPUT as error:
+        print(f"anonymize: {label}: {error}", file=sys.stderr)
+        return None
+
+
+def cmd_audit_verify(output: str, storage: Storage = DEFAULT_STORAGE) -> int:
     """0 when the audit log's hash chain is intact; 1, naming each broken entry, when not."""
-    chain = verify_chain(output, s3_endpoint)
+    chain = verify_chain(output, storage)
     if not chain.entries:
         print(f"anonymize: no audit log at {output}/audit", file=sys.stderr)
         return 1
@@ -93,18 +110,16 @@ def cmd_audit_verify(output: str, s3_endpoint: str = "") -> int:
     return 0 if chain.ok else 1
 
 
-def cmd_erase(output: str, sources: Sequence[str], subjects: Sequence[str], from_file: str, s3_endpoint: str,
+def cmd_erase(output: str, sources: Sequence[str], subjects: Sequence[str], from_file: str, storage: Storage,
               operator: str) -> int:
     """Erase, verify and log; 0 when nothing of the request remains, 1 when something does, 2 on bad input."""
-    try:
-        sources, subjects = list(sources), list(subjects)
-        if from_file:
-            more_sources, more_subjects = parse_request_file(read_identifier_file(from_file, s3_endpoint))
-            sources += more_sources
-            subjects += more_subjects
-        result = erase(output, sources, subjects, s3_endpoint, operator)
-    except (FileNotFoundError, PermissionError, ValueError, LeaseHeldError) as error:
-        print(f"anonymize: erase: {error}", file=sys.stderr)
+    def request() -> Any:
+        more_sources, more_subjects = parse_request_file(read_identifier_file(from_file, storage)) \
+            if from_file else ([], [])
+        return erase(output, [*sources, *more_sources], [*subjects, *more_subjects], storage, operator)
+
+    result = _attempt("erase", request)
+    if result is None:
         return 2
     for problem in result.problems:
         print(f"anonymize: erase: {problem}", file=sys.stderr)
@@ -114,12 +129,10 @@ def cmd_erase(output: str, sources: Sequence[str], subjects: Sequence[str], from
     return 0 if result.verified else 1
 
 
-def cmd_purge(output: str, older_than: float | None, s3_endpoint: str, operator: str) -> int:
+def cmd_purge(output: str, older_than: float | None, storage: Storage, operator: str) -> int:
     """Remove expired runs' shards and report what went."""
-    try:
-        report = purge(output, s3_endpoint, older_than, operator)
-    except (FileNotFoundError, PermissionError, ValueError, LeaseHeldError) as error:
-        print(f"anonymize: purge: {error}", file=sys.stderr)
+    report = _attempt("purge", lambda: purge(output, storage, older_than, operator))
+    if report is None:
         return 2
     for run_id, why in report["runs_due"].items():
         print(f"run {run_id}: {why}")
@@ -129,12 +142,10 @@ def cmd_purge(output: str, older_than: float | None, s3_endpoint: str, operator:
     return 0
 
 
-def cmd_dpia(output: str, s3_endpoint: str) -> int:
+def cmd_dpia(output: str, storage: Storage) -> int:
     """Write the DPIA material of an output."""
-    try:
-        document = write_dpia(output, s3_endpoint)
-    except (FileNotFoundError, PermissionError, ValueError) as error:
-        print(f"anonymize: dpia: {error}", file=sys.stderr)
+    document = _attempt("dpia", lambda: write_dpia(output, storage))
+    if document is None:
         return 2
     print(f"DPIA material: {document.markdown} and {document.html}")
     return 0
@@ -142,27 +153,28 @@ def cmd_dpia(output: str, s3_endpoint: str) -> int:
 
 def cmd_run(conf: Sequence[str], overrides: Sequence[str], beam_argv: Sequence[str]) -> int:
     """Validate the config, run the job, check the invariants and write the run summary."""
-    try:
+    def prepare() -> tuple[AnonymizeOptions, DetectorStack, JobPlan, dict[str, Any] | None]:
         options, _ = build_options(conf, overrides, beam_argv)
         stack = detector_stack_for(options)  # the detect and verify detectors, decided once
         plan = plan_job(options, stack)  # fails early on a bad input
-        reference = reference_run_config(options)  # fails early on missing reference weights
-    except (ConfigError, FileNotFoundError, PermissionError, ValueError) as error:
-        print(f"anonymize: config error: {error}", file=sys.stderr)
+        return options, stack, plan, reference_run_config(options)  # fails early on missing reference weights
+
+    prepared = _attempt("config error", prepare)
+    if prepared is None:
         return 2
-    lease = OutputLease(options.output, options.s3_endpoint, plan.run_id, options.lease_seconds)
+    options, stack, plan, reference = prepared
+    lease = OutputLease(options.output, storage_for(options), plan.run_id, options.lease_seconds)
     try:
         lease.acquire()
     except LeaseHeldError as error:
         print(f"anonymize: {error}", file=sys.stderr)
         return 2
     try:
-        try:  # planned again under the lease: another run may have committed shards meanwhile
-            plan = plan_job(options, stack, run_id=plan.run_id)
-        except (FileNotFoundError, PermissionError, ValueError) as error:
-            print(f"anonymize: config error: {error}", file=sys.stderr)
+        # Planned again under the lease: another run may have committed shards meanwhile.
+        again = _attempt("config error", lambda: plan_job(options, stack, run_id=plan.run_id))
+        if again is None:
             return 2
-        return _run_leased(options, stack, plan, reference, lease)
+        return _run_leased(options, stack, again, reference, lease)
     finally:
         lease.release()
 
@@ -173,17 +185,18 @@ def _run_leased(options: AnonymizeOptions, stack: DetectorStack, plan: JobPlan, 
     detectors = stack.info()
     record_run_started(options, plan.run_id, detectors, plan.exclusions, len(plan.shards) + len(plan.skipped),
                        len(plan.skipped))
+    storage = storage_for(options)
     started = time.monotonic()
     try:
-        with ProgressBar(options.output, options.s3_endpoint, plan.run_id, len(plan.shards) + len(plan.skipped),
+        with ProgressBar(options.output, storage, plan.run_id, len(plan.shards) + len(plan.skipped),
                          len(plan.skipped)):
             result, _ = run(options=options, plan=plan, detectors=stack, lease=lease)
     except Exception as error:
         record_run_finished(options, plan.run_id, detectors, plan.exclusions,
-                            read_manifests(options.output, options.s3_endpoint), None, type(error).__name__)
+                            read_manifests(options.output, storage), None, type(error).__name__)
         raise
     elapsed = time.monotonic() - started
-    manifest = read_manifests(options.output, options.s3_endpoint)
+    manifest = read_manifests(options.output, storage)
     summary = summarise(manifest, plan.shards + plan.skipped, reference)
     summary["settings"] = recorded_settings(options)  # exclusion identifiers are not written down
     summary["detector"] = dict(plan.run_info.detector)
@@ -191,15 +204,15 @@ def _run_leased(options: AnonymizeOptions, stack: DetectorStack, plan: JobPlan, 
     summary["wall_seconds"] = round(elapsed, 2)
     summary["shards_skipped_as_committed"] = len(plan.skipped)
     summary["metrics"] = metrics_summary(result) if result is not None else {}
-    folder = write_summary(summary, options.output, options.s3_endpoint)
+    folder = write_summary(summary, options.output, storage)
     print(f"run {plan.run_id}: {summary['inputs']} records, {summary['published']} published, "
           f"{summary['quarantined']} quarantined in {elapsed:.1f} s")
     for line in format_metrics(summary["metrics"]) if result is not None else []:
         print(line)
     print("published outputs: " + ("; ".join(f"{count} {kind}" for kind, count in summary["published_outputs"].items())
                                    or "none"))
-    report = build_report(options.output, options.s3_endpoint, plan.shards + plan.skipped, summary,
-                          GateThresholds.from_options(options))
+    report = build_report(options.output, storage, plan.shards + plan.skipped, summary,
+                          gate_thresholds_for(options))
     print(f"outputs: {options.output}/data  manifest: {options.output}/manifest  "
           f"report: {report.index} (summary: {folder}/summary.html)")
     entry = record_run_finished(options, plan.run_id, detectors, plan.exclusions, manifest,
@@ -231,12 +244,10 @@ def _report_status(report: ReportResult) -> int:
     return 0 if report.passed else 1
 
 
-def cmd_report(output: str, s3_endpoint: str = "") -> int:
+def cmd_report(output: str, storage: Storage = DEFAULT_STORAGE) -> int:
     """Rebuild ``<output>/report/`` from the run's manifests and kept validation results."""
-    try:
-        report = build_report(output, s3_endpoint)
-    except (FileNotFoundError, PermissionError, ValueError) as error:
-        print(f"anonymize: cannot build the report of {output}: {error}", file=sys.stderr)
+    report = _attempt(f"cannot build the report of {output}", lambda: build_report(output, storage))
+    if report is None:
         return 2
     print(f"report: {report.index} ({'PASSED' if report.passed else 'FAILED'})")
     for line in verdict_lines(report.verdicts):
@@ -248,11 +259,11 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def cmd_review(args: argparse.Namespace) -> int:
+def cmd_review(args: argparse.Namespace, storage: Storage) -> int:
     """Open (or resume) a review sample and serve its page until interrupted; then rebuild the report."""
     from pipelines.review import ReviewServer, ReviewSession
 
-    session = ReviewSession(args.output, args.s3_endpoint, allow_originals=args.allow_originals)
+    session = ReviewSession(args.output, storage, allow_originals=args.allow_originals)
     try:
         record = session.open(args.seed, args.confidence, args.margin, args.new_sample, args.operator)
         server = ReviewServer(session, args.port)
@@ -287,19 +298,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, rest = _parser().parse_known_args(argv)
     if args.command == "run":
         return cmd_run(args.conf, args.set, rest)
+    storage = Storage(args.s3_endpoint)  # the other commands' --s3-endpoint
     if args.command == "report":
-        return cmd_report(args.output, args.s3_endpoint)
+        return cmd_report(args.output, storage)
     if args.command == "audit":
-        return cmd_audit_verify(args.output, args.s3_endpoint)
+        return cmd_audit_verify(args.output, storage)
     if args.command == "erase":
-        return cmd_erase(args.output, args.source_uri, args.subject_id, args.from_file, args.s3_endpoint,
+        return cmd_erase(args.output, args.source_uri, args.subject_id, args.from_file, storage,
                          args.operator)
     if args.command == "purge":
-        return cmd_purge(args.output, args.older_than, args.s3_endpoint, args.operator)
+        return cmd_purge(args.output, args.older_than, storage, args.operator)
     if args.command == "dpia":
-        return cmd_dpia(args.output, args.s3_endpoint)
+        return cmd_dpia(args.output, storage)
     if args.command == "review":
-        return cmd_review(args)
+        return cmd_review(args, storage)
     return 2
 
 

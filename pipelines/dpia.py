@@ -18,7 +18,7 @@ from typing import Any
 
 from transforms.audit import read_entries, verify_chain
 from transforms.manifest import read_manifests
-from transforms.storage import filesystem, join, write_atomic
+from transforms.storage import DEFAULT_STORAGE, Storage, join, write_atomic
 from transforms.summary import STATUS_WORDS, summarise
 
 BLANK = "TO BE COMPLETED BY THE CONTROLLER"
@@ -46,12 +46,12 @@ def _pairs(mapping: Mapping[str, Any], head: tuple[str, str] = ("", "")) -> tupl
     return ("table", rows)
 
 
-def _summary(output: str, s3_endpoint: str) -> dict[str, Any]:
-    fs, root = filesystem(output, s3_endpoint)
+def _summary(output: str, storage: Storage) -> dict[str, Any]:
+    fs, root = storage.filesystem(output)
     path = join(root, "report", "summary.json")
     if fs.exists(path):
         return dict(json.loads(bytes(fs.cat_file(path))))
-    return summarise(read_manifests(output, s3_endpoint), [])
+    return summarise(read_manifests(output, storage), [])
 
 
 def _identity_rows(identity: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
@@ -84,14 +84,14 @@ def _verdict_blocks(verdicts: Mapping[str, Any]) -> list[Block]:
                       *(f"Not measured: {line}" for line in verdicts.get("not_measured") or [])])]
 
 
-def build_sections(output: str, s3_endpoint: str = "") -> tuple[str, list[tuple[str, list[Block]]]]:
+def build_sections(output: str, storage: Storage = DEFAULT_STORAGE) -> tuple[str, list[tuple[str, list[Block]]]]:
     """The title and sections of the document, every figure read from the output."""
-    entries = read_entries(output, s3_endpoint)
+    entries = read_entries(output, storage)
     runs = [e for e in entries if e.get("kind") == "run"]
     record = (runs or [e for e in entries if e.get("kind") == "run_started"] or [{}])[-1]
-    summary = _summary(output, s3_endpoint)
-    rows = read_manifests(output, s3_endpoint).to_pylist()
-    chain = verify_chain(output, s3_endpoint)
+    summary = _summary(output, storage)
+    rows = read_manifests(output, storage).to_pylist()
+    chain = verify_chain(output, storage)
     metadata = collections.Counter(name for r in rows for name in (r.get("metadata_removed") or []))
     residual_published = sum(int(r.get("residual_faces") or 0) for r in rows if r["status"] == "published")
     verify_quarantined = collections.Counter(
@@ -246,10 +246,10 @@ def to_html(title: str, sections: Sequence[tuple[str, Sequence[Block]]]) -> str:
             + "".join(parts) + "</body></html>\n")
 
 
-def write_dpia(output: str, s3_endpoint: str = "") -> DpiaDocument:
+def write_dpia(output: str, storage: Storage = DEFAULT_STORAGE) -> DpiaDocument:
     """Write ``report/dpia.md`` and ``report/dpia.html``; returns their paths."""
-    title, sections = build_sections(output, s3_endpoint)
-    fs, root = filesystem(output, s3_endpoint)
+    title, sections = build_sections(output, storage)
+    fs, root = storage.filesystem(output)
     markdown, page = join(root, "report", "dpia.md"), join(root, "report", "dpia.html")
     write_atomic(fs, markdown, to_markdown(title, sections).encode())
     write_atomic(fs, page, to_html(title, sections).encode())

@@ -12,6 +12,9 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from transforms.identity import MATCH_THRESHOLD
+from transforms.records import LOW_SECURITY_METHODS, REPLACEMENT_METHODS
+
 
 @dataclass(frozen=True)
 class OptionSpec:
@@ -26,8 +29,6 @@ class OptionSpec:
     maximum: float | None = None
 
 
-REPLACEMENT_METHODS = ("gaussian", "solid", "pixelate", "synthetic")
-LOW_SECURITY_METHODS = frozenset({"pixelate"})
 INPUT_FORMATS = ("auto", "images", "webdataset", "parquet")
 # Article 6(1)(a)-(f) and Article 9(2)(a)-(j), in order.
 LEGAL_BASES = ("consent", "contract", "legal_obligation", "vital_interests", "public_task", "legitimate_interests")
@@ -116,7 +117,7 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
                minimum=0),
     OptionSpec("synthetic_target_distance", float, 0.8,
                "Identity distance a synthetic face should exceed before no other seed is tried.",
-               minimum=0.6, maximum=2.0),
+               minimum=MATCH_THRESHOLD, maximum=2.0),
     OptionSpec("synthetic_soften", float, 0.03,
                "Blur of the generated face, sigma as a share of the face diagonal (0: off).",
                minimum=0.0, maximum=0.05),
@@ -125,7 +126,7 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
                "Measure each replaced face's identity distance to its original (needs the identity extra)."),
     OptionSpec("identity_threshold", float, 0.6,
                "A replaced face closer than this to its original, and closer to it than to any other original "
-               "or impostor, is 'matched'.", minimum=0.6, maximum=2.0),
+               "or impostor, is 'matched'.", minimum=MATCH_THRESHOLD, maximum=2.0),
     OptionSpec("identity_min_face_size", int, 40,
                "Faces whose shorter side is under this (px) are 'unmeasurable_small': not measured, protected "
                "by the policy's strength (the embedding reads nothing reliable under ~40 px).",
@@ -328,9 +329,10 @@ def validate(options: AnonymizeOptions) -> None:
             raise ValueError(f"{spec.name}: must be >= {spec.minimum}, got {value!r}")
         if spec.maximum is not None and value > spec.maximum:
             raise ValueError(f"{spec.name}: must be <= {spec.maximum}, got {value!r}")
-    parse_rgb(options.solid_color, "solid_color")
-    parse_thresholds(options.detector_thresholds, "detector_thresholds")
-    extra = parse_detector_extra(options.detector_extra, "detector_extra")
+    from pipelines.settings import parse_settings, storage_for
+
+    parsed = parse_settings(options)  # every option string, parsed where the stages' values are built
+    extra = parsed.detector_extra
     if options.detector == "none" and not extra:
         raise ValueError("detector: none needs at least one detector in detector_extra")
     if "centerface" in extra:
@@ -338,7 +340,6 @@ def validate(options: AnonymizeOptions) -> None:
 
         if not centerface_available():
             raise ValueError(NOT_INSTALLED)
-    parse_scales(options.retinaface_scales, "retinaface_scales")
     if "retinaface" in extra:
         from transforms.detection.retinaface import NOT_INSTALLED as NO_RETINAFACE
         from transforms.detection.retinaface import retinaface_available
@@ -351,7 +352,7 @@ def validate(options: AnonymizeOptions) -> None:
 
         if not yunet_available():
             raise ValueError(NO_YUNET)
-    if "text" in parse_redact(options.redact):
+    if parsed.text:
         from transforms.detection.text import NOT_INSTALLED as TEXT_NOT_INSTALLED
         from transforms.detection.text import text_available, text_info
 
@@ -372,7 +373,7 @@ def validate(options: AnonymizeOptions) -> None:
     if options.method == "synthetic" and options.synthetic_generator:
         from transforms.synthesis import load_generator
 
-        load_generator(options.synthetic_generator, options.synthetic_generator_size, options.s3_endpoint)
+        load_generator(options.synthetic_generator, options.synthetic_generator_size, storage_for(options))
     if options.method in LOW_SECURITY_METHODS and not options.allow_low_security:
         raise ValueError(
             f"method: {options.method!r} is reversible (low security); "

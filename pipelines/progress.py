@@ -15,18 +15,18 @@ from tqdm import tqdm
 
 from transforms.manifest import committed_shards
 from transforms.staging import STAGING_FOLDER
-from transforms.storage import filesystem, join
+from transforms.storage import Storage, join
 
 
 class ProgressBar:
     """A context manager that polls the output every ``interval`` seconds and draws a bar."""
 
-    def __init__(self, output: str, s3_endpoint: str, run_id: str, total_shards: int,
+    def __init__(self, output: str, storage: Storage, run_id: str, total_shards: int,
                  already_committed: int, interval: float = 1.0, enabled: bool | None = None) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be > 0, got {interval}")
         self._output = output
-        self._endpoint = s3_endpoint
+        self._storage = storage
         self._run_id = run_id
         self._baseline = already_committed
         self._interval = interval
@@ -39,8 +39,8 @@ class ProgressBar:
         self._images = 0
 
     def _poll(self) -> None:
-        committed = len(committed_shards(self._output, self._endpoint))
-        fs, root = filesystem(self._output, self._endpoint)
+        committed = len(committed_shards(self._output, self._storage))
+        fs, root = self._storage.filesystem(self._output)
         staged = join(root, STAGING_FOLDER, self._run_id)
         try:
             self._images = max(self._images, len(fs.find(staged)) if fs.exists(staged) else 0)

@@ -61,7 +61,7 @@ from transforms.review import (
     review_summary,
     sample_size,
 )
-from transforms.storage import filesystem
+from transforms.storage import DEFAULT_STORAGE, Storage
 from transforms.summary import LOW_DETECTION_SCORE
 
 SHOWN_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
@@ -72,16 +72,16 @@ class ReviewError(ValueError):
     """A request the review cannot take (unknown record, no reviewer name, a withdrawn image...)."""
 
 
-def read_image_bytes(uri: str, member: str, s3_endpoint: str = "") -> bytes | None:
+def read_image_bytes(uri: str, member: str, storage: Storage = DEFAULT_STORAGE) -> bytes | None:
     """An image's bytes: a file, a tar shard's member, or a Parquet row's image; None if absent."""
     shard, _, fragment = uri.partition("#")
     if fragment.startswith("row=") and shard.endswith(".parquet"):
-        return read_row_image(shard, int(fragment[len("row="):]), s3_endpoint)
+        return read_row_image(shard, int(fragment[len("row="):]), storage)
     if fragment and shard.endswith(".tar"):
-        return read_member(shard, member, s3_endpoint)
+        return read_member(shard, member, storage)
     if fragment:
         return None
-    fs, path = filesystem(uri, s3_endpoint)
+    fs, path = storage.filesystem(uri)
     return bytes(fs.cat_file(path)) if fs.exists(path) else None
 
 
@@ -114,7 +114,7 @@ def quarantined_row(row: Mapping[str, Any]) -> dict[str, Any]:
                         "output_sha256": None}
 
 
-def quarantine_record(output: str, row: Mapping[str, Any], review_id: str, s3_endpoint: str = "",
+def quarantine_record(output: str, row: Mapping[str, Any], review_id: str, storage: Storage = DEFAULT_STORAGE,
                       rebuild_report: bool = True) -> dict[str, Any]:
     """Withdraw one published record through the erasure machinery and verify it is gone; then
     (``rebuild_report``) remove the report's gallery, which may show it, and rebuild the report.
@@ -123,16 +123,16 @@ def quarantine_record(output: str, row: Mapping[str, Any], review_id: str, s3_en
         What changed (``data_rewritten``, ``files_removed``) and ``problems`` (empty when verified).
     """
     request = ErasureRequest(frozenset({str(row["source_uri"])}))
-    image_column = image_column_of(output, s3_endpoint)
+    image_column = image_column_of(output, storage)
     shard_id = str(row["shard_id"])
     try:
-        done = erase_shard(output, shard_id, request, review_id, s3_endpoint, image_column, mark=quarantined_row)
+        done = erase_shard(output, shard_id, request, review_id, storage, image_column, mark=quarantined_row)
     except ErasureError as error:
         return {"shard_id": shard_id, "quarantined": False, "problems": [str(error)]}
-    problems = verify_shard(output, shard_id, request, s3_endpoint, image_column,
+    problems = verify_shard(output, shard_id, request, storage, image_column,
                             frozenset(done.erased_output_sha256), removed_status=QUARANTINED)
     if rebuild_report:
-        _rebuild_report(output, s3_endpoint)
+        _rebuild_report(output, storage)
     return {"shard_id": shard_id, "quarantined": done.erased == 1 and not problems,
             "data_rewritten": done.data_rewritten, "files_removed": done.files_removed, "problems": problems}
 
@@ -142,7 +142,7 @@ class ReviewSession:
     """One review server's state: the output, its sample, the queues, and the recording."""
 
     output: str
-    s3_endpoint: str = ""
+    storage: Storage = DEFAULT_STORAGE
     allow_originals: bool = False
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     record: ReviewRecord | None = None
@@ -151,7 +151,7 @@ class ReviewSession:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _load(self) -> None:
-        self.rows = {row["record_id"]: row for row in read_manifests(self.output, self.s3_endpoint).to_pylist()}
+        self.rows = {row["record_id"]: row for row in read_manifests(self.output, self.storage).to_pylist()}
 
     def open(self, seed: int | None = None, confidence: float = DEFAULT_CONFIDENCE, margin: float = DEFAULT_MARGIN,
              new_sample: bool = False, operator: str = "") -> ReviewRecord:
@@ -165,7 +165,7 @@ class ReviewSession:
         self._load()
         if not self.rows:
             raise ValueError(f"review: no manifest rows under {self.output}/manifest (not a run's output?)")
-        entries = read_entries(self.output, self.s3_endpoint)
+        entries = read_entries(self.output, self.storage)
         self.policy = _policy(entries)
         previous = review_records(entries)
         latest = previous[-1] if previous else None
@@ -184,11 +184,11 @@ class ReviewSession:
                 "sample_shards": {r: self.rows[r]["shard_id"] for r in sample},
                 "method": "simple random sample without replacement over the published images, "
                           "with and without detected faces (random.Random(seed).sample of the sorted record ids)",
-            }, self.s3_endpoint, operator)
+            }, self.storage, operator)
             entries.append(entry)
         self.record = review_records(entries)[-1]
         append_entry(self.output, OPENED, {"review_id": self.record.review_id,
-                                           "originals_allowed": self.allow_originals}, self.s3_endpoint, operator)
+                                           "originals_allowed": self.allow_originals}, self.storage, operator)
         return self.record
 
     def _item(self, record_id: str, queue: str, why: list[str]) -> dict[str, Any]:
@@ -226,7 +226,7 @@ class ReviewSession:
             withheld = [self._item(r["record_id"], "withheld", [str(r.get("reason") or "")])
                         for r in sorted(self.rows.values(), key=lambda r: (r["shard_id"], r["shard_index"]))
                         if r["status"] == QUARANTINED and r["record_id"] not in sample_ids]
-            entries = read_entries(self.output, self.s3_endpoint)
+            entries = read_entries(self.output, self.storage)
             summary = review_summary(entries, {r["shard_id"] for r in self.rows.values()})
             return {"review_id": self.record.review_id, "seed": self.record.seed,
                     "confidence": self.record.confidence, "margin": self.record.margin,
@@ -242,7 +242,7 @@ class ReviewSession:
         row = self.rows.get(record_id)
         if row is None or row["status"] != "published" or not row.get("output_uri"):
             raise ReviewError(f"record {record_id}: no published output to show")
-        data = read_image_bytes(str(row["output_uri"]), str(row.get("relative_path") or ""), self.s3_endpoint)
+        data = read_image_bytes(str(row["output_uri"]), str(row.get("relative_path") or ""), self.storage)
         if data is None:
             raise ReviewError(f"record {record_id}: its output could not be read")
         return browser_image(data)
@@ -260,13 +260,13 @@ class ReviewSession:
         if row is None:
             raise ReviewError(f"unknown record {record_id}")
         member = str(row.get("source_uri") or "").partition("#")[2]
-        data = read_image_bytes(str(row["source_uri"]), member, self.s3_endpoint)
+        data = read_image_bytes(str(row["source_uri"]), member, self.storage)
         if data is None:
             raise ReviewError(f"record {record_id}: its original could not be read from {row['source_uri']}")
         assert self.record is not None
         append_entry(self.output, ORIGINAL_SHOWN, {"review_id": self.record.review_id, "record_id": record_id,
                                                    "shard_id": row["shard_id"], "reviewer": reviewer},
-                     self.s3_endpoint, reviewer)
+                     self.storage, reviewer)
         return browser_image(data)
 
     def submit(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -303,12 +303,12 @@ class ReviewSession:
                 payload["face"] = dict((row.get("faces") or [])[index])
             if verdict == MISSED:
                 payload["boxes"] = _boxes(body.get("boxes"), row)
-                payload["quarantine"] = quarantine_record(self.output, row, self.record.review_id, self.s3_endpoint,
+                payload["quarantine"] = quarantine_record(self.output, row, self.record.review_id, self.storage,
                                                           rebuild_report=False)
                 self._load()
-            entry = append_entry(self.output, VERDICT, payload, self.s3_endpoint, reviewer)
+            entry = append_entry(self.output, VERDICT, payload, self.storage, reviewer)
             if verdict == MISSED:
-                _rebuild_report(self.output, self.s3_endpoint)  # after the entry: the report counts the miss
+                _rebuild_report(self.output, self.storage)  # after the entry: the report counts the miss
             if verdict in IMAGE_VERDICTS:
                 apply_verdict(self.record.verdicts, entry)
             else:
@@ -337,15 +337,15 @@ class ReviewSession:
                                   "it cannot be signed off")
             entry = append_entry(self.output, SIGNOFF, {
                 "review_id": self.record.review_id, "shard_id": shard_id, "reviewer": reviewer,
-                "sample_images": len(sampled)}, self.s3_endpoint, reviewer)
+                "sample_images": len(sampled)}, self.storage, reviewer)
             self.record.signoffs[shard_id] = entry
             return entry
 
     def finish(self) -> dict[str, Any]:
         """Rebuild the report (its "Human review" section) and return the review's figures."""
         with self.lock:
-            _rebuild_report(self.output, self.s3_endpoint)
-            return review_summary(read_entries(self.output, self.s3_endpoint),
+            _rebuild_report(self.output, self.storage)
+            return review_summary(read_entries(self.output, self.storage),
                                   {r["shard_id"] for r in self.rows.values()})
 
 

@@ -13,7 +13,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 @pytest.fixture(scope="session")
 def demo_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipelines.demo_data import build_demo_dataset
+    from sampledata.demo import build_demo_dataset
 
     folder = tmp_path_factory.mktemp("demo") / "images"
     build_demo_dataset(folder)

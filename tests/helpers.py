@@ -14,6 +14,7 @@ from PIL import Image
 
 from pipelines.anonymize import run
 from pipelines.config import build_options, settings_to_argv
+from pipelines.settings import storage_for
 from transforms.detection import DetectorFactory
 from transforms.manifest import read_manifests
 
@@ -31,7 +32,7 @@ def run_job(input_uri: str, output_uri: str, detector_factory: DetectorFactory |
     options, _ = build_options([BASE_CONF], [f"input={input_uri}", f"output={output_uri}", *overrides],
                                ["--runner=DirectRunner"])
     run(options=options, detector_factory=detector_factory, verify_factory=verify_factory)
-    return read_manifests(output_uri, options.s3_endpoint)
+    return read_manifests(output_uri, storage_for(options))
 
 
 def exiftool_tags(path: Path) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from tests.fakes import FixedBoxesFactory
 from tests.helpers import ACCOUNTABILITY_SETS, run_job
 from tests.s3server import s3_client
 from transforms.audit import append_entry, entry_path, verify_chain
-from transforms.storage import create_exclusive, filesystem
+from transforms.storage import DEFAULT_STORAGE, create_exclusive
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = str(ROOT / "conf" / "base.yaml")
@@ -78,7 +78,7 @@ def test_audit_chain_detects_an_edited_entry_and_refuses_overwrites(tmp_path: Pa
         append_entry(out, kind, {"records": 3}, operator="tester")
     assert verify_chain(out).ok and verify_chain(out).entries == 3
     assert main(["audit", "verify", out]) == 0
-    fs, root = filesystem(out)
+    fs, root = DEFAULT_STORAGE.filesystem(out)
     assert not create_exclusive(fs, entry_path(root, 1), b"{}")  # an entry is never overwritten
     assert append_entry(out, "purge", {}, operator="tester")["seq"] == 3  # a late writer appends after the head
 

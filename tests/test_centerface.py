@@ -10,7 +10,7 @@ import pytest
 
 from pipelines.anonymize import detector_stack_for
 from pipelines.config import build_options
-from pipelines.labelled_faces import (
+from sampledata.labelled_faces import (
     SIZE_BANDS,
     BandCounts,
     deface_region,

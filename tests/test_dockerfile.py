@@ -57,7 +57,7 @@ def test_copied_files_exist_and_pass_dockerignore() -> None:
                if line.startswith("!")}
     sources = [shlex.split(arg)[:-1] for kind, arg in _instructions() if kind == "COPY" and "--from" not in arg]
     flat = [source for group in sources for source in group]
-    assert {"pyproject.toml", "pipelines", "transforms", "expectations"} <= set(flat)
+    assert {"pyproject.toml", "pipelines", "transforms", "expectations", "sampledata"} <= set(flat)
     for source in flat:
         assert (ROOT / source).exists(), source
         assert source in allowed, f"{source} is excluded by .dockerignore"

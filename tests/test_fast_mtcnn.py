@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.labelled_faces import BandCounts, LabelledImage, generate_labelled_set, grow, score_image
+from sampledata.labelled_faces import BandCounts, LabelledImage, generate_labelled_set, grow, score_image
 from transforms.detection.fast_mtcnn import (
     FAST_MTCNN,
     FastMtcnnDetector,

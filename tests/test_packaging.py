@@ -24,7 +24,7 @@ from tests.datasets import write_tar_shards
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("pipelines", "transforms", "expectations")
+PACKAGES = ("pipelines", "transforms", "expectations", "sampledata")
 
 
 def _check(command: list[str], **kwargs: object) -> str:

@@ -25,6 +25,7 @@ from tests.helpers import ACCOUNTABILITY_SETS, BASE_CONF, run_job
 from tests.s3server import free_port, s3_client
 from transforms.lease import LeaseHeldError, LeaseLostError, OutputLease, check_held, current_lease, host_identity
 from transforms.locations import check_no_overlap
+from transforms.storage import DEFAULT_STORAGE, Storage
 
 FAST = {"identity_check": False, "detector_extra": ""}
 
@@ -187,7 +188,7 @@ def test_a_second_run_on_an_output_in_use_stops_before_work(tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     source, output = tmp_path / "in", tmp_path / "out"
     _images(source, ["a.jpg"])
-    with OutputLease(str(output), "", "first-run", 60):  # a live run (this process) holds the output
+    with OutputLease(str(output), DEFAULT_STORAGE, "first-run", 60):  # a live run (this process) holds the output
         staged = output / "_staging" / "first-run" / "images-000000" / "000000000"
         staged.parent.mkdir(parents=True)
         staged.write_bytes(b"the first run's staged output")
@@ -197,7 +198,7 @@ def test_a_second_run_on_an_output_in_use_stops_before_work(tmp_path: Path,
         assert staged.read_bytes() == b"the first run's staged output"
         assert not (output / "manifest").exists() and not (output / "audit").exists()
         with pytest.raises(LeaseHeldError):
-            OutputLease(str(output), "", "third-run").acquire()
+            OutputLease(str(output), DEFAULT_STORAGE, "third-run").acquire()
         assert main(["erase", str(output), "--source-uri", str(source / "a.jpg")]) == 2  # nor an erasure
         assert main(["purge", str(output), "--older-than", "0"]) == 2
         assert capsys.readouterr().err.count("is in use by run first-run") == 2
@@ -224,12 +225,12 @@ def test_stale_leases_are_taken_over(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_a_run_that_lost_its_lease_does_not_commit(tmp_path: Path) -> None:
     output = str(tmp_path / "out")
-    lease = OutputLease(output, "", "slow-run", 1000)  # no renewal during the test
+    lease = OutputLease(output, DEFAULT_STORAGE, "slow-run", 1000)  # no renewal during the test
     lease.acquire()
     check_held(output, "slow-run")
     past = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=1)).isoformat()
     _write_lease(tmp_path / "out", 0, run_id="slow-run", expires=past)  # it froze past its expiry
-    with OutputLease(output, "", "new-run"):
+    with OutputLease(output, DEFAULT_STORAGE, "new-run"):
         with pytest.raises(LeaseLostError):
             check_held(output, "slow-run")
         lease.release()  # a late release leaves the new holder's lease alone
@@ -238,14 +239,14 @@ def test_a_run_that_lost_its_lease_does_not_commit(tmp_path: Path) -> None:
 
 def test_lease_on_object_storage(s3: str) -> None:
     s3_client(s3).create_bucket(Bucket="leased")  # type: ignore[attr-defined]
-    first = OutputLease("s3://leased/out", s3, "first", 60)
+    first = OutputLease("s3://leased/out", Storage(s3), "first", 60)
     first.acquire()
     with pytest.raises(LeaseHeldError, match="in use by run first"):
-        OutputLease("s3://leased/out", s3, "second", 60).acquire()
+        OutputLease("s3://leased/out", Storage(s3), "second", 60).acquire()
     first.release()
-    with OutputLease("s3://leased/out", s3, "second", 60):
-        check_held("s3://leased/out", "second", s3)
-        assert current_lease("s3://leased/out", s3)["generation"] == 1
+    with OutputLease("s3://leased/out", Storage(s3), "second", 60):
+        check_held("s3://leased/out", "second", Storage(s3))
+        assert current_lease("s3://leased/out", Storage(s3))["generation"] == 1
 
 
 @pytest.mark.parametrize("case", ["output_is_a_file", "data_is_a_file", "manifest_is_a_file", "read_only"])

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.anonymize import detector_stack_for, replacement_policy_for
+from pipelines.anonymize import detector_stack_for
 from pipelines.config import ConfigError, build_options
-from pipelines.labelled_faces import generate_labelled_set
+from pipelines.settings import replacement_policy_for
+from sampledata.labelled_faces import generate_labelled_set
 from transforms.detection import (
     RETINAFACE,
     YUNET,

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.anonymize import detector_stack_for, replacement_policy_for
+from pipelines.anonymize import detector_stack_for
 from pipelines.config import ConfigError, build_options
 from pipelines.options import parse_redact
+from pipelines.settings import replacement_policy_for
 from tests.datasets import face_photo
 from tests.fakes import FixedBoxesFactory
 from tests.helpers import ACCOUNTABILITY_SETS, BASE_CONF, run_job

@@ -20,6 +20,7 @@ from expectations.suites import GateThresholds
 from expectations.verdict import completeness_verdict, not_measured_lines, privacy_verdict, verdict_lines
 from pipelines.cli import main
 from pipelines.config import ConfigError, build_options
+from pipelines.settings import gate_thresholds_for
 from tests.fakes import FixedBoxesFactory
 from tests.helpers import ACCOUNTABILITY, ACCOUNTABILITY_SETS, BASE_CONF, jpeg_bytes
 from transforms.detection import DetectorStack
@@ -109,7 +110,7 @@ def test_withheld_section_lists_records_past_the_cap_in_the_manifest_only() -> N
 def test_the_bound_is_a_setting_that_names_its_key(tmp_path: Path) -> None:
     required = [f"input={tmp_path}", f"output={tmp_path}/out", *(f"{k}={v}" for k, v in ACCOUNTABILITY.items())]
     options, _ = build_options([BASE_CONF], required)
-    assert GateThresholds.from_options(options).max_withheld_share == 0.05
+    assert gate_thresholds_for(options).max_withheld_share == 0.05
     with pytest.raises(ConfigError, match="gate_max_withheld_share"):
         build_options([BASE_CONF], [*required, "gate_max_withheld_share=1.5"])
     with pytest.raises(ValueError, match="max_withheld_share"):

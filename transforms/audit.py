@@ -27,7 +27,7 @@ from typing import Any
 
 from fsspec import AbstractFileSystem
 
-from transforms.storage import create_exclusive, filesystem, join
+from transforms.storage import DEFAULT_STORAGE, Storage, create_exclusive, join
 
 AUDIT_FOLDER = "audit"
 GENESIS = "0" * 64
@@ -94,7 +94,7 @@ def _sequence_numbers(fs: AbstractFileSystem, root: str) -> list[tuple[int, str]
     return sorted(found)
 
 
-def append_entry(output: str, kind: str, payload: Mapping[str, Any], s3_endpoint: str = "",
+def append_entry(output: str, kind: str, payload: Mapping[str, Any], storage: Storage = DEFAULT_STORAGE,
                  operator: str = "", attempts: int = 50) -> dict[str, Any]:
     """Append one entry (``kind``: ``run_started``, ``run``, ``erasure``, ``purge``...) to the log.
 
@@ -104,7 +104,7 @@ def append_entry(output: str, kind: str, payload: Mapping[str, Any], s3_endpoint
     Raises:
         AuditError: no free sequence number after ``attempts`` tries (heavy contention).
     """
-    fs, root = filesystem(output, s3_endpoint)
+    fs, root = storage.filesystem(output)
     for _ in range(attempts):
         existing = _sequence_numbers(fs, root)
         seq = existing[-1][0] + 1 if existing else 0
@@ -135,9 +135,9 @@ class ChainReport:
         return not self.problems
 
 
-def read_entries(output: str, s3_endpoint: str = "") -> list[dict[str, Any]]:
+def read_entries(output: str, storage: Storage = DEFAULT_STORAGE) -> list[dict[str, Any]]:
     """Every readable entry of the log, in sequence order (no checks; see ``verify_chain``)."""
-    fs, root = filesystem(output, s3_endpoint)
+    fs, root = storage.filesystem(output)
     entries = []
     for _, path in _sequence_numbers(fs, root):
         try:
@@ -147,9 +147,9 @@ def read_entries(output: str, s3_endpoint: str = "") -> list[dict[str, Any]]:
     return entries
 
 
-def verify_chain(output: str, s3_endpoint: str = "") -> ChainReport:
+def verify_chain(output: str, storage: Storage = DEFAULT_STORAGE) -> ChainReport:
     """Check every entry: numbered 0..n-1 without gaps, its own hash, and its link to the previous one."""
-    fs, root = filesystem(output, s3_endpoint)
+    fs, root = storage.filesystem(output)
     problems: list[str] = []
     previous = GENESIS
     found = _sequence_numbers(fs, root)

@@ -25,10 +25,10 @@ from transforms.observability import meter_commit, timed
 from transforms.records import Record, ShardSpec
 from transforms.reidentification import with_reidentification
 from transforms.staging import read_staged, remove_staging
-from transforms.storage import filesystem, join, remove_if_exists
+from transforms.storage import DEFAULT_STORAGE, Storage, join, remove_if_exists
 
-# (spec, records in order, output, s3 endpoint, load anonymized bytes) -> record_id: output URI
-ShardWriter = Callable[[ShardSpec, Sequence[Record], str, str, Callable[[Record], bytes]], dict[str, str]]
+# (spec, records in order, output, storage, load anonymized bytes) -> record_id: output URI
+ShardWriter = Callable[[ShardSpec, Sequence[Record], str, Storage, Callable[[Record], bytes]], dict[str, str]]
 WRITERS: dict[str, ShardWriter] = {
     "images": write_image_shard, "webdataset": write_tar_shard, "parquet": write_parquet_shard,
 }
@@ -88,22 +88,22 @@ class CommitShard(beam.DoFn):
     """
 
     def __init__(self, specs: Mapping[str, ShardSpec], output: str, run: RunInfo,
-                 s3_endpoint: str = "", gate: ShardGate | None = None) -> None:
+                 storage: Storage = DEFAULT_STORAGE, gate: ShardGate | None = None) -> None:
         self._specs = dict(specs)
         self._output = output
         self._run = run
-        self._endpoint = s3_endpoint
+        self._storage = storage
         self._gate = gate
 
     def _load(self, record: Record) -> bytes:
-        return read_staged(record, self._endpoint, self._output)
+        return read_staged(record, self._storage, self._output)
 
     def process(self, element: tuple[str, Mapping[str, Iterable[Any]]]) -> Iterator[ShardResult]:
         shard_id, grouped = element
         records = sorted(grouped["records"], key=lambda r: r.index)
         read_counts = list(grouped["read_count"])
         check_complete(shard_id, records, sum(read_counts))
-        check_held(self._output, self._run.run_id, self._endpoint)  # no commit beside another run
+        check_held(self._output, self._run.run_id, self._storage)  # no commit beside another run
         records = with_reidentification(records)  # the shard's rank-1 test; identity vectors dropped
         spec = self._specs[shard_id]
         now = datetime.datetime.now(datetime.UTC)
@@ -120,25 +120,25 @@ class CommitShard(beam.DoFn):
         # are never written, and whatever an earlier, crashed attempt left for them is removed, so
         # that after the commit data/ holds exactly the shard's published records.
         with timed("commit", len(records)):
-            written = WRITERS[spec.format](spec, records, self._output, self._endpoint, self._load)
+            written = WRITERS[spec.format](spec, records, self._output, self._storage, self._load)
         rows = [manifest_row(r, written.get(r.record_id), self._run, now) for r in records]
         failpoint("before_manifest")
-        write_manifest(rows, self._output, shard_id, self._endpoint, shard_plan(spec))
+        write_manifest(rows, self._output, shard_id, self._storage, shard_plan(spec))
         meter_commit(rows)
         failpoint("after_commit")
-        remove_staging(self._output, self._endpoint, self._run.run_id, shard_id)
+        remove_staging(self._output, self._storage, self._run.run_id, shard_id)
         published = sum(1 for row in rows if row["status"] == "published")
         yield ShardResult(shard_id, len(rows), published, len(rows) - published)
 
 
-def planned_outputs(output: str, shards: Iterable[ShardSpec], s3_endpoint: str = "") -> set[str]:
+def planned_outputs(output: str, shards: Iterable[ShardSpec], storage: Storage = DEFAULT_STORAGE) -> set[str]:
     """The output paths the planned shards write: each image file, or each shard's one file."""
-    _, root = filesystem(output, s3_endpoint)
+    _, root = storage.filesystem(output)
     return {join(root, spec.output_name, rel) for spec in shards
             for rel in (spec.relative_paths if spec.format == "images" else spec.relative_paths[:1])}
 
 
-def withdraw_shard(output: str, shard_id: str, keep: set[str], s3_endpoint: str = "") -> int:
+def withdraw_shard(output: str, shard_id: str, keep: set[str], storage: Storage = DEFAULT_STORAGE) -> int:
     """Undo the commit of a shard that the input no longer matches (resume over a changed input).
 
     Its outputs that no planned shard writes (``keep``: ``planned_outputs``) are removed, the
@@ -148,11 +148,11 @@ def withdraw_shard(output: str, shard_id: str, keep: set[str], s3_endpoint: str 
     Returns:
         How many output files were removed.
     """
-    fs, root = filesystem(output, s3_endpoint)
+    fs, root = storage.filesystem(output)
     paths: set[str] = set()
-    for row in read_shard_rows(output, shard_id, s3_endpoint):
+    for row in read_shard_rows(output, shard_id, storage):
         if row.get("output_uri"):
-            paths.add(filesystem(str(row["output_uri"]).split("#", 1)[0], s3_endpoint)[1])
+            paths.add(storage.filesystem(str(row["output_uri"]).split("#", 1)[0])[1])
         if row.get("relative_path") and "#" not in str(row.get("source_uri") or ""):
             paths.add(join(root, "data", str(row["relative_path"])))  # image folders: withheld rows too
     removed = sum(remove_if_exists(fs, path) for path in sorted(paths - keep))

@@ -24,7 +24,7 @@ from transforms.io_parquet import read_parquet_shard
 from transforms.io_webdataset import read_tar_shard
 from transforms.manifest import MANIFEST_SCHEMA, read_shard_plan, read_shard_rows, write_manifest
 from transforms.records import ERASED, PUBLISHED, Record, ShardSpec
-from transforms.storage import filesystem, join, remove_if_exists
+from transforms.storage import DEFAULT_STORAGE, Storage, join, remove_if_exists
 
 # Manifest columns an erased row keeps: lineage and the run that made it. Everything else is cleared.
 KEPT_COLUMNS = ("record_id", "shard_id", "shard_index", "source_uri", "subject_id", "relative_path",
@@ -64,9 +64,9 @@ class ShardErasure:
     erased_output_sha256: set[str] = field(default_factory=set)
 
 
-def manifest_files(output: str, s3_endpoint: str = "") -> dict[str, str]:
+def manifest_files(output: str, storage: Storage = DEFAULT_STORAGE) -> dict[str, str]:
     """shard id -> manifest path, for every committed shard."""
-    fs, root = filesystem(output, s3_endpoint)
+    fs, root = storage.filesystem(output)
     folder = join(root, "manifest")
     if not fs.exists(folder):
         return {}
@@ -84,11 +84,11 @@ def shard_format(rows: Sequence[Mapping[str, Any]]) -> str:
     return "webdataset" if "#" in uris[0] else "images"
 
 
-def _data_spec(output: str, s3_endpoint: str, shard_id: str, fmt: str, data_uri: str,
+def _data_spec(output: str, storage: Storage, shard_id: str, fmt: str, data_uri: str,
                image_column: str) -> ShardSpec:
     """A spec whose input is the shard's output file and whose output is that same file."""
-    fs, root = filesystem(output, s3_endpoint)
-    _, data_path = filesystem(data_uri, s3_endpoint)
+    fs, root = storage.filesystem(output)
+    _, data_path = storage.filesystem(data_uri)
     relative = posixpath.relpath(data_path, root)
     return ShardSpec(shard_id, fmt, (data_uri,), (relative,), "", image_column=image_column)
 
@@ -97,18 +97,18 @@ def _published(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return sorted((r for r in rows if r["status"] == PUBLISHED), key=lambda r: r["shard_index"])
 
 
-def _rewrite_tar(spec: ShardSpec, output: str, s3_endpoint: str, drop_keys: set[str]) -> dict[str, str]:
-    kept = [r for r in read_tar_shard(spec, s3_endpoint) if r.source_uri.split("#", 1)[1] not in drop_keys]
+def _rewrite_tar(spec: ShardSpec, output: str, storage: Storage, drop_keys: set[str]) -> dict[str, str]:
+    kept = [r for r in read_tar_shard(spec, storage) if r.source_uri.split("#", 1)[1] not in drop_keys]
     if any(r.is_quarantined for r in kept):
         raise ErasureError(f"shard {spec.shard_id}: its data file does not read whole; not rewritten")
-    return WRITERS["webdataset"](spec, kept, output, s3_endpoint, lambda r: r.data)
+    return WRITERS["webdataset"](spec, kept, output, storage, lambda r: r.data)
 
 
-def _rewrite_parquet(spec: ShardSpec, output: str, s3_endpoint: str, old: Sequence[Mapping[str, Any]],
+def _rewrite_parquet(spec: ShardSpec, output: str, storage: Storage, old: Sequence[Mapping[str, Any]],
                      keep: Sequence[Mapping[str, Any]]) -> tuple[dict[str, str], bool]:
     """Rewrite the Parquet shard keeping the rows ``keep``; returns record id -> new URI, and
     whether the file was written (False: it already held exactly ``keep``, an interrupted erasure)."""
-    records = list(read_parquet_shard(spec, s3_endpoint))
+    records = list(read_parquet_shard(spec, storage))
     hashes = [hashlib.sha256(r.data).hexdigest() for r in records]
     if hashes == [r["output_sha256"] for r in keep]:
         return {row["record_id"]: f"{spec.input_uris[0]}#row={j}" for j, row in enumerate(keep)}, False
@@ -118,7 +118,7 @@ def _rewrite_parquet(spec: ShardSpec, output: str, s3_endpoint: str, old: Sequen
     kept_ids = {row["record_id"] for row in keep}
     selected: list[Record] = [rec.replace(record_id=row["record_id"]) for rec, row in zip(records, old, strict=True)
                               if row["record_id"] in kept_ids]
-    return WRITERS["parquet"](spec, selected, output, s3_endpoint, lambda r: r.data), True
+    return WRITERS["parquet"](spec, selected, output, storage, lambda r: r.data), True
 
 
 def erased_row(row: Mapping[str, Any], erasure_id: str) -> dict[str, Any]:
@@ -131,7 +131,7 @@ def erased_row(row: Mapping[str, Any], erasure_id: str) -> dict[str, Any]:
 
 
 def erase_shard(output: str, shard_id: str, request: ErasureRequest, erasure_id: str,
-                s3_endpoint: str = "", image_column: str = "image",
+                storage: Storage = DEFAULT_STORAGE, image_column: str = "image",
                 mark: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None) -> ShardErasure:
     """Erase the records of one shard that ``request`` names; idempotent.
 
@@ -141,7 +141,7 @@ def erase_shard(output: str, shard_id: str, request: ErasureRequest, erasure_id:
     Raises:
         ErasureError: the shard's data does not match its manifest (nothing changed).
     """
-    rows = read_shard_rows(output, shard_id, s3_endpoint)
+    rows = read_shard_rows(output, shard_id, storage)
     result = ShardErasure(shard_id)
     targets = [r for r in rows if request.matches(r) and r["status"] != ERASED]
     result.already_erased = sum(1 for r in rows if request.matches(r) and r["status"] == ERASED)
@@ -155,23 +155,23 @@ def erase_shard(output: str, shard_id: str, request: ErasureRequest, erasure_id:
     result.erased_output_sha256 = {str(r["output_sha256"]) for r in erased_published if r.get("output_sha256")}
     if erased_published:
         data_uri = str(erased_published[0]["output_uri"]).split("#", 1)[0]
-        fs, _ = filesystem(output, s3_endpoint)
+        fs, _ = storage.filesystem(output)
         if fmt == "images":
             for row in erased_published:
-                _, path = filesystem(str(row["output_uri"]), s3_endpoint)
+                _, path = storage.filesystem(str(row["output_uri"]))
                 result.files_removed += remove_if_exists(fs, path)
         elif fmt == "webdataset":
-            spec = _data_spec(output, s3_endpoint, shard_id, fmt, data_uri, image_column)
-            _rewrite_tar(spec, output, s3_endpoint, {str(r["output_uri"]).split("#", 1)[1] for r in erased_published})
+            spec = _data_spec(output, storage, shard_id, fmt, data_uri, image_column)
+            _rewrite_tar(spec, output, storage, {str(r["output_uri"]).split("#", 1)[1] for r in erased_published})
             result.data_rewritten = data_uri
         else:
-            spec = _data_spec(output, s3_endpoint, shard_id, fmt, data_uri, image_column)
+            spec = _data_spec(output, storage, shard_id, fmt, data_uri, image_column)
             keep = [r for r in published if r["record_id"] not in target_ids]
-            new_uris, written = _rewrite_parquet(spec, output, s3_endpoint, published, keep)
+            new_uris, written = _rewrite_parquet(spec, output, storage, published, keep)
             result.data_rewritten = data_uri if written else ""
     # An image-folder target that is not published (excluded, quarantined) has no output; a file at
     # its output path can only be what an older version's crashed commit left there: remove it.
-    fs, root = filesystem(output, s3_endpoint)
+    fs, root = storage.filesystem(output)
     for row in targets:
         if row["status"] != PUBLISHED and row.get("relative_path") and "#" not in str(row.get("source_uri") or ""):
             result.files_removed += remove_if_exists(fs, join(root, "data", str(row["relative_path"])))
@@ -184,34 +184,34 @@ def erase_shard(output: str, shard_id: str, request: ErasureRequest, erasure_id:
             updated.append(dict(row) | {"output_uri": new_uris[row["record_id"]]})
         else:
             updated.append(dict(row))
-    write_manifest(updated, output, shard_id, s3_endpoint, read_shard_plan(output, shard_id, s3_endpoint))
+    write_manifest(updated, output, shard_id, storage, read_shard_plan(output, shard_id, storage))
     result.erased = len(targets)
     return result
 
 
-def verify_shard(output: str, shard_id: str, request: ErasureRequest, s3_endpoint: str = "",
+def verify_shard(output: str, shard_id: str, request: ErasureRequest, storage: Storage = DEFAULT_STORAGE,
                  image_column: str = "image", erased_hashes: frozenset[str] = frozenset(),
                  removed_status: str = ERASED) -> list[str]:
     """What of ``request`` is still in the shard: manifest rows not ``removed_status`` (erased, or
     quarantined by a review), outputs still present."""
-    rows = read_shard_rows(output, shard_id, s3_endpoint)
+    rows = read_shard_rows(output, shard_id, storage)
     problems = [f"{shard_id}: record {r['record_id']} is still {r['status']}"
                 for r in rows if request.matches(r) and r["status"] != removed_status]
     published = _published(rows)
     fmt = shard_format(rows)
-    fs, _ = filesystem(output, s3_endpoint)
+    fs, _ = storage.filesystem(output)
     if fmt == "images":
         for row in rows:
             if row["status"] == removed_status and row.get("relative_path"):
-                path = join(filesystem(output, s3_endpoint)[1], "data", str(row["relative_path"]))
+                path = join(storage.filesystem(output)[1], "data", str(row["relative_path"]))
                 if fs.exists(path):
                     problems.append(f"{shard_id}: erased output {row['relative_path']} still exists")
         return problems
     if not published:
         return problems
     data_uri = str(published[0]["output_uri"]).split("#", 1)[0]
-    spec = _data_spec(output, s3_endpoint, shard_id, fmt, data_uri, image_column)
-    records = list(read_tar_shard(spec, s3_endpoint) if fmt == "webdataset" else read_parquet_shard(spec, s3_endpoint))
+    spec = _data_spec(output, storage, shard_id, fmt, data_uri, image_column)
+    records = list(read_tar_shard(spec, storage) if fmt == "webdataset" else read_parquet_shard(spec, storage))
     hashes = [hashlib.sha256(r.data).hexdigest() for r in records]
     if hashes != [r["output_sha256"] for r in published]:
         problems.append(f"{shard_id}: data file {data_uri} does not hold exactly the published rows")

@@ -13,10 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
-
 from transforms.records import Record
-from transforms.storage import storage_options
+from transforms.storage import DEFAULT_STORAGE, Storage
 
 
 def split_identifiers(text: str) -> list[str]:
@@ -24,13 +22,13 @@ def split_identifiers(text: str) -> list[str]:
     return [part.strip() for line in str(text or "").splitlines() for part in line.split(",") if part.strip()]
 
 
-def read_identifier_file(uri: str, s3_endpoint: str = "") -> list[str]:
+def read_identifier_file(uri: str, storage: Storage = DEFAULT_STORAGE) -> list[str]:
     """Identifiers in a text file, one a line (blank lines and ``#`` comments skipped).
 
     Raises:
         FileNotFoundError: the file does not exist.
     """
-    with fsspec.open(uri, "r", encoding="utf-8", **storage_options(uri, s3_endpoint)) as handle:
+    with storage.open(uri, "r", encoding="utf-8") as handle:
         return [line.strip() for line in handle if line.strip() and not line.lstrip().startswith("#")]
 
 
@@ -87,25 +85,6 @@ class Exclusions:
     def __post_init__(self) -> None:
         if self.subject_ids and not self.subject_field:
             raise ValueError("exclude_subject_ids: needs subject_field (where a record's subject id is)")
-
-    @classmethod
-    def from_options(cls, options: Any) -> Exclusions:
-        """The exclusions of a job's options, files read now (before any work).
-
-        Raises:
-            FileNotFoundError: naming the option whose file is missing.
-            ValueError: subject ids listed without ``subject_field``.
-        """
-        sources = split_identifiers(options.exclude_source_uris)
-        subjects = split_identifiers(options.exclude_subject_ids)
-        for name, target in (("exclude_source_uris_file", sources), ("exclude_subject_ids_file", subjects)):
-            uri = getattr(options, name)
-            if uri:
-                try:
-                    target.extend(read_identifier_file(uri, options.s3_endpoint))
-                except FileNotFoundError:
-                    raise FileNotFoundError(f"{name}: file not found: {uri}") from None
-        return cls(frozenset(sources), frozenset(subjects), options.subject_field)
 
     @property
     def active(self) -> bool:

@@ -13,7 +13,16 @@ from collections.abc import Callable, Iterator, Sequence
 
 from transforms.failpoints import failpoint
 from transforms.records import Record, ShardSpec
-from transforms.storage import filesystem, is_local, join, path_kind, remove_if_exists, to_uri, write_atomic
+from transforms.storage import (
+    DEFAULT_STORAGE,
+    Storage,
+    is_local,
+    join,
+    path_kind,
+    remove_if_exists,
+    to_uri,
+    write_atomic,
+)
 
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif",
@@ -50,13 +59,13 @@ def _symlink_reason(path: str) -> str:
     return "read:symlinked_folder" if os.path.isdir(path) else "read:symlink"
 
 
-def plan_image_shards(input_uri: str, shard_size: int, s3_endpoint: str = "") -> list[ShardSpec]:
+def plan_image_shards(input_uri: str, shard_size: int, storage: Storage = DEFAULT_STORAGE) -> list[ShardSpec]:
     """List the input images and cut them into shards.
 
     Raises:
         FileNotFoundError: the input matches no image file.
     """
-    fs, path = filesystem(input_uri, s3_endpoint)
+    fs, path = storage.filesystem(input_uri)
     kind = "glob" if any(c in path for c in "*?[") else path_kind(fs, path, input_uri)
     if kind == "glob":
         candidates = [p for p in fs.glob(path) if fs.isfile(p)]
@@ -85,10 +94,10 @@ def plan_image_shards(input_uri: str, shard_size: int, s3_endpoint: str = "") ->
     return shards
 
 
-def read_image_shard(spec: ShardSpec, s3_endpoint: str = "") -> Iterator[Record]:
+def read_image_shard(spec: ShardSpec, storage: Storage = DEFAULT_STORAGE) -> Iterator[Record]:
     """Yield one record per file of the shard, bytes read through fsspec."""
     for index, (uri, rel) in enumerate(zip(spec.input_uris, spec.relative_paths, strict=True)):
-        fs, path = filesystem(uri, s3_endpoint)
+        fs, path = storage.filesystem(uri)
         link = _symlink_reason(path) if is_local(fs) else ""
         if link:  # never followed: it may point outside the input, or at another input twice
             yield Record(spec.shard_id, index, record_id_for(uri), uri, rel, "", b"").quarantine(link)
@@ -104,7 +113,7 @@ def read_image_shard(spec: ShardSpec, s3_endpoint: str = "") -> Iterator[Record]
             relative_path=rel, source_sha256=hashlib.sha256(data).hexdigest(), data=data)
 
 
-def write_image_shard(spec: ShardSpec, records: Sequence[Record], output: str, s3_endpoint: str,
+def write_image_shard(spec: ShardSpec, records: Sequence[Record], output: str, storage: Storage,
                       load: Callable[[Record], bytes]) -> dict[str, str]:
     """Write the shard's published records under ``<output>/data/``, each atomically.
 
@@ -114,7 +123,7 @@ def write_image_shard(spec: ShardSpec, records: Sequence[Record], output: str, s
     Returns:
         record_id -> output URI for every record written.
     """
-    fs, root = filesystem(output, s3_endpoint)
+    fs, root = storage.filesystem(output)
     written: dict[str, str] = {}
     for record in records:
         path = join(root, spec.output_name, record.relative_path)

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from transforms.io_images import record_id_for
 from transforms.records import Record, ShardSpec
-from transforms.storage import filesystem, join, path_kind, to_uri, write_atomic_from_file
+from transforms.storage import DEFAULT_STORAGE, Storage, join, path_kind, to_uri, write_atomic_from_file
 
 READ_BATCH_ROWS = 16
 WRITE_BATCH_ROWS = 64
@@ -40,9 +40,9 @@ def image_column_kind(schema: pa.Schema, column: str, uri: str) -> str:
     raise ValueError(f"image_column: column {column!r} in {uri} is {kind}, expected binary or struct<bytes, path>")
 
 
-def read_row_image(parquet_uri: str, row: int, s3_endpoint: str = "") -> bytes | None:
+def read_row_image(parquet_uri: str, row: int, storage: Storage = DEFAULT_STORAGE) -> bytes | None:
     """The image bytes of one row of an output table (the first image-typed column), or None."""
-    fs, path = filesystem(parquet_uri, s3_endpoint)
+    fs, path = storage.filesystem(parquet_uri)
     with fs.open(path, "rb") as handle:
         parquet = pq.ParquetFile(handle)
         schema = parquet.schema_arrow
@@ -66,20 +66,20 @@ def read_row_image(parquet_uri: str, row: int, s3_endpoint: str = "") -> bytes |
     return None
 
 
-def _read_schema(uri: str, s3_endpoint: str) -> pa.Schema:
-    fs, path = filesystem(uri, s3_endpoint)
+def _read_schema(uri: str, storage: Storage) -> pa.Schema:
+    fs, path = storage.filesystem(uri)
     with fs.open(path, "rb") as handle:
         return pq.read_schema(handle)
 
 
-def plan_parquet_shards(input_uri: str, image_column: str, s3_endpoint: str = "") -> list[ShardSpec]:
+def plan_parquet_shards(input_uri: str, image_column: str, storage: Storage = DEFAULT_STORAGE) -> list[ShardSpec]:
     """One shard per Parquet file; every file's schema is checked before any work.
 
     Raises:
         FileNotFoundError: nothing matches.
         ValueError: a file lacks the image column.
     """
-    fs, path = filesystem(input_uri, s3_endpoint)
+    fs, path = storage.filesystem(input_uri)
     kind = "glob" if any(c in path for c in "*?[") else path_kind(fs, path, input_uri)
     if kind == "glob":
         paths = sorted(fs.glob(path))
@@ -96,7 +96,7 @@ def plan_parquet_shards(input_uri: str, image_column: str, s3_endpoint: str = ""
     shards = []
     for p in paths:
         uri = to_uri(fs, p)
-        image_column_kind(_read_schema(uri, s3_endpoint), image_column, uri)
+        image_column_kind(_read_schema(uri, storage), image_column, uri)
         rel = posixpath.relpath(p, root)
         shards.append(ShardSpec(
             shard_id=rel.removesuffix(".parquet").replace("/", "__"), format="parquet",
@@ -104,11 +104,11 @@ def plan_parquet_shards(input_uri: str, image_column: str, s3_endpoint: str = ""
     return shards
 
 
-def read_parquet_shard(spec: ShardSpec, s3_endpoint: str = "") -> Iterator[Record]:
+def read_parquet_shard(spec: ShardSpec, storage: Storage = DEFAULT_STORAGE) -> Iterator[Record]:
     """Yield one record per row; the image's other struct fields and other columns go to extras."""
     uri = spec.input_uris[0]
     column = spec.image_column
-    fs, path = filesystem(uri, s3_endpoint)
+    fs, path = storage.filesystem(uri)
     index = 0
     with fs.open(path, "rb") as handle:
         parquet = pq.ParquetFile(handle)
@@ -142,12 +142,12 @@ def _output_row(record: Record, data: bytes, column: str, kind: str) -> dict[str
     return row
 
 
-def write_parquet_shard(spec: ShardSpec, records: Sequence[Record], output: str, s3_endpoint: str,
+def write_parquet_shard(spec: ShardSpec, records: Sequence[Record], output: str, storage: Storage,
                         load: Callable[[Record], bytes]) -> dict[str, str]:
     """Write the published rows, in input order and with the source schema, atomically."""
-    schema = _read_schema(spec.input_uris[0], s3_endpoint)
+    schema = _read_schema(spec.input_uris[0], storage)
     kind = image_column_kind(schema, spec.image_column, spec.input_uris[0])
-    fs, root = filesystem(output, s3_endpoint)
+    fs, root = storage.filesystem(output)
     final = join(root, spec.output_name, spec.relative_paths[0])
     written: dict[str, str] = {}
     with tempfile.NamedTemporaryFile(suffix=".parquet") as local:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from transforms.io_images import IMAGE_EXTENSIONS, record_id_for
 from transforms.records import Record, ShardSpec
-from transforms.storage import filesystem, join, path_kind, to_uri, write_atomic_from_file
+from transforms.storage import DEFAULT_STORAGE, Storage, join, path_kind, to_uri, write_atomic_from_file
 
 _BRACE = re.compile(r"\{([^{}]*)\}")
 
@@ -47,7 +47,7 @@ def _common_root(paths: Sequence[str]) -> str:
         [posixpath.dirname(p) for p in paths])
 
 
-def plan_tar_shards(input_uri: str, s3_endpoint: str = "") -> list[ShardSpec]:
+def plan_tar_shards(input_uri: str, storage: Storage = DEFAULT_STORAGE) -> list[ShardSpec]:
     """One shard per tar file matched by the pattern.
 
     Raises:
@@ -56,7 +56,7 @@ def plan_tar_shards(input_uri: str, s3_endpoint: str = "") -> list[ShardSpec]:
     paths: list[str] = []
     fs = None
     for uri in expand_braces(input_uri):
-        fs, path = filesystem(uri, s3_endpoint)
+        fs, path = storage.filesystem(uri)
         if any(c in path for c in "*?["):
             paths.extend(sorted(fs.glob(path)))
         elif path_kind(fs, path, uri) == "file":
@@ -119,12 +119,12 @@ def _repeated_key(spec: ShardSpec, index: int, key: str) -> Record:
     return Record(spec.shard_id, index, record_id_for(uri), uri, key, "", b"").quarantine("read:repeated_key")
 
 
-def read_tar_shard(spec: ShardSpec, s3_endpoint: str = "") -> Iterator[Record]:
+def read_tar_shard(spec: ShardSpec, storage: Storage = DEFAULT_STORAGE) -> Iterator[Record]:
     """Stream a tar shard, yielding one record per sample (consecutive members sharing a key, as
     webdataset groups them). Members that repeat an earlier sample's key after other samples are
     one quarantined record (``read:repeated_key``)."""
     uri = spec.input_uris[0]
-    fs, path = filesystem(uri, s3_endpoint)
+    fs, path = storage.filesystem(uri)
     index = 0
     key: str | None = None
     members: list[tuple[tarfile.TarInfo, bytes, str]] = []
@@ -168,9 +168,9 @@ def read_tar_shard(spec: ShardSpec, s3_endpoint: str = "") -> Iterator[Record]:
         yield sample(key)
 
 
-def read_member(tar_uri: str, member_name: str, s3_endpoint: str = "") -> bytes | None:
+def read_member(tar_uri: str, member_name: str, storage: Storage = DEFAULT_STORAGE) -> bytes | None:
     """One regular member's bytes from a tar shard (streamed until found), or None if absent."""
-    fs, path = filesystem(tar_uri, s3_endpoint)
+    fs, path = storage.filesystem(tar_uri)
     with fs.open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
         for member in tar:
             if member.name == member_name and member.isfile():
@@ -189,14 +189,14 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def write_tar_shard(spec: ShardSpec, records: Sequence[Record], output: str, s3_endpoint: str,
+def write_tar_shard(spec: ShardSpec, records: Sequence[Record], output: str, storage: Storage,
                     load: Callable[[Record], bytes]) -> dict[str, str]:
     """Write the published samples, in input order, to ``<output>/data/<shard path>``, atomically.
 
     Member headers are normalised (mtime 0, no owner names) so outputs are deterministic and
     carry nothing about the machine that wrote them.
     """
-    fs, root = filesystem(output, s3_endpoint)
+    fs, root = storage.filesystem(output)
     final = join(root, spec.output_name, spec.relative_paths[0])
     written: dict[str, str] = {}
     with tempfile.NamedTemporaryFile(suffix=".tar") as local:

@@ -27,7 +27,7 @@ from typing import Any
 
 from fsspec import AbstractFileSystem
 
-from transforms.storage import create_exclusive, filesystem, join, write_atomic
+from transforms.storage import DEFAULT_STORAGE, Storage, create_exclusive, join, write_atomic
 
 LOG = logging.getLogger(__name__)
 LEASE_FOLDER = "_lease"
@@ -102,29 +102,29 @@ def _read(fs: AbstractFileSystem, path: str) -> dict[str, Any]:
         return {}
 
 
-def current_lease(output: str, s3_endpoint: str = "") -> dict[str, Any]:
+def current_lease(output: str, storage: Storage = DEFAULT_STORAGE) -> dict[str, Any]:
     """The newest lease generation of an output (empty when none)."""
-    fs, root = filesystem(output, s3_endpoint)
+    fs, root = storage.filesystem(output)
     generations = _generations(fs, root)
     return _read(fs, generations[-1][1]) | {"generation": generations[-1][0]} if generations else {}
 
 
-def check_held(output: str, run_id: str, s3_endpoint: str = "") -> None:
+def check_held(output: str, run_id: str, storage: Storage = DEFAULT_STORAGE) -> None:
     """Raise ``LeaseLostError`` unless ``run_id`` holds the output's newest, unreleased lease."""
-    lease = current_lease(output, s3_endpoint)
+    lease = current_lease(output, storage)
     if lease.get("run_id") != run_id or lease.get("released"):
         raise LeaseLostError(f"output: run {run_id} no longer holds the lease of {output} "
                              f"(now {lease.get('run_id') or 'none'}); refusing to commit")
 
 
 class OutputLease:
-    """Hold an output's lease for a run: ``with OutputLease(output, endpoint, run_id): ...``."""
+    """Hold an output's lease for a run: ``with OutputLease(output, storage, run_id): ...``."""
 
-    def __init__(self, output: str, s3_endpoint: str, run_id: str, seconds: float = 120.0,
+    def __init__(self, output: str, storage: Storage, run_id: str, seconds: float = 120.0,
                  purpose: str = "run") -> None:
         self.output = output
         self.run_id = run_id
-        self._endpoint = s3_endpoint
+        self._storage = storage
         self._seconds = float(seconds)
         self._purpose = purpose
         self._path = ""
@@ -145,7 +145,7 @@ class OutputLease:
         Raises:
             LeaseHeldError: another live run holds it (naming that run, its host and its expiry).
         """
-        fs, root = filesystem(self.output, self._endpoint)
+        fs, root = self._storage.filesystem(self.output)
         for _ in range(attempts):
             generations = _generations(fs, root)
             following = 0
@@ -180,8 +180,8 @@ class OutputLease:
 
     def renew(self) -> None:
         """Push the expiry forward; raises ``LeaseLostError`` if another run took the lease."""
-        check_held(self.output, self.run_id, self._endpoint)
-        fs, _ = filesystem(self.output, self._endpoint)
+        check_held(self.output, self.run_id, self._storage)
+        fs, _ = self._storage.filesystem(self.output)
         write_atomic(fs, self._path, self._body())
 
     def release(self) -> None:
@@ -192,10 +192,10 @@ class OutputLease:
         if not self._path:
             return
         try:
-            check_held(self.output, self.run_id, self._endpoint)
+            check_held(self.output, self.run_id, self._storage)
         except LeaseLostError:
             return
-        fs, _ = filesystem(self.output, self._endpoint)
+        fs, _ = self._storage.filesystem(self.output)
         write_atomic(fs, self._path, self._body(released=True))
         self._path = ""
 

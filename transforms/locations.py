@@ -12,7 +12,14 @@ import fsspec
 from fsspec import AbstractFileSystem
 
 from transforms.staging import PRODUCT_FOLDERS, STAGING_FOLDER
-from transforms.storage import PARTIAL_PREFIX, filesystem, is_local, join, storage_options, to_uri
+from transforms.storage import (
+    DEFAULT_STORAGE,
+    PARTIAL_PREFIX,
+    Storage,
+    is_local,
+    join,
+    to_uri,
+)
 
 _PATTERN_CHARS = "*?[{"
 
@@ -25,10 +32,10 @@ def fixed_prefix(path: str) -> str:
     return posixpath.dirname(path[:cut]).rstrip("/") or "/"
 
 
-def location(uri: str, s3_endpoint: str = "") -> tuple[str, str]:
+def location(uri: str, storage: Storage = DEFAULT_STORAGE) -> tuple[str, str]:
     """(scheme, fixed path) of a URI: local paths absolute with symlinks resolved; object-store
     paths as ``bucket/key`` prefixes."""
-    fs, path = filesystem(uri, s3_endpoint)
+    fs, path = storage.filesystem(uri)
     if is_local(fs):
         return "file", os.path.realpath(fixed_prefix(path))
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
@@ -40,13 +47,13 @@ def _within(inner: str, outer: str) -> bool:
     return inner == outer or outer in ("", "/") or inner.startswith(outer.rstrip("/") + "/")
 
 
-def check_no_overlap(input_uri: str, output_uri: str, s3_endpoint: str = "") -> None:
+def check_no_overlap(input_uri: str, output_uri: str, storage: Storage = DEFAULT_STORAGE) -> None:
     """Refuse an output inside the input, an input inside the output, or the two the same.
 
     Raises:
         ValueError: naming ``input`` and ``output``.
     """
-    (in_scheme, in_path), (out_scheme, out_path) = location(input_uri, s3_endpoint), location(output_uri, s3_endpoint)
+    (in_scheme, in_path), (out_scheme, out_path) = location(input_uri, storage), location(output_uri, storage)
     if in_scheme != out_scheme:
         return
     if in_path == out_path:
@@ -60,13 +67,13 @@ def check_no_overlap(input_uri: str, output_uri: str, s3_endpoint: str = "") -> 
     raise ValueError(f"input, output: {input_uri!r} and {output_uri!r} {where}; choose an output outside the input")
 
 
-def _probe_filesystem(uri: str, s3_endpoint: str) -> tuple[AbstractFileSystem, str]:
+def _probe_filesystem(uri: str, storage: Storage) -> tuple[AbstractFileSystem, str]:
     """The output's filesystem for the probe: on S3 with few retries and a short connect timeout,
     so an unreachable store or missing credentials fail in seconds, not after minutes of retries."""
-    fs, path = filesystem(uri, s3_endpoint)
+    fs, path = storage.filesystem(uri)
     if is_local(fs) or not uri.startswith("s3://"):
         return fs, path
-    options: dict[str, Any] = storage_options(uri, s3_endpoint) | {
+    options: dict[str, Any] = storage.options(uri) | {
         "skip_instance_cache": True,
         "config_kwargs": {"retries": {"max_attempts": 2}, "connect_timeout": 5, "read_timeout": 20}}
     probe_fs = fsspec.filesystem("s3", **options)
@@ -92,7 +99,7 @@ def _probe(fs: AbstractFileSystem, folder: str) -> None:
     fs.rm_file(probe)
 
 
-def check_output_writable(output: str, s3_endpoint: str = "") -> None:
+def check_output_writable(output: str, storage: Storage = DEFAULT_STORAGE) -> None:
     """Before any work: every location the run writes under ``output`` is a folder (or absent) and
     takes an object: the output itself and its ``data``, ``manifest``, ``report``, ``audit``,
     ``_staging`` and lease folders.
@@ -100,7 +107,7 @@ def check_output_writable(output: str, s3_endpoint: str = "") -> None:
     Raises:
         ValueError: naming ``output`` and the location (never credentials).
     """
-    fs, root = _probe_filesystem(output, s3_endpoint)
+    fs, root = _probe_filesystem(output, storage)
     for name in ("", *PRODUCT_FOLDERS, STAGING_FOLDER, "_lease"):
         path = join(root, name) if name else root.rstrip("/")
         where = to_uri(fs, path)

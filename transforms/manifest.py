@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from transforms.identity import CHECKED
 from transforms.identity import MODEL_NAME as IDENTITY_MODEL
 from transforms.records import EXCLUDED, QUARANTINED, Record, ShardSpec
-from transforms.storage import filesystem, join, write_atomic
+from transforms.storage import DEFAULT_STORAGE, Storage, join, write_atomic
 
 FACE_TYPE = pa.struct([
     ("x1", pa.float32()), ("y1", pa.float32()), ("x2", pa.float32()), ("y2", pa.float32()),
@@ -197,23 +197,23 @@ def shard_plan(spec: ShardSpec) -> dict[str, Any]:
 
 
 def write_manifest(rows: Sequence[Mapping[str, Any]], output: str, shard_id: str,
-                   s3_endpoint: str = "", plan: Mapping[str, Any] | None = None) -> str:
+                   storage: Storage = DEFAULT_STORAGE, plan: Mapping[str, Any] | None = None) -> str:
     """Write one shard's manifest atomically, with its plan (``shard_plan``) when given; returns its path."""
     schema = MANIFEST_SCHEMA if plan is None else MANIFEST_SCHEMA.with_metadata(
         {PLAN_KEY: json.dumps(dict(plan), sort_keys=True).encode()})
     table = pa.Table.from_pylist(list(rows), schema=schema)
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
-    fs, root = filesystem(output, s3_endpoint)
+    fs, root = storage.filesystem(output)
     path = manifest_path(root, shard_id)
     write_atomic(fs, path, buffer.getvalue())
     return path
 
 
-def read_shard_plan(output: str, shard_id: str, s3_endpoint: str = "") -> dict[str, Any]:
+def read_shard_plan(output: str, shard_id: str, storage: Storage = DEFAULT_STORAGE) -> dict[str, Any]:
     """The plan a committed shard was written for. A manifest written before plans were recorded
     gets one derived from its rows (input URIs only, ``sha256`` empty)."""
-    fs, root = filesystem(output, s3_endpoint)
+    fs, root = storage.filesystem(output)
     data = io.BytesIO(fs.cat_file(manifest_path(root, shard_id)))
     metadata = pq.read_schema(data).metadata or {}
     if PLAN_KEY in metadata:
@@ -231,9 +231,9 @@ def plan_matches(committed: Mapping[str, Any], spec: ShardSpec) -> bool:
     return list(committed.get("input_uris") or []) == list(spec.input_uris)
 
 
-def committed_shards(output: str, s3_endpoint: str = "") -> set[str]:
+def committed_shards(output: str, storage: Storage = DEFAULT_STORAGE) -> set[str]:
     """Shard ids whose manifest exists, i.e. that were committed."""
-    fs, root = filesystem(output, s3_endpoint)
+    fs, root = storage.filesystem(output)
     folder = join(root, "manifest")
     if not fs.exists(folder):
         return set()
@@ -241,18 +241,18 @@ def committed_shards(output: str, s3_endpoint: str = "") -> set[str]:
             for p in fs.ls(folder, detail=False) if p.endswith(".parquet")}
 
 
-def read_shard_rows(output: str, shard_id: str, s3_endpoint: str = "") -> list[dict[str, Any]]:
+def read_shard_rows(output: str, shard_id: str, storage: Storage = DEFAULT_STORAGE) -> list[dict[str, Any]]:
     """The manifest rows of one committed shard."""
-    fs, root = filesystem(output, s3_endpoint)
+    fs, root = storage.filesystem(output)
     return pq.read_table(io.BytesIO(fs.cat_file(manifest_path(root, shard_id))), schema=MANIFEST_SCHEMA).to_pylist()
 
 
-def changed_shards(shards: Sequence[ShardSpec], output: str, s3_endpoint: str = "") -> dict[str, str]:
+def changed_shards(shards: Sequence[ShardSpec], output: str, storage: Storage = DEFAULT_STORAGE) -> dict[str, str]:
     """Committed shards whose plan is not the input's now: shard id -> what changed."""
     planned = {spec.shard_id: spec for spec in shards}
     changed: dict[str, str] = {}
-    for shard_id in sorted(committed_shards(output, s3_endpoint)):
-        committed = read_shard_plan(output, shard_id, s3_endpoint)
+    for shard_id in sorted(committed_shards(output, storage)):
+        committed = read_shard_plan(output, shard_id, storage)
         old = list(committed.get("input_uris") or [])
         spec = planned.get(shard_id)
         if spec is None:
@@ -265,9 +265,9 @@ def changed_shards(shards: Sequence[ShardSpec], output: str, s3_endpoint: str = 
     return changed
 
 
-def read_manifests(output: str, s3_endpoint: str = "") -> pa.Table:
+def read_manifests(output: str, storage: Storage = DEFAULT_STORAGE) -> pa.Table:
     """All manifest rows of an output, as one table (empty if none)."""
-    fs, root = filesystem(output, s3_endpoint)
+    fs, root = storage.filesystem(output)
     folder = join(root, "manifest")
     files = sorted(p for p in fs.ls(folder, detail=False) if p.endswith(".parquet")) \
         if fs.exists(folder) else []

@@ -53,19 +53,35 @@ def stage_times(metrics: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
-class MeterRead(beam.DoFn):
-    """Counts the records read and their bytes; passes each record on unchanged."""
+class MeterImages(beam.DoFn):
+    """Counts the records that reach a point of the job (``images_<point>``) and their bytes
+    (``bytes_<point>``; with ``sizes``, also the distribution of that name); passes each on unchanged.
 
-    def __init__(self) -> None:
-        self._images = Metrics.counter(NAMESPACE, "images_read")
-        self._bytes = Metrics.counter(NAMESPACE, "bytes_read")
-        self._sizes = Metrics.distribution(NAMESPACE, "image_bytes")
+    Args:
+        point: where the meter stands (``read``, ``verified``).
+        quarantined_too: count quarantined records too (else only those still going on).
+    """
+
+    def __init__(self, point: str, quarantined_too: bool = False, sizes: str = "") -> None:
+        self._images = Metrics.counter(NAMESPACE, f"images_{point}")
+        self._bytes = Metrics.counter(NAMESPACE, f"bytes_{point}")
+        self._sizes = Metrics.distribution(NAMESPACE, sizes) if sizes else None
+        self._quarantined_too = quarantined_too
 
     def process(self, record: Record) -> Iterator[Record]:
-        self._images.inc()
-        self._bytes.inc(len(record.data))
-        self._sizes.update(len(record.data))
+        if self._quarantined_too or not record.is_quarantined:
+            self._images.inc()
+            self._bytes.inc(len(record.data))
+            if self._sizes is not None:
+                self._sizes.update(len(record.data))
         yield record
+
+
+class MeterRead(MeterImages):
+    """Counts the records read and their bytes (``image_bytes``: their sizes)."""
+
+    def __init__(self) -> None:
+        super().__init__("read", quarantined_too=True, sizes="image_bytes")
 
 
 class MeterDetections(beam.DoFn):
@@ -86,18 +102,11 @@ class MeterDetections(beam.DoFn):
         yield record
 
 
-class MeterVerified(beam.DoFn):
+class MeterVerified(MeterImages):
     """Counts the records that passed verification and the bytes of their anonymized outputs."""
 
     def __init__(self) -> None:
-        self._verified = Metrics.counter(NAMESPACE, "images_verified")
-        self._bytes = Metrics.counter(NAMESPACE, "bytes_verified")
-
-    def process(self, record: Record) -> Iterator[Record]:
-        if not record.is_quarantined:
-            self._verified.inc()
-            self._bytes.inc(len(record.data))
-        yield record
+        super().__init__("verified")
 
 
 def reason_metric(reason: str | None) -> str:

@@ -15,6 +15,9 @@ ERASED = "erased"  # removed from the outputs by `anonymize erase` (manifest row
 # A region's kind: a face, or visible text (a ``Face`` whose detector is the text detector, ``TEXT``).
 FACE = "face"
 TEXT = "text"
+# Face replacement methods; the reversible ones are low security (allowed only when asked for).
+REPLACEMENT_METHODS = ("gaussian", "solid", "pixelate", "synthetic")
+LOW_SECURITY_METHODS = frozenset({"pixelate"})
 
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:

@@ -16,17 +16,17 @@ import apache_beam as beam
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from pipelines.options import LOW_SECURITY_METHODS, REPLACEMENT_METHODS
 from transforms.accuracy import ReferenceSampling, pack_views
 from transforms.decode import ImageRejected, load_normalized
 from transforms.failures import quarantine_failures
-from transforms.identity import CHECKED, SKIPPED, IdentityEmbedder, Reference
+from transforms.identity import CHECKED, MATCH_THRESHOLD, SKIPPED, IdentityEmbedder, Reference
 from transforms.identity_evidence import IdentityPolicy, ImageEvidence, measure_image, screen_faces
 from transforms.jpeg_splice import splice_jpeg
 from transforms.metadata import encode_clean, jpeg_is_rgb_coded, metadata_fields, strip_jpeg_metadata
 from transforms.metrics import image_quality
 from transforms.observability import timed
-from transforms.records import TEXT, Face, Record
+from transforms.records import LOW_SECURITY_METHODS, REPLACEMENT_METHODS, TEXT, Face, Record
+from transforms.storage import DEFAULT_STORAGE, Storage
 from transforms.synthesis import (
     FaceGenerator,
     GeneratorError,
@@ -88,8 +88,9 @@ class ReplacementPolicy:
             raise ValueError(f"synthetic_soften must be in [0, 0.05], got {self.synthetic_soften}")
         if self.synthetic_min_face_size < 0:
             raise ValueError(f"synthetic_min_face_size must be >= 0, got {self.synthetic_min_face_size}")
-        if self.synthetic_target_distance < 0.6:
-            raise ValueError(f"synthetic_target_distance must be >= 0.6, got {self.synthetic_target_distance}")
+        if self.synthetic_target_distance < MATCH_THRESHOLD:
+            raise ValueError(f"synthetic_target_distance must be >= {MATCH_THRESHOLD}, "
+                             f"got {self.synthetic_target_distance}")
         if not 0.0 <= self.synthetic_min_score <= 1.0:
             raise ValueError(f"synthetic_min_score must be in [0, 1], got {self.synthetic_min_score}")
 
@@ -368,7 +369,7 @@ class ReplaceFaces(beam.DoFn):
 
     def __init__(self, policy: ReplacementPolicy, max_pixels: int, quality: int,
                  reference: ReferenceSampling | None = None, identity_check: bool = False,
-                 identity_threshold: float = 0.6, s3_endpoint: str = "", escalate: bool = True,
+                 identity_threshold: float = MATCH_THRESHOLD, storage: Storage = DEFAULT_STORAGE, escalate: bool = True,
                  identity_device: str = "cpu", keep_unchanged_jpeg: bool = True,
                  identity_min_face_size: int = 40, keep_source: bool = False) -> None:
         self._policy = policy
@@ -380,14 +381,14 @@ class ReplaceFaces(beam.DoFn):
         self._identity_device = identity_device
         self._keep_unchanged_jpeg = keep_unchanged_jpeg
         self._keep_source = keep_source
-        self._s3_endpoint = s3_endpoint
+        self._storage = storage
         self._generator: FaceGenerator | None = None
         self._embedder: IdentityEmbedder | None = None
 
     def setup(self) -> None:
         if self._policy.method == "synthetic":
             self._generator = load_generator(self._policy.synthetic_generator,
-                                             self._policy.synthetic_generator_size, self._s3_endpoint)
+                                             self._policy.synthetic_generator_size, self._storage)
         if self._identity_check:
             self._embedder = IdentityEmbedder(self._identity_device)
 

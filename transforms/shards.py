@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pipelines.options import AnonymizeOptions
 from transforms.io_images import plan_image_shards, read_image_shard
 from transforms.io_parquet import plan_parquet_shards, read_parquet_shard
 from transforms.io_webdataset import plan_tar_shards, read_tar_shard
 from transforms.records import Record, ShardSpec
+from transforms.storage import DEFAULT_STORAGE, Storage
 
 
 def detect_format(input_uri: str) -> str:
@@ -21,17 +21,18 @@ def detect_format(input_uri: str) -> str:
     return "images"
 
 
-def plan_shards(options: AnonymizeOptions) -> list[ShardSpec]:
-    """The shards of the input, in a deterministic order."""
-    fmt = options.input_format if options.input_format != "auto" else detect_format(options.input)
+def plan_shards(input_uri: str, input_format: str = "auto", shard_size: int = 256, image_column: str = "image",
+                storage: Storage = DEFAULT_STORAGE) -> list[ShardSpec]:
+    """The shards of the input, in a deterministic order (``input_format`` ``auto``: from the URI)."""
+    fmt = input_format if input_format != "auto" else detect_format(input_uri)
     if fmt == "images":
-        return plan_image_shards(options.input, options.shard_size, options.s3_endpoint)
+        return plan_image_shards(input_uri, shard_size, storage)
     if fmt == "webdataset":
-        return plan_tar_shards(options.input, options.s3_endpoint)
-    return plan_parquet_shards(options.input, options.image_column, options.s3_endpoint)
+        return plan_tar_shards(input_uri, storage)
+    return plan_parquet_shards(input_uri, image_column, storage)
 
 
-def read_shard(spec: ShardSpec, s3_endpoint: str = "") -> Iterator[Record]:
+def read_shard(spec: ShardSpec, storage: Storage = DEFAULT_STORAGE) -> Iterator[Record]:
     """Yield the records of one shard, in order."""
     readers = {"images": read_image_shard, "webdataset": read_tar_shard, "parquet": read_parquet_shard}
-    yield from readers[spec.format](spec, s3_endpoint)
+    yield from readers[spec.format](spec, storage)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import apache_beam as beam
 
 from transforms.records import Record
-from transforms.storage import PARTIAL_PREFIX, filesystem, is_local, join, write_atomic
+from transforms.storage import DEFAULT_STORAGE, PARTIAL_PREFIX, Storage, is_local, join, write_atomic
 
 STAGING_FOLDER = "_staging"
 # The folders under the output that this product creates and writes (see README, Outputs).
@@ -28,36 +28,36 @@ def staging_path(root: str, run_id: str, shard_id: str, index: int) -> str:
 class StageOutput(beam.DoFn):
     """Write each verified record's anonymized bytes to staging; pass the record on without them."""
 
-    def __init__(self, output: str, run_id: str, s3_endpoint: str = "") -> None:
+    def __init__(self, output: str, run_id: str, storage: Storage = DEFAULT_STORAGE) -> None:
         if not output or not run_id:
             raise ValueError("output and run_id are required")
         self._output = output
         self._run_id = run_id
-        self._endpoint = s3_endpoint
+        self._storage = storage
 
     def process(self, record: Record) -> Iterator[Record]:
         if record.is_quarantined:
             yield record
             return
-        fs, root = filesystem(self._output, self._endpoint)
+        fs, root = self._storage.filesystem(self._output)
         path = staging_path(root, self._run_id, record.shard_id, record.index)
         write_atomic(fs, path, record.data)
         yield record.replace(data=b"", staged_path=path)
 
 
-def read_staged(record: Record, s3_endpoint: str, output: str) -> bytes:
+def read_staged(record: Record, storage: Storage, output: str) -> bytes:
     """The anonymized bytes of a staged record."""
-    fs, _ = filesystem(output, s3_endpoint)
+    fs, _ = storage.filesystem(output)
     return bytes(fs.cat_file(record.staged_path))
 
 
-def remove_staging(output: str, s3_endpoint: str = "", run_id: str | None = None,
+def remove_staging(output: str, storage: Storage = DEFAULT_STORAGE, run_id: str | None = None,
                    shard_id: str | None = None) -> None:
     """Remove staged files: one shard's or one run's (``run_id``), or (``run_id`` None) what killed
     earlier runs left: all of ``_staging/`` and the half-written files of atomic writes
     (``storage.PARTIAL_PREFIX``) in the folders this product writes. Nothing else is touched; call
     it without ``run_id`` only while holding the output's lease (no other run is live)."""
-    fs, root = filesystem(output, s3_endpoint)
+    fs, root = storage.filesystem(output)
     parts = [root, STAGING_FOLDER] + ([run_id] if run_id else []) + ([shard_id] if shard_id else [])
     path = join(*parts)
     if fs.exists(path):

@@ -10,6 +10,7 @@ import os
 import posixpath
 import shutil
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
@@ -20,17 +21,33 @@ from fsspec import AbstractFileSystem
 PARTIAL_PREFIX = ".anonymize-partial-"
 
 
-def storage_options(uri: str, s3_endpoint: str = "") -> dict[str, Any]:
-    """fsspec options for ``uri``: only the endpoint, never credentials."""
-    if uri.startswith("s3://") and s3_endpoint:
-        return {"client_kwargs": {"endpoint_url": s3_endpoint}}
-    return {}
+@dataclass(frozen=True)
+class Storage:
+    """How a run reaches its stores: fsspec filesystems by URI, with the endpoint of an
+    S3-compatible store (empty: AWS's). A small frozen value, so it pickles to remote workers;
+    credentials stay out of it (each backend reads its standard environment on the worker).
+    """
+
+    endpoint: str = ""
+
+    def options(self, uri: str) -> dict[str, Any]:
+        """fsspec options for ``uri``: only the endpoint, never credentials."""
+        if uri.startswith("s3://") and self.endpoint:
+            return {"client_kwargs": {"endpoint_url": self.endpoint}}
+        return {}
+
+    def filesystem(self, uri: str) -> tuple[AbstractFileSystem, str]:
+        """The filesystem of ``uri`` and the path within it."""
+        fs, path = fsspec.core.url_to_fs(uri, **self.options(uri))
+        return fs, path
+
+    def open(self, uri: str, mode: str = "rb", **kwargs: Any) -> Any:
+        """``fsspec.open`` of ``uri`` with this storage's options (a context manager)."""
+        return fsspec.open(uri, mode, **kwargs, **self.options(uri))
 
 
-def filesystem(uri: str, s3_endpoint: str = "") -> tuple[AbstractFileSystem, str]:
-    """The filesystem of ``uri`` and the path within it."""
-    fs, path = fsspec.core.url_to_fs(uri, **storage_options(uri, s3_endpoint))
-    return fs, path
+# Local paths and AWS's S3: the storage of a run with no endpoint set.
+DEFAULT_STORAGE = Storage()
 
 
 def path_kind(fs: AbstractFileSystem, path: str, uri: str) -> str:

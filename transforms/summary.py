@@ -21,7 +21,7 @@ from transforms.identity import CHECKED, FaceStatus
 from transforms.identity import MATCH_THRESHOLD as IDENTITY_MATCH_THRESHOLD
 from transforms.identity import MODEL_NAME as IDENTITY_MODEL
 from transforms.records import FACE, TEXT, ShardSpec
-from transforms.storage import filesystem, join, write_atomic
+from transforms.storage import DEFAULT_STORAGE, Storage, join, write_atomic
 
 SIZE_BANDS = ((0, 20, "<20"), (20, 40, "20-40"), (40, 80, "40-80"), (80, float("inf"), ">=80"))
 # Quarantine reasons of inputs that could not be read as images at all: not "withheld" (the run's
@@ -457,9 +457,9 @@ th,td{{border:1px solid #999;padding:4px 8px;text-align:left}}
 """
 
 
-def write_summary(summary: Mapping[str, Any], output: str, s3_endpoint: str = "") -> str:
+def write_summary(summary: Mapping[str, Any], output: str, storage: Storage = DEFAULT_STORAGE) -> str:
     """Write summary.json and summary.html under ``<output>/report/``; returns the folder."""
-    fs, root = filesystem(output, s3_endpoint)
+    fs, root = storage.filesystem(output)
     folder = join(root, "report")
     write_atomic(fs, join(folder, "summary.json"),
                  json.dumps(summary, indent=2, sort_keys=True).encode())

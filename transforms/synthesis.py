@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from transforms.records import Face
+from transforms.storage import DEFAULT_STORAGE, Storage
 
 # The five-point face template (eyes, nose tip, mouth corners) in a 112 x 112 canonical frame,
 # as used by common face-alignment pipelines; MTCNN gives its landmarks in this order.
@@ -455,10 +456,8 @@ class ModelFaceGenerator:
         return np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BICUBIC))
 
 
-def _read_bytes(uri: str, s3_endpoint: str) -> bytes:
-    from transforms.storage import filesystem
-
-    fs, path = filesystem(uri, s3_endpoint)
+def _read_bytes(uri: str, storage: Storage) -> bytes:
+    fs, path = storage.filesystem(uri)
     try:
         return bytes(fs.cat_file(path))
     except (OSError, FileNotFoundError) as error:
@@ -506,7 +505,7 @@ def _onnx_runner(data: bytes, uri: str) -> Callable[[np.ndarray, np.ndarray, np.
     return run
 
 
-def load_generator(uri: str = "", size: int = 128, s3_endpoint: str = "") -> FaceGenerator:
+def load_generator(uri: str = "", size: int = 128, storage: Storage = DEFAULT_STORAGE) -> FaceGenerator:
     """The generator at ``uri`` (``.onnx``: ONNX, otherwise TorchScript), or the built-in one.
 
     Raises:
@@ -514,7 +513,7 @@ def load_generator(uri: str = "", size: int = 128, s3_endpoint: str = "") -> Fac
     """
     if not uri:
         return ParametricFaceGenerator()
-    data = _read_bytes(uri, s3_endpoint)
+    data = _read_bytes(uri, storage)
     digest = hashlib.sha256(data).hexdigest()[:12]
     if uri.lower().endswith(".onnx"):
         generator = ModelFaceGenerator(_onnx_runner(data, uri), size, f"onnx:{digest}")

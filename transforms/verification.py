@@ -20,7 +20,7 @@ import apache_beam as beam
 
 from transforms.decode import ImageRejected, load_normalized
 from transforms.failures import quarantine_failures
-from transforms.identity import CHECKED, FaceStatus
+from transforms.identity import CHECKED, MATCH_THRESHOLD, FaceStatus
 from transforms.metadata import remaining_metadata
 from transforms.observability import timed
 from transforms.records import Face, Record
@@ -79,10 +79,10 @@ class VerifyOutput(beam.DoFn):
     replaced too, and the result verified again from the start; a residual face then quarantines it.
     """
 
-    def __init__(self, max_pixels: int, verify_threshold: float = 0.9, identity_threshold: float = 0.6,
+    def __init__(self, max_pixels: int, verify_threshold: float = 0.9, identity_threshold: float = MATCH_THRESHOLD,
                  second_pass: bool = False) -> None:
-        if identity_threshold < 0.6:
-            raise ValueError(f"identity_threshold must be >= 0.6, got {identity_threshold}")
+        if identity_threshold < MATCH_THRESHOLD:
+            raise ValueError(f"identity_threshold must be >= {MATCH_THRESHOLD}, got {identity_threshold}")
         self._max_pixels = max_pixels
         self._verify_threshold = verify_threshold
         self._identity_threshold = identity_threshold

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from transforms.detection.base import check_tiled_settings
 from transforms.detection.union import merge_faces
 from transforms.records import Face
 
@@ -85,18 +86,8 @@ class CenterFaceSettings:
     def __post_init__(self) -> None:
         if not 0.0 <= self.low_light_scale < 1.0:
             raise ValueError(f"centerface_low_light_scale must be in [0, 1), got {self.low_light_scale}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"centerface_threshold must be in (0, 1), got {self.threshold}")
-        if self.min_face_size < 1:
-            raise ValueError(f"min_face_size must be >= 1, got {self.min_face_size}")
-        if self.torch_threads < 1:
-            raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
-        if self.max_side < 64:
-            raise ValueError(f"max_side must be >= 64, got {self.max_side}")
-        if not 0 <= self.tile_overlap < self.max_side // 2:
-            raise ValueError(f"tile_overlap must be in [0, max_side / 2), got {self.tile_overlap}")
+        check_tiled_settings("centerface_threshold", self.threshold, self.min_face_size, self.torch_threads,
+                             self.max_side, self.tile_overlap, self.device)
 
 
 def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:

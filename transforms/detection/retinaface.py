@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from transforms.detection.base import check_tiled_settings
 from transforms.detection.centerface import onnx_session, tile_boxes
 from transforms.detection.union import merge_faces
 from transforms.records import Face
@@ -114,22 +115,12 @@ class RetinaFaceSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"retinaface_threshold must be in (0, 1), got {self.threshold}")
+        check_tiled_settings("retinaface_threshold", self.threshold, self.min_face_size, self.torch_threads,
+                             self.max_side, self.tile_overlap, self.device)
         if not self.scales or any(not 0.1 <= s <= 4.0 for s in self.scales) or len(set(self.scales)) < len(self.scales):
             raise ValueError(f"retinaface_scales must be distinct factors in [0.1, 4], got {self.scales}")
-        if self.min_face_size < 1:
-            raise ValueError(f"min_face_size must be >= 1, got {self.min_face_size}")
-        if self.torch_threads < 1:
-            raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
-        if self.max_side < 64:
-            raise ValueError(f"max_side must be >= 64, got {self.max_side}")
-        if not 0 <= self.tile_overlap < self.max_side // 2:
-            raise ValueError(f"tile_overlap must be in [0, max_side / 2), got {self.tile_overlap}")
         if not 0.0 < self.nms < 1.0:
             raise ValueError(f"nms must be in (0, 1), got {self.nms}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if not 0.0 < self.large_threshold < 1.0 or self.large_face_size < 1:
             raise ValueError(f"large_threshold must be in (0, 1) and large_face_size >= 1, got "
                              f"{self.large_threshold}, {self.large_face_size}")
