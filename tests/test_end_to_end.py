@@ -66,9 +66,9 @@ def test_faceless_jpeg_is_published_losslessly(demo_images: Path, demo_run: tupl
     assert coffee["psnr"] == 100.0 and coffee["ssim"] == 1.0
     original, _ = load_normalized((demo_images / "scenes" / "coffee.jpg").read_bytes(), 10**8)
     assert np.array_equal(np.asarray(Image.open(output / "data" / "scenes" / "coffee.jpg")), np.asarray(original))
-    # A JPEG with a face keeps its other blocks; its one large face's windows cover over half of
-    # the image, so it is searched whole. Rotated (EXIF) and WebP outputs are re-encoded whole.
-    expected = {"people/astronaut.jpg": ("spliced", "ran"), "people/astronaut-rotated.jpg": ("reencoded", "ran"),
+    # A JPEG with a face keeps its other blocks and is searched in windows around them; rotated
+    # (EXIF) and WebP outputs are re-encoded whole and searched whole.
+    expected = {"people/astronaut.jpg": ("spliced", "regions"), "people/astronaut-rotated.jpg": ("reencoded", "ran"),
                 "scenes/chelsea.webp": ("reencoded", "ran")}
     for path, how in expected.items():
         assert (by_path[path]["output_encoding"], by_path[path]["verify_detection"]) == how, path
@@ -133,8 +133,8 @@ def test_cli_run_writes_a_passing_summary(demo_images: Path, tmp_path: Path,
     assert summary["passed"] is True
     assert (summary["inputs"], summary["published"], summary["quarantined"]) == (2, 2, 0)
     assert summary["faces_total"] == 2
-    assert summary["published_outputs"] == {"spliced, detection ran": 1, "stripped, detection reused": 1}
-    assert "published outputs: 1 spliced, detection ran; 1 stripped, detection reused" in capsys.readouterr().out
+    assert summary["published_outputs"] == {"spliced, detection regions": 1, "stripped, detection reused": 1}
+    assert "published outputs: 1 spliced, detection regions; 1 stripped, detection reused" in capsys.readouterr().out
     html_report = (output / "report" / "summary.html").read_text()
     assert html_report.count("PASSED") == 1 and "stripped, detection reused" in html_report
 
@@ -179,7 +179,7 @@ def test_cli_run_verifies_with_the_verify_detector(demo_images: Path, tmp_path: 
     by_name = {row["relative_path"]: row for row in read_manifests(str(output)).to_pylist()}
     assert (by_name["coffee.jpg"]["output_encoding"], by_name["coffee.jpg"]["verify_detection"]) == (
         "stripped", "reused")
-    assert by_name["two-people.jpg"]["faces"] and by_name["two-people.jpg"]["verify_detection"] == "ran"
+    assert by_name["two-people.jpg"]["faces"] and by_name["two-people.jpg"]["verify_detection"] == "regions"
     assert all(row["status"] == "published" for row in by_name.values())
 
 

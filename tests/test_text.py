@@ -168,7 +168,8 @@ def test_job_replaces_every_text_and_verifies_none_is_left(tmp_path: Path) -> No
     by_name = {Path(row["relative_path"]).stem: row for row in solid}
     for scene in scenes:
         row = by_name[scene.name]
-        assert row["residual_faces"] == 0 and row["verify_detection"] == "ran"
+        # Searched again on the (lossless) output, in windows around the text or whole; never reused.
+        assert row["residual_faces"] == 0 and row["verify_detection"] in ("ran", "regions")
         assert row["face_kinds"] and set(row["face_kinds"]) == {TEXT} and row["face_methods"] == ["solid"] * len(
             row["face_kinds"])
         output = np.asarray(Image.open(tmp_path / "solid" / "data" / f"{scene.name}.png").convert("RGB"))
