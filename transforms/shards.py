@@ -8,6 +8,7 @@ from pipelines.options import AnonymizeOptions
 from transforms.io_images import plan_image_shards, read_image_shard
 from transforms.io_parquet import plan_parquet_shards, read_parquet_shard
 from transforms.io_webdataset import plan_tar_shards, read_tar_shard
+from transforms.observability import timed
 from transforms.records import Record, ShardSpec
 
 
@@ -32,6 +33,12 @@ def plan_shards(options: AnonymizeOptions) -> list[ShardSpec]:
 
 
 def read_shard(spec: ShardSpec, s3_endpoint: str = "") -> Iterator[Record]:
-    """Yield the records of one shard, in order."""
+    """Yield the records of one shard, in order (each record's reading timed as stage ``read``)."""
     readers = {"images": read_image_shard, "webdataset": read_tar_shard, "parquet": read_parquet_shard}
-    yield from readers[spec.format](spec, s3_endpoint)
+    records = readers[spec.format](spec, s3_endpoint)
+    while True:
+        with timed("read"):
+            record = next(records, None)
+        if record is None:
+            return
+        yield record
