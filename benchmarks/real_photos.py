@@ -51,6 +51,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.stages import stage_breakdown  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WIDER = ROOT.parent / "shared" / "data" / "wider-dev"
 FACELESS_PHOTOS = ("coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "coins", "moon",
@@ -69,19 +73,24 @@ def prepare_input(wider: Path, folder: Path, limit: int) -> tuple[dict[str, list
     returns the ground truth by relative path and the number of face-less photos."""
     from skimage import data as skdata
 
-    annotations = json.loads((wider / "annotations.json").read_text())
-    chosen = sorted(annotations)[:limit]
-    truth: dict[str, list[dict[str, Any]]] = {}
-    for name in chosen:
-        target = folder / "wider" / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(wider / "images" / name, target)
-        truth[f"wider/{name}"] = annotations[name]
+    truth = copy_wider(wider, folder, limit)
     (folder / "faceless").mkdir(parents=True, exist_ok=True)
     for name in FACELESS_PHOTOS:
         pixels = getattr(skdata, name)()
         Image.fromarray(pixels).convert("RGB").save(folder / "faceless" / f"{name}.jpg", quality=92)
     return truth, len(FACELESS_PHOTOS)
+
+
+def copy_wider(wider: Path, folder: Path, limit: int) -> dict[str, list[dict[str, Any]]]:
+    """Copy ``limit`` WIDER photos (sorted by name) to ``folder/wider``; their ground truth by relative path."""
+    annotations = json.loads((wider / "annotations.json").read_text())
+    truth: dict[str, list[dict[str, Any]]] = {}
+    for name in sorted(annotations)[:limit]:
+        target = folder / "wider" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(wider / "images" / name, target)
+        truth[f"wider/{name}"] = annotations[name]
+    return truth
 
 
 def run_ours(code: Path, folder: Path, output: Path, workers: int, overrides: list[str]) -> float:
@@ -300,15 +309,6 @@ def published_outputs(output: Path, names: list[str]) -> tuple[dict[str, Path | 
             reasons[row["reason"]] += 1
         statuses.update(row.get("face_identity_statuses") or [])
     return outputs, reasons, statuses
-
-
-def stage_breakdown(summary: dict[str, Any], images: int) -> str:
-    """The run's ``stage_us:<stage>`` totals (transforms/observability.py) per input image."""
-    prefix = "anonymize/stage_us:"
-    totals = {key[len(prefix):]: dist["sum"] / 1000 / images
-              for key, dist in (summary.get("metrics") or {}).get("distributions", {}).items()
-              if key.startswith(prefix)}
-    return ", ".join(f"{name} {ms:.0f}" for name, ms in sorted(totals.items(), key=lambda item: -item[1]))
 
 
 def main() -> None:

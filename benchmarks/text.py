@@ -12,22 +12,41 @@ It also prints the text regions found on text-free photos (the sample photos wit
 and the tests' face photos), and the detect stage's images/s with the product's detectors
 (``conf/base.yaml``: fast_mtcnn + CenterFace) for ``redact: faces`` beside ``redact: faces,text``.
 
-    python benchmarks/text.py                 # 40 scenes
-    python benchmarks/text.py --scenes 8 --repeat 1
+With ``--whole-job N`` (default 16; 0: off) it runs the whole ``anonymize run`` (its CLI, the default
+policy, ``--workers`` DirectRunner processes) on N generated scenes written as JPEGs, once with
+``redact: faces`` and once with ``redact: faces,text``, both with the accuracy-impact reference model
+on every record (``reference_model: mobilenet_v2``, the bundled ImageNet weights), and prints for
+each: images/s of the whole job (start-up included), what was published and withheld, regions
+found by kind, and the reference model's top-1 and top-5 agreement between each original and its
+output (the scenes have no class labels, so agreement is the accuracy-impact figure): the cost of
+redacting text is the difference between the two runs.
+
+No other text detector is compared: none is installed and usable offline here (no tesseract binary,
+no EasyOCR, keras-ocr, MMOCR or docTR package, and OpenCV's EAST/DB text detectors need model files
+that ship with no installed package).
+
+    python benchmarks/text.py                 # 40 scenes, whole job on 16
+    python benchmarks/text.py --scenes 8 --repeat 1 --whole-job 0
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import json
+import shutil
 import sys
+import tempfile
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.real_photos import published_outputs, run_ours  # noqa: E402
 from pipelines.anonymize import detector_stack_for  # noqa: E402
 from pipelines.config import build_options  # noqa: E402
 from tests.datasets import face_photo  # noqa: E402
@@ -87,11 +106,53 @@ def throughput(scenes_count: int, repeat: int) -> dict[str, float]:
     return rates
 
 
+def _agreement(accuracy: dict[str, Any] | None, key: str) -> str:
+    rate = (accuracy or {}).get(key) or {}
+    if rate.get("value") is None:
+        return "n/a"
+    low, high = rate["ci95"]
+    return f"{rate['value']:.3f} [{low:.3f}, {high:.3f}] (n {rate['n']})"
+
+
+def whole_job(scenes_count: int, workers: int) -> dict[str, dict[str, Any]]:
+    """``anonymize run`` on ``scenes_count`` generated scenes with ``redact: faces`` and with
+    ``redact: faces,text`` and the reference model on: per setting, seconds, images/s, outcome,
+    regions by kind and the accuracy impact (``summary.json``)."""
+    work = Path(tempfile.mkdtemp(prefix="text-job-"))
+    try:
+        folder = work / "in"
+        folder.mkdir()
+        names = []
+        for index, scene in enumerate(text_scenes(scenes_count)):
+            names.append(f"scene-{index:03d}.jpg")
+            scene.image.convert("RGB").save(folder / names[-1], quality=92)
+        out: dict[str, dict[str, Any]] = {}
+        for redact in ("faces", "faces,text"):
+            output = work / f"out-{redact.replace(',', '-')}"
+            seconds = run_ours(ROOT, folder, output, workers,
+                               [f"redact={redact}", "reference_model=mobilenet_v2", "reference_sample_size=0"])
+            outputs, reasons, _ = published_outputs(output, names)
+            summary = json.loads((output / "report" / "summary.json").read_text())
+            import pyarrow.parquet as pq
+
+            kinds: Counter[str] = Counter()
+            for row in pq.read_table(output / "manifest").to_pylist():
+                kinds.update(row.get("face_kinds") or [])
+            out[redact] = {"seconds": seconds, "rate": len(names) / seconds, "reasons": dict(reasons),
+                           "published": sum(1 for o in outputs.values() if o is not None), "kinds": dict(kinds),
+                           "accuracy": summary.get("accuracy_impact"), "images": len(names)}
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", type=int, default=40, help="generated scenes for recall")
     parser.add_argument("--speed-scenes", type=int, default=8, help="generated scenes for throughput")
     parser.add_argument("--repeat", type=int, default=2, help="throughput runs, best kept")
+    parser.add_argument("--whole-job", type=int, default=16, help="scenes for the whole-job runs (0: skip)")
+    parser.add_argument("--workers", type=int, default=2, help="DirectRunner worker processes of the whole job")
     args = parser.parse_args(argv)
     print(f"text recall on {args.scenes} generated scenes (640x480; plates, badges, signs)")
     print(f"{'char height px':<16}{'labels':>8}{'box':>8}{'replaced':>10}")
@@ -105,6 +166,21 @@ def main(argv: list[str] | None = None) -> int:
     rates = throughput(args.speed_scenes, args.repeat)
     print(f"detect images/s (fast_mtcnn+centerface, 1 thread, 640x480): faces {rates['faces']:.2f}  "
           f"faces,text {rates['faces,text']:.2f}")
+    if args.whole_job > 0:
+        jobs = whole_job(args.whole_job, args.workers)
+        print(f"\nwhole job (anonymize run, default policy, {args.workers} workers, reference model mobilenet_v2 on "
+              f"every record) on {args.whole_job} generated text scenes:")
+        for redact, job in jobs.items():
+            print(f"redact {redact:<11} {job['seconds']:7.1f} s {job['rate']:6.2f} images/s (start-up included); "
+                  f"published {job['published']}/{job['images']}, withheld {job['reasons'] or 'none'}; "
+                  f"regions found by kind {job['kinds'] or 'none'}")
+            print(f"  reference top-1 agreement {_agreement(job['accuracy'], 'top1_agreement')}, "
+                  f"top-5 {_agreement(job['accuracy'], 'top5_agreement')}")
+        faces, text = (jobs[k]["accuracy"] or {} for k in ("faces", "faces,text"))
+        one, two = ((faces.get("top1_agreement") or {}).get("value"), (text.get("top1_agreement") or {}).get("value"))
+        if one is not None and two is not None:
+            print(f"cost of redacting text: top-1 agreement {100 * (two - one):+.1f} points against faces only; "
+                  f"whole job {jobs['faces,text']['rate'] / jobs['faces']['rate']:.2f}x the images/s of faces only")
     return 0
 
 

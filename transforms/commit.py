@@ -26,6 +26,7 @@ from transforms.records import Record, ShardSpec
 from transforms.reidentification import with_reidentification
 from transforms.staging import read_staged, remove_staging
 from transforms.storage import DEFAULT_STORAGE, Storage, join, remove_if_exists
+from transforms.thumbnails import remove_shard_thumbnails, thumbnail_allowed, write_thumbnail
 
 # (spec, records in order, output, storage, load anonymized bytes) -> record_id: output URI
 ShardWriter = Callable[[ShardSpec, Sequence[Record], str, Storage, Callable[[Record], bytes]], dict[str, str]]
@@ -107,6 +108,8 @@ class CommitShard(beam.DoFn):
         records = with_reidentification(records)  # the shard's rank-1 test; identity vectors dropped
         spec = self._specs[shard_id]
         now = datetime.datetime.now(datetime.UTC)
+        fs, root = self._storage.filesystem(self._output)
+        remove_shard_thumbnails(fs, root, shard_id)  # what an earlier attempt at this shard kept
         if self._gate is not None:
             with timed("gate", len(records)):
                 provisional = [manifest_row(r, None if held else "", self._run, now)
@@ -115,6 +118,12 @@ class CommitShard(beam.DoFn):
                 verdict = self._gate(spec, provisional)
             if verdict.failed:
                 reason = "gate:" + ",".join(verdict.failed)
+                # Withheld by the gate only, for a failure that says nothing against their own outputs
+                # (verified): the report keeps a thumbnail of each anonymized output before its bytes
+                # go; never of a record withheld earlier, nor of any record of a shard failed on privacy.
+                for r in records:
+                    if not r.is_withheld and thumbnail_allowed(verdict.failed):
+                        write_thumbnail(fs, root, shard_id, r.index, self._load(r))
                 records = [r if r.is_withheld else r.quarantine(reason) for r in records]
         # Every record reaches the writer: withheld ones (quarantined, excluded) carry no bytes and
         # are never written, and whatever an earlier, crashed attempt left for them is removed, so
@@ -158,5 +167,6 @@ def withdraw_shard(output: str, shard_id: str, keep: set[str], storage: Storage 
     removed = sum(remove_if_exists(fs, path) for path in sorted(paths - keep))
     for suffix in (".json", ".html"):
         remove_if_exists(fs, join(root, "report", "validations", f"{shard_id}{suffix}"))
+    remove_shard_thumbnails(fs, root, shard_id)
     remove_if_exists(fs, manifest_path(root, shard_id))
     return removed

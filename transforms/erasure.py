@@ -25,6 +25,7 @@ from transforms.io_webdataset import read_tar_shard
 from transforms.manifest import MANIFEST_SCHEMA, read_shard_plan, read_shard_rows, write_manifest
 from transforms.records import ERASED, PUBLISHED, Record, ShardSpec
 from transforms.storage import DEFAULT_STORAGE, Storage, join, remove_if_exists
+from transforms.thumbnails import thumbnail_name
 
 # Manifest columns an erased row keeps: lineage and the run that made it. Everything else is cleared.
 KEPT_COLUMNS = ("record_id", "shard_id", "shard_index", "source_uri", "subject_id", "relative_path",
@@ -175,6 +176,7 @@ def erase_shard(output: str, shard_id: str, request: ErasureRequest, erasure_id:
     for row in targets:
         if row["status"] != PUBLISHED and row.get("relative_path") and "#" not in str(row.get("source_uri") or ""):
             result.files_removed += remove_if_exists(fs, join(root, "data", str(row["relative_path"])))
+        remove_if_exists(fs, join(root, "report", thumbnail_name(shard_id, int(row["shard_index"]))))
     failpoint("erase_before_manifest")
     updated = []
     for row in rows:

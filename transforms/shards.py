@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from transforms.io_images import plan_image_shards, read_image_shard
 from transforms.io_parquet import plan_parquet_shards, read_parquet_shard
 from transforms.io_webdataset import plan_tar_shards, read_tar_shard
+from transforms.observability import timed
 from transforms.records import Record, ShardSpec
 from transforms.storage import DEFAULT_STORAGE, Storage
 
@@ -33,6 +34,12 @@ def plan_shards(input_uri: str, input_format: str = "auto", shard_size: int = 25
 
 
 def read_shard(spec: ShardSpec, storage: Storage = DEFAULT_STORAGE) -> Iterator[Record]:
-    """Yield the records of one shard, in order."""
+    """Yield the records of one shard, in order (each record's reading timed as stage ``read``)."""
     readers = {"images": read_image_shard, "webdataset": read_tar_shard, "parquet": read_parquet_shard}
-    yield from readers[spec.format](spec, storage)
+    records = readers[spec.format](spec, storage)
+    while True:
+        with timed("read"):
+            record = next(records, None)
+        if record is None:
+            return
+        yield record

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import apache_beam as beam
 
+from transforms.observability import timed
 from transforms.records import Record
 from transforms.storage import DEFAULT_STORAGE, PARTIAL_PREFIX, Storage, is_local, join, write_atomic
 
@@ -39,9 +40,10 @@ class StageOutput(beam.DoFn):
         if record.is_quarantined:
             yield record
             return
-        fs, root = self._storage.filesystem(self._output)
-        path = staging_path(root, self._run_id, record.shard_id, record.index)
-        write_atomic(fs, path, record.data)
+        with timed("stage"):
+            fs, root = self._storage.filesystem(self._output)
+            path = staging_path(root, self._run_id, record.shard_id, record.index)
+            write_atomic(fs, path, record.data)
         yield record.replace(data=b"", staged_path=path)
 
 
