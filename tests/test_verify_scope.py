@@ -48,13 +48,14 @@ def test_changed_mask_sees_any_channel() -> None:
 
 
 def test_windows_grow_clip_merge_and_give_way_to_the_whole_image() -> None:
-    # A 10 px change grows by the minimum context (16 px) on each side, clipped at the image border.
-    assert verify_windows(((5, 30, 15, 40),), 400, 300) == ((0, 14, 31, 56),)
+    # A 10 px change grows by the minimum context (16 px) on each side, clipped at the image border,
+    # then out to the 32 px grid.
+    assert verify_windows(((5, 30, 15, 40),), 400, 300) == ((0, 0, 32, 64),)
     # A 100 px change grows by half its longer side.
-    assert verify_windows(((150, 100, 250, 150),), 1000, 800) == ((100, 50, 300, 200),)
+    assert verify_windows(((150, 100, 250, 150),), 1000, 800) == ((96, 32, 320, 224),)
     # Two changes whose windows overlap make one window; far ones stay apart, disjoint.
     windows = verify_windows(((100, 100, 110, 110), (130, 100, 140, 110), (600, 500, 610, 510)), 1000, 800)
-    assert windows == ((84, 84, 156, 126), (584, 484, 626, 526))
+    assert windows == ((64, 64, 160, 128), (576, 480, 640, 544))
     # Windows over more than 70% of the image: search it whole.
     assert verify_windows(((100, 100, 300, 300),), 400, 400) is None
     assert verify_windows((), 400, 400) == ()
@@ -117,7 +118,7 @@ def test_faces_found_in_a_window_are_placed_in_the_image() -> None:
     record = _record(Image.new("RGB", (400, 300), (90, 90, 90)), changed_regions=((100, 100, 120, 120),))
     out = _verify(record, FixedBoxesFactory([(10, 10, 40, 40, 0.99)]), "regions")
     assert out.verify_detection == "regions"
-    assert [f.box for f in out.output_faces] == [(94, 94, 124, 124)]
+    assert [f.box for f in out.output_faces] == [(74, 74, 104, 104)]
     assert out.residual_faces == 1
     # The full scope searches the whole image: the same box, unmoved.
     full = _verify(record, FixedBoxesFactory([(10, 10, 40, 40, 0.99)]), "full")
@@ -152,6 +153,21 @@ def test_a_face_far_from_every_change_is_left_to_the_detect_stage(centerface: Fa
 def test_an_output_with_no_recorded_change_is_searched_whole() -> None:
     out = _verify(_record(Image.new("RGB", (200, 100))), FixedBoxesFactory([(1, 1, 30, 30, 0.95)]), "regions")
     assert (out.verify_detection, out.residual_faces) == ("ran", 1)
+
+
+def test_a_detector_that_rescales_its_input_searches_whole_outputs() -> None:
+    """The text detector scales each image to its own input size: a window would be searched at
+    another scale, so with it (here beside a fixed face detector) outputs are searched whole."""
+    from transforms.detection import UnionFactory
+    from transforms.detection.text import TextAndFacesFactory, TextDetector, TextSettings
+
+    record = _record(Image.new("RGB", (400, 300), (90, 90, 90)), changed_regions=((100, 100, 120, 120),))
+    with_text = TextAndFacesFactory(FixedBoxesFactory([(10, 10, 40, 40, 0.99)]), Factory(TextDetector, TextSettings()))
+    assert not with_text.searches_windows and not UnionFactory([FixedBoxesFactory(), with_text]).searches_windows
+    handler = FaceDetectionHandler(with_text, 4, 10**8, mode="verify", scope="regions")
+    (out,) = handler.run_inference([record], with_text())
+    assert out.verify_detection == "ran" and [f.box for f in out.output_faces if f.detector == "fixed"] == [
+        (10, 10, 40, 40)]
 
 
 def test_an_unknown_scope_is_refused() -> None:

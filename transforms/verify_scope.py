@@ -109,6 +109,9 @@ def verify_windows(changed: tuple[Box, ...], width: int, height: int, context: f
     for x1, y1, x2, y2 in changed:
         pad = max(min_context, int(np.ceil(context * max(x2 - x1, y2 - y1))))
         grown.append((max(0, x1 - pad), max(0, y1 - pad), min(width, x2 + pad), min(height, y2 + pad)))
+    # On the 32 px grid (CenterFace's input sides are multiples of 32: a window is not rescaled).
+    grown = [(x1 // 32 * 32, y1 // 32 * 32, min(width, -(-x2 // 32) * 32), min(height, -(-y2 // 32) * 32))
+             for x1, y1, x2, y2 in grown]
     windows = _merged(grown)
     area = sum((x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in windows)
     if area > max_share * width * height:

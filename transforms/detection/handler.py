@@ -31,7 +31,8 @@ class FaceDetectionHandler(ModelHandler[Record, Record, Detector]):
     stage searched (``output_same_pixels``) keeps that run's faces instead of a second, identical
     run: a detector gives the same faces on the same pixels.
     With ``scope`` ``regions`` (verify mode), an output whose changes are known (``changed_regions``)
-    is searched only in windows around them (``transforms/verify_scope.py`` says why that suffices),
+    is searched only in windows around them, by a detector that searches a window as it is in the
+    whole image (not the text detector) (``transforms/verify_scope.py`` says why that suffices),
     or whole where the windows would cover most of it; ``full`` searches every output whole.
     The model loads once per worker process (RunInference's ``shared.Shared`` handle), shared by
     its threads; with ``share_across_processes`` once per machine (Beam's ``MultiProcessShared``).
@@ -55,7 +56,9 @@ class FaceDetectionHandler(ModelHandler[Record, Record, Detector]):
         self._verify_threshold = verify_threshold
         self._share_across_processes = share_across_processes
         self._reuse_same_pixels = reuse_same_pixels and mode == "verify"
-        self._in_regions = scope == "regions" and mode == "verify"
+        # Only a detector that searches a window as it would the window's pixels in the whole image
+        # (no rescaling to its own input size; ``searches_windows`` of the factory, default True).
+        self._in_regions = scope == "regions" and mode == "verify" and getattr(factory, "searches_windows", True)
 
     def load_model(self) -> Detector:
         return self._factory()

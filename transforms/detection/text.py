@@ -283,3 +283,9 @@ class TextAndFacesFactory:
     def factories(self) -> tuple[DetectorFactory, DetectorFactory]:
         return (self.faces, self.text)
 
+    @property
+    def searches_windows(self) -> bool:
+        """False: the text detector scales each image to its own input size (``input_size``), so a
+        window would be searched at another scale than the whole output; outputs are searched whole."""
+        return False
+

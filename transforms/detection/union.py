@@ -85,3 +85,8 @@ class UnionFactory:
 
     def info(self) -> dict[str, str]:
         return union_info([f.info() for f in self.factories])
+
+    @property
+    def searches_windows(self) -> bool:
+        """Whether a window of an image is searched as the image is there (every member's)."""
+        return all(getattr(f, "searches_windows", True) for f in self.factories)
