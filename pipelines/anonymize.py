@@ -181,6 +181,7 @@ def replacement_policy_for(options: AnonymizeOptions) -> ReplacementPolicy:
         synthetic_target_distance=options.synthetic_target_distance,
         synthetic_min_face_size=options.synthetic_min_face_size,
         synthetic_min_score=options.synthetic_min_score,
+        synthetic_blend=options.synthetic_blend,
     )
 
 

@@ -108,3 +108,5 @@ def test_synthetic_substitutes_only_confident_plausible_faces() -> None:
     assert ReplacementPolicy().face_method(upside_down) == ("gaussian", "")
     with pytest.raises(ValueError, match="synthetic_min_score"):
         ReplacementPolicy(synthetic_min_score=1.5)
+    with pytest.raises(ValueError, match="synthetic_blend"):
+        ReplacementPolicy(synthetic_blend="alpha")

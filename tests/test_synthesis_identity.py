@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from tests.helpers import assert_golden
 from transforms.decode import load_normalized
@@ -71,8 +71,10 @@ def _face_image() -> tuple[Image.Image, Face]:
     return image, Face(164.0, 64.0, 262.0, 194.0, 0.99, "fixed", marks)
 
 
-@pytest.mark.parametrize("generator_kind", ["parametric", "torchscript"])
-def test_no_original_pixel_inside_the_mask_reaches_the_output(generator_kind: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("generator_kind", "blend"),
+                         [("parametric", "feather"), ("torchscript", "feather"), ("parametric", "poisson")])
+def test_no_original_pixel_inside_the_mask_reaches_the_output(generator_kind: str, blend: str,
+                                                             tmp_path: Path) -> None:
     image, face = _face_image()
     if generator_kind == "torchscript":
         path = tmp_path / "flat.pt"
@@ -81,7 +83,7 @@ def test_no_original_pixel_inside_the_mask_reaches_the_output(generator_kind: st
     else:
         generator = ParametricFaceGenerator()
     region, box = (140, 38, 286, 220), (164, 64, 262, 194)
-    first = np.asarray(synthesize_faces(image, [face], [region], [box], generator, [3]))
+    first = np.asarray(synthesize_faces(image, [face], [region], [box], generator, [3], blend=blend))
     # Same surroundings, entirely different pixels inside the replaced region: same output.
     scrambled = np.array(image)
     rng = np.random.default_rng(0)
@@ -93,9 +95,19 @@ def test_no_original_pixel_inside_the_mask_reaches_the_output(generator_kind: st
     keep = np.array(image)[region[1]:region[3], region[0]:region[2]]
     patch = scrambled[region[1]:region[3], region[0]:region[2]]
     patch[~hard] = keep[~hard]
-    second = np.asarray(synthesize_faces(Image.fromarray(scrambled), [face], [region], [box], generator, [3]))
+    second = np.asarray(synthesize_faces(Image.fromarray(scrambled), [face], [region], [box], generator, [3],
+                                         blend=blend))
     assert np.array_equal(first, second)
     assert not np.array_equal(first, np.asarray(image))  # the face region did change
+    if blend == "poisson":  # Poisson blending changes the mask only, and meets the surroundings without a seam
+        outside = ~np.pad(hard, ((region[1], image.height - region[3]), (region[0], image.width - region[2])))
+        assert np.array_equal(first[outside], np.asarray(image)[outside])
+        ring = np.pad(hard, 1) & ~np.pad(np.asarray(Image.fromarray(hard).filter(ImageFilter.MinFilter(3))) > 0, 1)
+        edge = first[region[1] - 1:region[3] + 1, region[0] - 1:region[2] + 1].astype(np.int16)
+        near = np.asarray(image)[region[1] - 1:region[3] + 1, region[0] - 1:region[2] + 1].astype(np.int16)
+        grown = np.asarray(Image.fromarray(np.pad(hard, 1)).filter(ImageFilter.MaxFilter(3))) > 0
+        band = grown & ~np.pad(hard, 1)
+        assert abs(edge[ring].mean() - near[band].mean()) < 12
 
 
 def test_generator_with_the_wrong_shape_fails_before_any_image(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from transforms.metrics import image_quality, pixel_change
 from transforms.observability import timed
 from transforms.records import TEXT, Face, Record
 from transforms.synthesis import (
+    BLENDS,
     FaceGenerator,
     GeneratorError,
     face_seed,
@@ -65,6 +66,8 @@ class ReplacementPolicy:
     # A detection gets a synthetic face only when it is confident: at least this score, and found
     # by two detectors or with landmarks laid out as a face's (``plausible_face``); else it is blurred.
     synthetic_min_score: float = 0.9
+    # How a substitute meets its surroundings: ``feather`` (an alpha band) or ``poisson`` (seamless).
+    synthetic_blend: str = "feather"
 
     def __post_init__(self) -> None:
         if self.method not in REPLACEMENT_METHODS:
@@ -88,6 +91,8 @@ class ReplacementPolicy:
             raise ValueError(f"synthetic_min_face_size must be >= 0, got {self.synthetic_min_face_size}")
         if self.synthetic_target_distance < 0.6:
             raise ValueError(f"synthetic_target_distance must be >= 0.6, got {self.synthetic_target_distance}")
+        if self.synthetic_blend not in BLENDS:
+            raise ValueError(f"synthetic_blend must be one of {BLENDS}, got {self.synthetic_blend!r}")
         if not 0.0 <= self.synthetic_min_score <= 1.0:
             raise ValueError(f"synthetic_min_score must be in [0, 1], got {self.synthetic_min_score}")
 
@@ -252,7 +257,7 @@ def replace_faces(image: Image.Image, faces: Sequence[Face],
         regions = [grown_box(faces[i], policy.box_margin, width, height) for i in chosen]
         boxes = [face_box(faces[i], width, height) for i in chosen]
         result = synthesize_faces(result, [faces[i] for i in chosen], regions, boxes, generator,
-                                  [seeds[i] for i in chosen], policy.synthetic_soften)
+                                  [seeds[i] for i in chosen], policy.synthetic_soften, policy.synthetic_blend)
         blurred = [face for i, face in enumerate(faces) if i not in chosen]
         return replace_faces(result, blurred, dataclasses.replace(policy, method="gaussian")) if blurred else result
     sigma = policy.blur_sigma_factor * max(face.diagonal for face in faces)
@@ -314,7 +319,8 @@ def choose_synthetic_attempts(original: np.ndarray, faces: Sequence[Face], refer
         for attempt in range(searched):
             assert reference is not None
             window = synthesize_in_place(work, face, region, box, generator,
-                                         attempt_seed(policy, key, index, attempt), policy.synthetic_soften)
+                                         attempt_seed(policy, key, index, attempt), policy.synthetic_soften,
+                                         policy.synthetic_blend)
             if window is None:
                 break
             bound = embedder.same_alignment_distance(reference, work)
