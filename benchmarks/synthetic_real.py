@@ -51,9 +51,12 @@ def manifest_rows(output: Path) -> dict[str, dict[str, Any]]:
     return {row["relative_path"]: row for row in pq.read_table(output / "manifest").to_pylist()}
 
 
-def placements(rows: dict[str, dict[str, Any]], truth: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
-    """Substituted faces, those on no ground-truth face, and second substitutes on one face."""
+def placements(rows: dict[str, dict[str, Any]], truth: dict[str, list[dict[str, Any]]]
+               ) -> tuple[dict[str, int], list[str]]:
+    """Substituted faces, those on no ground-truth face, and second substitutes on one face; and a
+    line per misplaced substitute (photo, box, score, detectors, best IoU with a ground-truth face)."""
     counts: Counter[str] = Counter()
+    misplaced: list[str] = []
     for name, boxes in truth.items():
         row = rows.get(name)
         if row is None or row["status"] != "published":
@@ -67,13 +70,14 @@ def placements(rows: dict[str, dict[str, Any]], truth: dict[str, list[dict[str, 
             box = (face["x1"], face["y1"], face["x2"], face["y2"])
             overlaps = [(_iou(box, tuple(b)), i) for i, b in enumerate(valid)]
             best, index = max(overlaps, default=(0.0, -1))
-            if best < 0.3:
-                counts["on_no_face"] += 1
-            elif index in taken:
-                counts["duplicate"] += 1
+            if best < 0.3 or index in taken:
+                kind = "on_no_face" if best < 0.3 else "duplicate"
+                counts[kind] += 1
+                misplaced.append(f"{kind}: {name} box {tuple(round(v) for v in box)} score {face['score']:.3f} "
+                                 f"{face.get('detector', '')} (best ground-truth IoU {best:.2f})")
             else:
                 taken.add(index)
-    return dict(counts)
+    return dict(counts), misplaced
 
 
 Crops = list[tuple[Image.Image, ...]]
@@ -143,7 +147,10 @@ def main() -> None:
                      for n in truth}
             print(f"independent identity check: {independent_check(checker, work / 'in', files, truth)}")
         rows = manifest_rows(outputs["synthetic"])
-        print(f"placements: {placements(rows, truth)}")
+        counts, misplaced = placements(rows, truth)
+        print(f"placements: {counts}")
+        for line in misplaced:
+            print(f"  {line}")
         total, found, found_blur, crops = utility(checker, rows, outputs["synthetic"], outputs["gaussian"],
                                                   manifest_rows(outputs["gaussian"]))
         print(f"utility: dlib's frontal detector finds {found}/{total} substituted faces of 40 px or more "

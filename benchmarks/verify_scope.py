@@ -34,9 +34,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-from pipelines.anonymize import detector_stack_for, replacement_policy_for  # noqa: E402
+from pipelines.anonymize import detector_stack_for  # noqa: E402
 from pipelines.config import build_options  # noqa: E402
-from pipelines.settings import input_shards, storage_for  # noqa: E402
+from pipelines.settings import input_shards, replacement_policy_for, storage_for  # noqa: E402
 from transforms.decode import DecodeAndNormalise  # noqa: E402
 from transforms.detection import FaceDetectionHandler  # noqa: E402
 from transforms.records import Face, Record  # noqa: E402

@@ -32,7 +32,7 @@ POLICY_KEYS = (
     "centerface_threshold", "retinaface_threshold", "retinaface_scales",
     "detector_thresholds", "detector_score_threshold", "verify_score_threshold",
     "identity_check", "identity_threshold", "identity_min_face_size", "identity_reid_alpha", "identity_escalation",
-    "synthetic_min_face_size", "synthetic_min_score",
+    "synthetic_min_face_size", "synthetic_min_score", "synthetic_blend",
     "gate_max_quarantine_share", "gate_max_withheld_share", "max_image_pixels",
     "jpeg_quality", "reference_model", "gate_min_top1_agreement",
 )

@@ -111,7 +111,11 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("synthetic_min_score", float, 0.9,
                "method synthetic: a detection gets a synthetic face only at this score or more, found by two "
                "detectors or with plausible landmarks; other faces are blurred (face_method_reasons: "
-               "low_confidence).", minimum=0.0, maximum=1.0),
+               "low_confidence), and so are faces the identity check cannot measure (unmeasurable; all of "
+               "them with identity_check off).", minimum=0.0, maximum=1.0),
+    OptionSpec("synthetic_blend", str, "feather",
+               "How a synthetic face meets its surroundings: feather (an alpha band outside the mask) or "
+               "poisson (seamless Poisson blending inside the mask).", choices=("feather", "poisson")),
     OptionSpec("synthetic_min_face_size", int, 20,
                "Under method synthetic, faces with a shorter side below this (px) are blurred instead.",
                minimum=0),

@@ -97,6 +97,16 @@ def test_synthetic_substitutes_only_confident_plausible_faces() -> None:
         ("gaussian", "low_confidence")
     assert policy.face_method(Face(100, 100, 110, 110, 0.99, "fast_mtcnn", marks)) == ("gaussian", "small")
     assert policy.face_method(face, escalation=2) == ("solid", "escalated")
+    # A face whose identity cannot be measured is blurred: a re-detected substitute there could not
+    # be proven new. A face too small or not confident keeps that reason.
+    assert policy.face_method(face, measurable=False) == ("gaussian", "unmeasurable")
+    assert not policy.synthesizes(face, measurable=False) and policy.synthesizes(face)
+    assert policy.face_method(upside_down, measurable=False) == ("gaussian", "low_confidence")
+    assert policy.face_method(Face(100, 100, 110, 110, 0.99, "fast_mtcnn", marks), measurable=False) == \
+        ("gaussian", "small")
+    assert ReplacementPolicy().face_method(face, measurable=False) == ("gaussian", "")
     assert ReplacementPolicy().face_method(upside_down) == ("gaussian", "")
     with pytest.raises(ValueError, match="synthetic_min_score"):
         ReplacementPolicy(synthetic_min_score=1.5)
+    with pytest.raises(ValueError, match="synthetic_blend"):
+        ReplacementPolicy(synthetic_blend="alpha")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from tests.helpers import assert_golden
 from transforms.decode import load_normalized
@@ -71,8 +71,10 @@ def _face_image() -> tuple[Image.Image, Face]:
     return image, Face(164.0, 64.0, 262.0, 194.0, 0.99, "fixed", marks)
 
 
-@pytest.mark.parametrize("generator_kind", ["parametric", "torchscript"])
-def test_no_original_pixel_inside_the_mask_reaches_the_output(generator_kind: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("generator_kind", "blend"),
+                         [("parametric", "feather"), ("torchscript", "feather"), ("parametric", "poisson")])
+def test_no_original_pixel_inside_the_mask_reaches_the_output(generator_kind: str, blend: str,
+                                                             tmp_path: Path) -> None:
     image, face = _face_image()
     if generator_kind == "torchscript":
         path = tmp_path / "flat.pt"
@@ -81,7 +83,7 @@ def test_no_original_pixel_inside_the_mask_reaches_the_output(generator_kind: st
     else:
         generator = ParametricFaceGenerator()
     region, box = (140, 38, 286, 220), (164, 64, 262, 194)
-    first = np.asarray(synthesize_faces(image, [face], [region], [box], generator, [3]))
+    first = np.asarray(synthesize_faces(image, [face], [region], [box], generator, [3], blend=blend))
     # Same surroundings, entirely different pixels inside the replaced region: same output.
     scrambled = np.array(image)
     rng = np.random.default_rng(0)
@@ -93,9 +95,19 @@ def test_no_original_pixel_inside_the_mask_reaches_the_output(generator_kind: st
     keep = np.array(image)[region[1]:region[3], region[0]:region[2]]
     patch = scrambled[region[1]:region[3], region[0]:region[2]]
     patch[~hard] = keep[~hard]
-    second = np.asarray(synthesize_faces(Image.fromarray(scrambled), [face], [region], [box], generator, [3]))
+    second = np.asarray(synthesize_faces(Image.fromarray(scrambled), [face], [region], [box], generator, [3],
+                                         blend=blend))
     assert np.array_equal(first, second)
     assert not np.array_equal(first, np.asarray(image))  # the face region did change
+    if blend == "poisson":  # Poisson blending changes the mask only, and meets the surroundings without a seam
+        outside = ~np.pad(hard, ((region[1], image.height - region[3]), (region[0], image.width - region[2])))
+        assert np.array_equal(first[outside], np.asarray(image)[outside])
+        ring = np.pad(hard, 1) & ~np.pad(np.asarray(Image.fromarray(hard).filter(ImageFilter.MinFilter(3))) > 0, 1)
+        edge = first[region[1] - 1:region[3] + 1, region[0] - 1:region[2] + 1].astype(np.int16)
+        near = np.asarray(image)[region[1] - 1:region[3] + 1, region[0] - 1:region[2] + 1].astype(np.int16)
+        grown = np.asarray(Image.fromarray(np.pad(hard, 1)).filter(ImageFilter.MaxFilter(3))) > 0
+        band = grown & ~np.pad(hard, 1)
+        assert abs(edge[ring].mean() - near[band].mean()) < 12
 
 
 def test_generator_with_the_wrong_shape_fails_before_any_image(tmp_path: Path) -> None:
@@ -143,7 +155,13 @@ def test_replaced_faces_no_longer_match_their_originals(
         (out,) = list(replace.process(record))
         assert out.identity_check == CHECKED
         assert len(out.identity_distances) == len(out.identity_statuses) == len(faces)
-        for face, status, distance in zip(faces, out.identity_statuses, out.identity_distances, strict=True):
+        for face, status, distance, face_method, reason in zip(
+                faces, out.identity_statuses, out.identity_distances, out.face_methods, out.face_method_reasons,
+                strict=True):
+            if method == "synthetic":
+                # Substituted exactly where the identity was measured; blurred everywhere else.
+                assert (face_method == "synthetic") == (status in FaceStatus.MEASURED), (name, status, reason)
+                assert face_method == "synthetic" or reason in ("small", "low_confidence", "unmeasurable")
             if method == "solid":
                 assert status == FaceStatus.REMOVED_BY_CONSTRUCTION and math.isnan(distance)
             elif face.short_side < 40:
@@ -345,11 +363,13 @@ def test_torchscript_generator_end_to_end(tmp_path: Path, demo_images: Path) -> 
     out = np.asarray(Image.open(tmp_path / "out" / "data" / "astronaut.jpg").convert("RGB"), np.int16)
     # The flat fill (0.5, 0.1, -0.1 in [-1, 1]) covers the face box's centre.
     assert np.abs(out[120:140, 200:220].mean(axis=(0, 1)) - np.array([191, 140, 115])).max() < 12
-    # Without the identity check the same re-detected substitute cannot be proven new: quarantined.
+    # Without the identity check no re-detected substitute could be proven new: the face is blurred
+    # instead (the fixed detector still "finds" it on the output, so the record is quarantined).
     rows = run_job(str(folder), str(tmp_path / "out2"), boxes, method="synthetic",
                    synthetic_generator=str(model), synthetic_generator_size=64, identity_check=False).to_pylist()
-    assert rows[0]["status"] == "quarantined" and rows[0]["reason"] == "verify:residual_faces"
     assert rows[0]["identity_check"] == "skipped"
+    assert rows[0]["face_methods"] == ["gaussian"] and rows[0]["face_method_reasons"] == ["unmeasurable"]
+    assert rows[0]["status"] == "quarantined" and rows[0]["reason"] == "verify:residual_faces"
 
 
 def test_onnx_generator_loads_and_paints_the_mask(tmp_path: Path) -> None:
@@ -390,6 +410,37 @@ def test_synthetic_blurs_faces_too_small_to_substitute() -> None:
     assert np.array_equal(both[290:326, 290:326], alone[290:326, 290:326])
     with pytest.raises(ValueError, match="synthetic_min_face_size"):
         ReplacementPolicy(method="synthetic", synthetic_min_face_size=-1)
+
+
+def test_synthetic_substitutes_only_measurable_faces_screened_once(
+        demo_faces: list[tuple[str, bytes, tuple[Face, ...]]]) -> None:
+    """Under synthetic, readability (``screen_faces``) is computed once per face and decides both the
+    method and the identity status; an unmeasurable face gets the very pixels of the policy's blur."""
+    name, data, faces = next(item for item in demo_faces if item[0] == "people/two-people.jpg")
+    replace = ReplaceFaces(ReplacementPolicy(method="synthetic"), 10**8, 95, identity_check=True)
+    replace.setup()
+    embedder = replace._embedder
+    assert embedder is not None
+    calls: list[Face] = []
+    readable = embedder.readable
+
+    def counted(original: np.ndarray, face: Face) -> bool:
+        calls.append(face)
+        return readable(original, face)
+
+    embedder.readable = counted  # type: ignore[method-assign]
+    (out,) = list(replace.process(Record("s", 0, name, name, name, "", data, faces=faces)))
+    assert sorted(calls, key=lambda f: f.x1) == sorted((f for f in faces if f.short_side >= 40), key=lambda f: f.x1)
+    # two-people: the larger face is measured and substituted, the other one dlib cannot read is blurred.
+    assert sorted(out.identity_statuses) == [FaceStatus.MEASURED_NO_MATCH, FaceStatus.UNMEASURABLE_NO_FACE]
+    unread = out.identity_statuses.index(FaceStatus.UNMEASURABLE_NO_FACE)
+    assert out.face_methods[unread] == "gaussian" and out.face_method_reasons[unread] == "unmeasurable"
+    assert out.face_methods[1 - unread] == "synthetic"
+    image, _ = load_normalized(data, 10**8)
+    blurred = np.asarray(replace_faces(image, [faces[unread]], ReplacementPolicy(method="gaussian")), np.int16)
+    output = np.asarray(Image.open(io.BytesIO(out.data)).convert("RGB"), np.int16)
+    x1, y1, x2, y2 = (int(v) for v in faces[unread].box)
+    assert np.abs(output[y1:y2, x1:x2] - blurred[y1:y2, x1:x2]).mean() < 3  # JPEG noise only
 
 
 def test_a_face_that_still_matches_is_escalated_before_quarantine(

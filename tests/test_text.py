@@ -262,9 +262,16 @@ def test_text_benchmark_prints_recall_per_band_and_both_throughputs(capsys: pyte
 def test_under_synthetic_with_identity_checks_text_is_blurred_and_published(tmp_path: Path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
-    _png(text_scenes(2)[1].image, folder / "scene.png")
+    from skimage import data
+
+    # The astronaut's head pasted clear of the scene's text: a face the identity check can measure,
+    # so synthetic substitutes it (an unmeasurable one would be blurred); the text is blurred.
+    scene = text_scenes(2)[1].image.copy()
+    scene.paste(Image.fromarray(data.astronaut()).crop((141, 22, 308, 202)), (0, 0))
+    _png(scene, folder / "scene.png")
     text = Factory(TextDetector, TextSettings())
-    (row,) = run_job(str(folder), str(tmp_path / "out"), TextAndFacesFactory(FixedBoxesFactory([FACE_BOX]), text),
+    face = (40.0, 40.0, 127.0, 150.0, 0.99)
+    (row,) = run_job(str(folder), str(tmp_path / "out"), TextAndFacesFactory(FixedBoxesFactory([face]), text),
                      TextAndFacesFactory(FixedBoxesFactory(()), text), redact="faces,text",
                      method="synthetic").to_pylist()
     assert row["status"] == "published", row["reason"]

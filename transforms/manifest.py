@@ -51,7 +51,8 @@ MANIFEST_SCHEMA = pa.schema([
     ("face_kinds", pa.list_(pa.string())),
     ("method", pa.string()),
     # Per face, in ``faces`` order: the method that replaced it, and why it is not ``method`` ("" when
-    # it is; small / low_confidence / text: blurred under synthetic, text also under pixelate; escalated).
+    # it is; small / low_confidence / unmeasurable / text: blurred under synthetic, text also under pixelate;
+    # escalated).
     ("face_methods", pa.list_(pa.string())),
     ("face_method_reasons", pa.list_(pa.string())),
     ("security_level", pa.string()),

@@ -147,7 +147,7 @@ class Record:
     identity_check: str = ""
     identity_distances: tuple[float, ...] = ()
     # Per face, the method that replaced it and why it is not the record's ``method`` ("": it is;
-    # ``small`` / ``low_confidence``: blurred under synthetic; ``escalated``).
+    # ``small`` / ``low_confidence`` / ``unmeasurable``: blurred under synthetic; ``escalated``).
     face_methods: tuple[str, ...] = ()
     face_method_reasons: tuple[str, ...] = ()
     # Per face, its identity status (identity.FaceStatus; distances are NaN where not measured).

@@ -28,6 +28,7 @@ from transforms.observability import timed
 from transforms.records import LOW_SECURITY_METHODS, REPLACEMENT_METHODS, TEXT, Face, Record
 from transforms.storage import DEFAULT_STORAGE, Storage
 from transforms.synthesis import (
+    BLENDS,
     FaceGenerator,
     GeneratorError,
     face_seed,
@@ -39,6 +40,7 @@ from transforms.verify_scope import changed_mask, changed_regions_of
 
 Box = tuple[int, int, int, int]
 REENCODED = "reencoded"
+UNMEASURABLE = "unmeasurable"
 STRIPPED = "stripped"
 SPLICED = "spliced"  # a JPEG whose blocks no replaced pixel touches kept as they were (jpeg_splice.py)
 
@@ -67,6 +69,8 @@ class ReplacementPolicy:
     # A detection gets a synthetic face only when it is confident: at least this score, and found
     # by two detectors or with landmarks laid out as a face's (``plausible_face``); else it is blurred.
     synthetic_min_score: float = 0.9
+    # How a substitute meets its surroundings: ``feather`` (an alpha band) or ``poisson`` (seamless).
+    synthetic_blend: str = "feather"
 
     def __post_init__(self) -> None:
         if self.method not in REPLACEMENT_METHODS:
@@ -91,6 +95,8 @@ class ReplacementPolicy:
         if self.synthetic_target_distance < MATCH_THRESHOLD:
             raise ValueError(f"synthetic_target_distance must be >= {MATCH_THRESHOLD}, "
                              f"got {self.synthetic_target_distance}")
+        if self.synthetic_blend not in BLENDS:
+            raise ValueError(f"synthetic_blend must be one of {BLENDS}, got {self.synthetic_blend!r}")
         if not 0.0 <= self.synthetic_min_score <= 1.0:
             raise ValueError(f"synthetic_min_score must be in [0, 1], got {self.synthetic_min_score}")
 
@@ -100,27 +106,32 @@ class ReplacementPolicy:
         return face.score >= self.score_threshold or any(
             name in self.self_thresholded_detectors for name in face.detector.split("+"))
 
-    def synthesizes(self, face: Face) -> bool:
-        """Whether method ``synthetic`` substitutes ``face`` (else it is blurred: ``face_method``)."""
-        return self.method == "synthetic" and not self.blur_reason(face)
+    def synthesizes(self, face: Face, measurable: bool = True) -> bool:
+        """Whether method ``synthetic`` substitutes ``face`` (else it is blurred: ``face_method``);
+        ``measurable``: whether its identity can be measured (``identity_evidence.screen_faces``)."""
+        return self.method == "synthetic" and not self.blur_reason(face, measurable)
 
-    def blur_reason(self, face: Face) -> str:
+    def blur_reason(self, face: Face, measurable: bool = True) -> str:
         """Why method ``synthetic`` blurs ``face`` instead: ``text`` (a text region), ``small``,
-        ``low_confidence``, or ""."""
+        ``low_confidence``, ``unmeasurable`` (its identity cannot be measured, so a re-detected
+        substitute could never be proven new: ``verification.leaked_faces``), or ""."""
         if face.kind == TEXT:
             return TEXT
         if face.short_side < self.synthetic_min_face_size:
             return "small"
         if face.score < self.synthetic_min_score or not ("+" in face.detector or plausible_face(face)):
             return "low_confidence"
+        if not measurable:
+            return UNMEASURABLE
         return ""
 
-    def face_method(self, face: Face, escalation: int = 0) -> tuple[str, str]:
-        """The method that replaced ``face`` (after ``escalation``) and why it is not the policy's
-        (``small``, ``low_confidence``, ``escalated``; "" when it is)."""
+    def face_method(self, face: Face, escalation: int = 0, measurable: bool = True) -> tuple[str, str]:
+        """The method that replaced ``face`` (after ``escalation``; ``measurable`` as in
+        ``synthesizes``) and why it is not the policy's (``small``, ``low_confidence``,
+        ``unmeasurable``, ``escalated``; "" when it is)."""
         if escalation:
             return ("solid" if escalation == ESCALATION_LEVELS[-1] else "gaussian"), "escalated"
-        if self.method == "synthetic" and (reason := self.blur_reason(face)):
+        if self.method == "synthetic" and (reason := self.blur_reason(face, measurable)):
             return "gaussian", reason
         if self.method == "pixelate" and face.kind == TEXT:
             return "gaussian", TEXT  # a mosaic of text is read back by OCR models
@@ -223,9 +234,9 @@ def _pixelated_region(image: Image.Image, region: Box, face: Face, blocks: int) 
 
 def replace_faces(image: Image.Image, faces: Sequence[Face],
                   policy: ReplacementPolicy, generator: FaceGenerator | None = None,
-                  seeds: Sequence[int] | None = None) -> Image.Image:
+                  seeds: Sequence[int] | None = None, measurable: Sequence[bool] | None = None) -> Image.Image:
     """Return a copy of ``image`` with every face replaced under ``policy`` (under ``synthetic``,
-    faces smaller than ``synthetic_min_face_size`` are blurred as under ``gaussian``).
+    faces it does not substitute, ``ReplacementPolicy.synthesizes``, are blurred as under ``gaussian``).
 
     Args:
         image: an upright RGB or RGBA image.
@@ -233,6 +244,7 @@ def replace_faces(image: Image.Image, faces: Sequence[Face],
         policy: the method and its strength.
         generator: the face generator of method ``synthetic`` (default: the policy's).
         seeds: one seed per face for method ``synthetic`` (default: from the policy's seed).
+        measurable: per face, whether its identity can be measured (default: every face).
     """
     result = image.copy()
     if not faces:
@@ -243,13 +255,15 @@ def replace_faces(image: Image.Image, faces: Sequence[Face],
             generator = load_generator(policy.synthetic_generator, policy.synthetic_generator_size)
         if seeds is None:
             seeds = [face_seed(policy.synthetic_seed, "", i) for i in range(len(faces))]
-        chosen = [i for i, face in enumerate(faces) if policy.synthesizes(face)]
+        if measurable is None:
+            measurable = [True] * len(faces)
+        chosen = [i for i, face in enumerate(faces) if policy.synthesizes(face, measurable[i])]
         regions = [grown_box(faces[i], policy.box_margin, width, height) for i in chosen]
         boxes = [face_box(faces[i], width, height) for i in chosen]
         result = synthesize_faces(result, [faces[i] for i in chosen], regions, boxes, generator,
-                                  [seeds[i] for i in chosen], policy.synthetic_soften)
-        small = [face for face in faces if not policy.synthesizes(face)]
-        return replace_faces(result, small, dataclasses.replace(policy, method="gaussian")) if small else result
+                                  [seeds[i] for i in chosen], policy.synthetic_soften, policy.synthetic_blend)
+        blurred = [face for i, face in enumerate(faces) if i not in chosen]
+        return replace_faces(result, blurred, dataclasses.replace(policy, method="gaussian")) if blurred else result
     sigma = policy.blur_sigma_factor * max(face.diagonal for face in faces)
     for face in faces:
         region = grown_box(face, policy.box_margin, width, height)
@@ -309,7 +323,8 @@ def choose_synthetic_attempts(original: np.ndarray, faces: Sequence[Face], refer
         for attempt in range(searched):
             assert reference is not None
             window = synthesize_in_place(work, face, region, box, generator,
-                                         attempt_seed(policy, key, index, attempt), policy.synthetic_soften)
+                                         attempt_seed(policy, key, index, attempt), policy.synthetic_soften,
+                                         policy.synthetic_blend)
             if window is None:
                 break
             bound = embedder.same_alignment_distance(reference, work)
@@ -328,8 +343,8 @@ def choose_synthetic_attempts(original: np.ndarray, faces: Sequence[Face], refer
 @dataclass(frozen=True)
 class Rendering:
     """One anonymized version of an image: pixels, encoded bytes, the metadata names removed, the
-    encoded bytes decoded again, each face's escalation level (``escalated_policy``), and the faces'
-    identity evidence (None when not taken)."""
+    encoded bytes decoded again, each face's escalation level (``escalated_policy``), the faces'
+    identity evidence (None when not taken), and per face whether its identity was measurable."""
 
     anonymized: Image.Image
     encoded: bytes
@@ -338,6 +353,7 @@ class Rendering:
     escalations: tuple[int, ...] = ()
     encoding: str = REENCODED
     evidence: ImageEvidence | None = None
+    measurable: tuple[bool, ...] = ()
 
     @property
     def distances(self) -> tuple[float, ...]:
@@ -397,10 +413,12 @@ class ReplaceFaces(beam.DoFn):
 
         Each face is screened once (``screen_faces``: solid, too small, or no face for the model in
         the original), and each measurable original measured once (its alignment and embedding). For
-        ``synthetic``, each measurable face gets the farthest of up to ``synthetic_attempts`` seeded
-        substitutes (``choose_synthetic_attempts``: only distances to the original decide, never its
-        pixels). A ``matched`` face is escalated (``escalated_policy``: stronger blur, then a solid
-        fill) and the image rendered again. The evidence returned is taken on the final output.
+        ``synthetic``, only a measurable face is substituted (a re-detected substitute is excused only
+        by a measured distance; the others are blurred, all of them without the identity check), and
+        it gets the farthest of up to ``synthetic_attempts`` seeded substitutes
+        (``choose_synthetic_attempts``: only distances to the original decide, never its pixels). A
+        ``matched`` face is escalated (``escalated_policy``: stronger blur, then a solid fill) and the
+        image rendered again. The evidence returned is taken on the final output.
         """
         if not faces and self._keep_unchanged_jpeg and fmt == "JPEG":
             stripped = self._stripped(record, image)
@@ -418,15 +436,17 @@ class ReplaceFaces(beam.DoFn):
                 original = np.asarray(image.convert("RGB"))
                 screened = screen_faces(self._embedder, original, faces, self._identity,
                                         self._policy.method == "solid")
-                measurable = [i for i, status in enumerate(screened) if status is None]
-                references = dict(zip(measurable, self._embedder.references(original, [faces[i] for i in measurable]),
+                readable = [i for i, status in enumerate(screened) if status is None]
+                references = dict(zip(readable, self._embedder.references(original, [faces[i] for i in readable]),
                                       strict=True))
             if self._policy.method == "synthetic" and self._generator is not None:
                 with timed("synthetic_search"):
                     attempts = choose_synthetic_attempts(original, faces, references, self._policy, self._generator,
                                                          self._embedder, record.record_id)
         levels = [0] * len(faces)
-        rendering = self._render(record, image, fmt, faces, attempts, levels, references, screened, splice)
+        measurable = tuple(self._embedder is not None and status is None for status in screened)
+        rendering = self._render(record, image, fmt, faces, attempts, levels, references, screened, measurable,
+                                 splice)
         if not self._identity.escalate or rendering.evidence is None:
             return rendering
         for level in ESCALATION_LEVELS:
@@ -435,7 +455,8 @@ class ReplaceFaces(beam.DoFn):
                 break
             for i in matching:
                 levels[i] = level
-            rendering = self._render(record, image, fmt, faces, attempts, levels, references, screened, splice)
+            rendering = self._render(record, image, fmt, faces, attempts, levels, references, screened, measurable,
+                                     splice)
         return rendering
 
     def _stripped_alike(self, record: Record, image: Image.Image) -> tuple[bytes, Image.Image] | None:
@@ -467,16 +488,17 @@ class ReplaceFaces(beam.DoFn):
         return Rendering(image, stripped, metadata_fields(record.data), decoded, (), STRIPPED)
 
     def _render(self, record: Record, image: Image.Image, fmt: str, faces: tuple[Face, ...], attempts: list[int],
-                levels: list[int], references: Mapping[int, Reference],
-                screened: Sequence[str | None], splice: bool = False) -> Rendering:
+                levels: list[int], references: Mapping[int, Reference], screened: Sequence[str | None],
+                measurable: tuple[bool, ...], splice: bool = False) -> Rendering:
         """One replacement of every face (face i with its ``attempts[i]``-th seed, or escalated to
-        ``levels[i]``), encoded (with ``splice``, only the JPEG blocks it changed: ``splice_jpeg``),
-        decoded, and its identity evidence taken (when the check is on)."""
+        ``levels[i]``; substituted only where ``measurable[i]``), encoded (with ``splice``, only the
+        JPEG blocks it changed: ``splice_jpeg``), decoded, and its identity evidence taken (when the
+        check is on)."""
         seeds = [attempt_seed(self._policy, record.record_id, i, t) for i, t in enumerate(attempts)]
         plain = [i for i, level in enumerate(levels) if level == 0]
         with timed("replace"):
             anonymized = replace_faces(image, [faces[i] for i in plain], self._policy, self._generator,
-                                       [seeds[i] for i in plain])
+                                       [seeds[i] for i in plain], [measurable[i] for i in plain])
             for level in ESCALATION_LEVELS:
                 chosen = [face for face, face_level in zip(faces, levels, strict=True) if face_level == level]
                 if chosen:
@@ -498,7 +520,8 @@ class ReplaceFaces(beam.DoFn):
             with timed("identity"):
                 evidence = measure_image(self._embedder, references, np.asarray(decoded.convert("RGB")), screened,
                                          solid, self._identity)
-        return Rendering(anonymized, encoded, removed, decoded, tuple(levels), encoding, evidence)
+        return Rendering(anonymized, encoded, removed, decoded, tuple(levels), encoding, evidence,
+                         measurable=measurable)
 
     @quarantine_failures("replace")
     def process(self, record: Record, sample_cutoff: int | None = None) -> Iterator[Record]:
@@ -538,8 +561,9 @@ class ReplaceFaces(beam.DoFn):
         except RuntimeError as error:  # dlib reports its failures as RuntimeError
             yield record.quarantine(f"replace:identity_failed:{type(error).__name__}")
             return
-        methods = [self._policy.face_method(face, level)
-                   for face, level in zip(faces, rendering.escalations or (0,) * len(faces), strict=True)]
+        methods = [self._policy.face_method(face, level, measurable) for face, level, measurable in zip(
+            faces, rendering.escalations or (0,) * len(faces), rendering.measurable or (False,) * len(faces),
+            strict=True)]
         # A stripped output was kept because its pixels are the searched ones; a lossless re-encoding
         # with no face replaced (PNG) may be too.
         unchanged = not faces and (rendering.encoding == STRIPPED or same_pixels(output, image))

@@ -533,15 +533,66 @@ def face_seed(seed: int, key: str, index: int) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
+BLENDS = ("feather", "poisson")
+
+
+def poisson_blend(generated: np.ndarray, original: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Poisson image editing (Perez et al. 2003) of ``generated`` into ``original`` over ``mask``
+    (H x W x 3 uint8 crops, H x W bool): inside the mask the output keeps the generated gradients,
+    and across the mask's edge it meets the original's pixels just outside (guidance 0 there), so
+    the face takes the light and colour of its surroundings with no seam. Only original pixels
+    outside the mask enter the solve. Returns the H x W x 3 uint8 crop (outside the mask: ``original``)."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.linalg import spsolve
+
+    height, width = mask.shape
+    ys, xs = np.nonzero(mask)
+    count = len(ys)
+    out = original.copy()
+    if count == 0:
+        return out
+    index = np.full(mask.shape, -1, np.int64)
+    index[ys, xs] = np.arange(count)
+    g, o = generated.astype(np.float64), original.astype(np.float64)
+    diagonal = np.zeros(count)
+    rhs = np.zeros((count, 3))
+    rows, cols = [], []
+    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        ny, nx = ys + dy, xs + dx
+        valid = (ny >= 0) & (ny < height) & (nx >= 0) & (nx < width)  # beyond the crop: no constraint
+        p, vy, vx = np.nonzero(valid)[0], ny[valid], nx[valid]
+        diagonal[p] += 1.0
+        within = mask[vy, vx]
+        rows.append(p[within])
+        cols.append(index[vy[within], vx[within]])
+        rhs[p[within]] += g[ys[p[within]], xs[p[within]]] - g[vy[within], vx[within]]
+        rhs[p[~within]] += o[vy[~within], vx[~within]]
+    if not (diagonal > 0).all() or len(np.concatenate(rows)) == 4 * count:
+        out[ys, xs] = generated[ys, xs]  # no pixel of the original touches the mask: nothing to meet
+        return out
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    matrix = csr_matrix((np.concatenate([diagonal, -np.ones(len(r))]),
+                         (np.concatenate([np.arange(count), r]), np.concatenate([np.arange(count), c]))),
+                        shape=(count, count))
+    solved = np.asarray(spsolve(matrix.tocsc(), rhs)).reshape(count, 3)
+    if not np.isfinite(solved).all():
+        out[ys, xs] = generated[ys, xs]
+        return out
+    out[ys, xs] = np.clip(np.rint(solved), 0, 255).astype(np.uint8)
+    return out
+
+
 def synthesize_face(image: np.ndarray, face: Face, hard_mask: Image.Image, region: tuple[int, int, int, int],
-                    generator: FaceGenerator, seed: int, feather: float, soften: float = 0.0) -> np.ndarray:
+                    generator: FaceGenerator, seed: int, feather: float, soften: float = 0.0,
+                    blend: str = "feather") -> np.ndarray:
     """Replace one face in ``image`` (H x W x 3 uint8, changed in place and returned).
 
     ``hard_mask`` (``L``, the size of ``region``) marks the pixels to replace (any value > 0).
-    Inside it the output is the generator's, with no weight on the original; a band of
-    ``feather`` px outside it is blended from the generator's output into the original.
-    ``soften`` > 0 blurs the generator's output (sigma = soften x face diagonal) before it is
-    used: the generated pixels only, so the original still has no weight inside the mask.
+    Inside it the output is the generator's, with no weight on the original. ``blend``: ``feather``,
+    a band of ``feather`` px outside it blended from the generator's output into the original;
+    ``poisson``, the generator's output Poisson-blended into the mask (``poisson_blend``), nothing
+    outside it changed. ``soften`` > 0 blurs the generator's output (sigma = soften x face diagonal)
+    before it is used: the generated pixels only, so the original still has no weight inside the mask.
     """
     height, width = image.shape[:2]
     pad = int(np.ceil(feather)) + 1
@@ -561,6 +612,9 @@ def synthesize_face(image: np.ndarray, face: Face, hard_mask: Image.Image, regio
                              f"{generated.dtype}, expected {crop.shape} uint8")
     if soften > 0:
         generated = np.asarray(Image.fromarray(generated).filter(ImageFilter.GaussianBlur(soften * face.diagonal)))
+    if blend == "poisson":
+        image[cy1:cy2, cx1:cx2] = np.where(mask[..., None], poisson_blend(generated, original, mask), original)
+        return image
     # Outside the mask: a weight falling from 1 at the mask's edge to 0 at ``feather`` px.
     mask_image = Image.fromarray(mask.astype(np.uint8) * 255)
     grown = np.asarray(mask_image.filter(ImageFilter.MaxFilter(2 * pad + 1)).filter(
@@ -582,7 +636,7 @@ def ellipse_mask(size: tuple[int, int], face_box: tuple[int, int, int, int]) -> 
 
 def synthesize_in_place(rgb: np.ndarray, face: Face, region: tuple[int, int, int, int],
                         face_box: tuple[int, int, int, int], generator: FaceGenerator, seed: int,
-                        soften: float = 0.0) -> tuple[int, int, int, int] | None:
+                        soften: float = 0.0, blend: str = "feather") -> tuple[int, int, int, int] | None:
     """Replace one face of ``rgb`` (H x W x 3 uint8, changed in place) as ``synthesize_faces`` does.
 
     Returns the window ``(x1, y1, x2, y2)`` of pixels that may have changed (the region and its
@@ -594,7 +648,7 @@ def synthesize_in_place(rgb: np.ndarray, face: Face, region: tuple[int, int, int
     relative_box = (face_box[0] - rx1, face_box[1] - ry1, face_box[2] - rx1, face_box[3] - ry1)
     hard = ellipse_mask((rx2 - rx1, ry2 - ry1), relative_box)
     feather = max(2.0, 0.05 * face.diagonal)
-    synthesize_face(rgb, face, hard, region, generator, seed, feather, soften)
+    synthesize_face(rgb, face, hard, region, generator, seed, feather, soften, blend)
     pad = int(np.ceil(feather)) + 1
     height, width = rgb.shape[:2]
     return max(0, rx1 - pad), max(0, ry1 - pad), min(width, rx2 + pad), min(height, ry2 + pad)
@@ -602,16 +656,16 @@ def synthesize_in_place(rgb: np.ndarray, face: Face, region: tuple[int, int, int
 
 def synthesize_faces(image: Image.Image, faces: Sequence[Face], regions: Sequence[tuple[int, int, int, int]],
                      face_boxes: Sequence[tuple[int, int, int, int]], generator: FaceGenerator,
-                     seeds: Sequence[int], soften: float = 0.0) -> Image.Image:
+                     seeds: Sequence[int], soften: float = 0.0, blend: str = "feather") -> Image.Image:
     """Return a copy of ``image`` with each face replaced by a generated one.
 
     ``regions`` are the grown boxes to replace and ``face_boxes`` the detected boxes (both in whole
-    image pixels); ``seeds`` one per face; ``soften`` as in ``synthesize_face``.
+    image pixels); ``seeds`` one per face; ``soften`` and ``blend`` as in ``synthesize_face``.
     """
     mode = image.mode
     rgb = np.array(image.convert("RGB"))
     for face, region, box, seed in zip(faces, regions, face_boxes, seeds, strict=True):
-        synthesize_in_place(rgb, face, region, box, generator, seed, soften)
+        synthesize_in_place(rgb, face, region, box, generator, seed, soften, blend)
     result = Image.fromarray(rgb)
     if mode == "RGBA":
         result.putalpha(image.getchannel("A"))
