@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from transforms.metadata import strip_jpeg_metadata
+from transforms.verify_scope import changed_mask
 
 COMPONENTS = ("Y", "Cb", "Cr")
 # Mean absolute difference (0-255) allowed between a changed MCU as decoded in the output and as
@@ -118,7 +119,9 @@ def _faithful(spliced: bytes, original: np.ndarray, crop: np.ndarray, box: tuple
     near = cv2.dilate(mcus.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     height, width = original.shape[:2]
     near_pixels = np.repeat(np.repeat(near, mcu_h, axis=0), mcu_w, axis=1)[:height, :width]
-    if np.any((out != original).any(axis=-1) & ~near_pixels):
+    differs = changed_mask(out, original)
+    differs[near_pixels] = False
+    if differs.any():
         return False
     errors = np.abs(out[y0:y1, x0:x1].astype(np.int16) - crop.astype(np.int16)).max(axis=-1)
     inside = np.repeat(np.repeat(mcus, mcu_h, axis=0), mcu_w, axis=1)[:height, :width][y0:y1, x0:x1]

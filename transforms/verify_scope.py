@@ -44,8 +44,10 @@ def changed_mask(original: np.ndarray, anonymized: np.ndarray) -> np.ndarray:
     """Per pixel, whether any channel differs between two images of the same shape (H x W [x C])."""
     if original.shape != anonymized.shape:
         raise ValueError(f"shapes differ: {original.shape} vs {anonymized.shape}")
-    differs = original != anonymized
-    return np.asarray(differs.any(axis=-1) if differs.ndim == 3 else differs)
+    difference = cv2.absdiff(np.ascontiguousarray(original), np.ascontiguousarray(anonymized))
+    if difference.ndim == 3:  # any channel: the channels' sum (saturating at 255) is not 0
+        difference = cv2.transform(difference, np.ones((1, difference.shape[2]), np.float32))
+    return np.asarray(difference > 0)
 
 
 def changed_boxes(mask: np.ndarray) -> tuple[Box, ...]:
