@@ -272,20 +272,23 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
     def replace_step(stage: ReplaceFaces) -> beam.ParDo:
         return beam.ParDo(stage, sample_cutoff=cutoff) if cutoff is not None else beam.ParDo(stage)
 
+    # Both verification steps run the one verify detector: in a worker process they share it
+    # (``load_shared``), and with ``share_across_processes`` one model serves both (one tag).
+    verify_model = f"verify-detector-{plan.run_id}"
     checked = (
         records
         | "Decode" >> beam.ParDo(DecodeAndNormalise(max_pixels, options.min_image_side))
         | "Detect" >> RunInference(detect)
         | "MeterDetections" >> beam.ParDo(MeterDetections())
         | "Replace" >> replace_step(first)
-        | "Redetect" >> RunInference(verify)
+        | "Redetect" >> RunInference(verify, model_identifier=verify_model)
         | "Verify" >> beam.ParDo(VerifyOutput(max_pixels, options.verify_score_threshold, options.identity_threshold,
                                               second_pass=True)).with_outputs(SECOND_PASS, main="verified")
     )
     again = (
         checked[SECOND_PASS]
         | "ReplaceAgain" >> replace_step(second)
-        | "RedetectAgain" >> RunInference(verify)
+        | "RedetectAgain" >> RunInference(verify, model_identifier=verify_model)
         | "VerifyAgain" >> beam.ParDo(VerifyOutput(max_pixels, options.verify_score_threshold,
                                                    options.identity_threshold))
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -43,8 +44,18 @@ def changed_mcus(changed: np.ndarray, mcu_width: int, mcu_height: int) -> np.nda
     return np.asarray(padded.reshape(rows, mcu_height, cols, mcu_width).any(axis=(1, 3)))
 
 
+@dataclass(frozen=True)
+class Spliced:
+    """A spliced JPEG, as its check decoded it: its bytes, its decoded RGB pixels, and where those
+    differ from the source's (H x W booleans)."""
+
+    data: bytes
+    pixels: np.ndarray
+    differs: np.ndarray
+
+
 def splice_jpeg(source: bytes, anonymized: Image.Image, changed: np.ndarray,
-                original: np.ndarray) -> bytes | None:
+                original: np.ndarray) -> Spliced | None:
     """The source JPEG, metadata-free, with the MCUs that hold a True pixel of ``changed`` re-encoded
     from ``anonymized``. ``original`` is the source's decoded RGB pixels; the caller checks that
     they need no orientation or colour transform (``anonymized`` has their size and orientation).
@@ -95,7 +106,7 @@ def splice_jpeg(source: bytes, anonymized: Image.Image, changed: np.ndarray,
                 crop_pixels = np.asarray(coded_crop.convert("RGB"))
         except (OSError, ValueError, RuntimeError, AttributeError, IndexError):
             return None
-    return spliced if _faithful(spliced, original, crop_pixels, box, mcus, mcu_w, mcu_h) else None
+    return _faithful(spliced, original, crop_pixels, box, mcus, mcu_w, mcu_h)
 
 
 def source_pixels(source: bytes) -> np.ndarray:
@@ -105,24 +116,26 @@ def source_pixels(source: bytes) -> np.ndarray:
 
 
 def _faithful(spliced: bytes, original: np.ndarray, crop: np.ndarray, box: tuple[int, int, int, int],
-              mcus: np.ndarray, mcu_w: int, mcu_h: int) -> bool:
-    """Checked on the decoded output, independently of how the blocks were placed: each changed MCU
-    decodes like the re-encoded crop (within the chroma upsampling's reach across its border), and
-    every MCU farther than one MCU from a changed one decodes to the source's very pixels."""
+              mcus: np.ndarray, mcu_w: int, mcu_h: int) -> Spliced | None:
+    """``spliced`` with its decoded pixels where they pass the check, made on the decoded output
+    independently of how the blocks were placed: each changed MCU decodes like the re-encoded crop
+    (within the chroma upsampling's reach across its border), and every MCU farther than one MCU
+    from a changed one decodes to the source's very pixels. None where they do not."""
     try:
         out = source_pixels(spliced)
     except OSError:
-        return False
+        return None
     if out.shape != original.shape:
-        return False
+        return None
     x0, y0, x1, y1 = box
     near = cv2.dilate(mcus.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     height, width = original.shape[:2]
     near_pixels = np.repeat(np.repeat(near, mcu_h, axis=0), mcu_w, axis=1)[:height, :width]
     differs = changed_mask(out, original)
-    differs[near_pixels] = False
-    if differs.any():
-        return False
+    if (differs & ~near_pixels).any():
+        return None
     errors = np.abs(out[y0:y1, x0:x1].astype(np.int16) - crop.astype(np.int16)).max(axis=-1)
     inside = np.repeat(np.repeat(mcus, mcu_h, axis=0), mcu_w, axis=1)[:height, :width][y0:y1, x0:x1]
-    return bool(inside.any()) and float(errors[inside].mean()) <= FAITHFUL_MEAN_ERROR
+    if not inside.any() or float(errors[inside].mean()) > FAITHFUL_MEAN_ERROR:
+        return None
+    return Spliced(spliced, out, differs)

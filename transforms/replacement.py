@@ -169,8 +169,10 @@ def one_box_per_face(faces: Sequence[Face], overlap: float = 0.6) -> tuple[Face,
         for index, other in enumerate(kept):
             iw = min(face.x2, other.x2) - max(face.x1, other.x1)
             ih = min(face.y2, other.y2) - max(face.y1, other.y1)
+            if iw <= 0 or ih <= 0:
+                continue
             smaller = min(face.width * face.height, other.width * other.height)
-            if iw > 0 and ih > 0 and smaller > 0 and iw * ih / smaller >= overlap:
+            if smaller > 0 and iw * ih / smaller >= overlap:
                 names = "+".join(dict.fromkeys(other.detector.split("+") + face.detector.split("+")))
                 kept[index] = Face(min(face.x1, other.x1), min(face.y1, other.y1), max(face.x2, other.x2),
                                    max(face.y2, other.y2), other.score, names, other.landmarks)
@@ -213,15 +215,43 @@ def region_mask(face: Face, region: Box, width: int, height: int) -> Image.Image
     return mask
 
 
-def _blurred_region(image: Image.Image, region: Box, sigma: float) -> Image.Image:
-    width, height = image.size
-    pad = int(3 * sigma) + 1
-    x1, y1, x2, y2 = region
-    context = (max(0, x1 - pad), max(0, y1 - pad), min(width, x2 + pad), min(height, y2 + pad))
-    blurred = image.crop(context).filter(ImageFilter.GaussianBlur(sigma))
-    # A second pass removes what a single box-approximated pass leaves of fine structure.
-    blurred = blurred.filter(ImageFilter.GaussianBlur(sigma))
-    return blurred.crop((x1 - context[0], y1 - context[1], x2 - context[0], y2 - context[1]))
+def _area(box: Box) -> int:
+    return max(0, box[2] - box[0]) * max(0, box[3] - box[1])
+
+
+class _BlurredSource:
+    """The patches of a blur of one image at one sigma: each region's patch is the image blurred
+    (twice: a second pass removes what a single box-approximated pass leaves of fine structure)
+    over the region and ``3 sigma`` around it. Where the regions' surroundings together cover more
+    than their bounding box, that box is blurred once and every patch cut from it (crowds);
+    otherwise each region's surrounding is blurred alone."""
+
+    def __init__(self, image: Image.Image, regions: Sequence[Box], sigma: float) -> None:
+        width, height = image.size
+        self._image, self._sigma, self._pad = image, sigma, int(3 * sigma) + 1
+        contexts = [self._context(region, width, height) for region in regions]
+        union = (min(c[0] for c in contexts), min(c[1] for c in contexts),
+                 max(c[2] for c in contexts), max(c[3] for c in contexts)) if contexts else (0, 0, 0, 0)
+        self._union: tuple[Box, Image.Image] | None = None
+        if len(contexts) > 1 and sum(_area(c) for c in contexts) > _area(union):
+            self._union = union, self._blurred(union)
+
+    def _context(self, region: Box, width: int, height: int) -> Box:
+        x1, y1, x2, y2 = region
+        pad = self._pad
+        return max(0, x1 - pad), max(0, y1 - pad), min(width, x2 + pad), min(height, y2 + pad)
+
+    def _blurred(self, context: Box) -> Image.Image:
+        blur = ImageFilter.GaussianBlur(self._sigma)
+        return self._image.crop(context).filter(blur).filter(blur)
+
+    def patch(self, region: Box) -> Image.Image:
+        context, blurred = self._union if self._union is not None else \
+            (self._context(region, *self._image.size), None)
+        if blurred is None:
+            blurred = self._blurred(context)
+        x1, y1, x2, y2 = region
+        return blurred.crop((x1 - context[0], y1 - context[1], x2 - context[0], y2 - context[1]))
 
 
 def _pixelated_region(image: Image.Image, region: Box, face: Face, blocks: int) -> Image.Image:
@@ -265,13 +295,17 @@ def replace_faces(image: Image.Image, faces: Sequence[Face],
         blurred = [face for i, face in enumerate(faces) if i not in chosen]
         return replace_faces(result, blurred, dataclasses.replace(policy, method="gaussian")) if blurred else result
     sigma = policy.blur_sigma_factor * max(face.diagonal for face in faces)
-    for face in faces:
-        region = grown_box(face, policy.box_margin, width, height)
+    regions = [grown_box(face, policy.box_margin, width, height) for face in faces]
+    blurs = [policy.method == "gaussian" or (policy.method == "pixelate" and face.kind == TEXT) for face in faces]
+    # Every blurred patch comes from the image as given (not from faces already replaced): one
+    # strength for every face, whatever the order.
+    source = _BlurredSource(image, [r for r, blur in zip(regions, blurs, strict=True) if blur], max(1.0, sigma))
+    for face, region, blur in zip(faces, regions, blurs, strict=True):
         if region[2] <= region[0] or region[3] <= region[1]:
             continue
         mask = region_mask(face, region, width, height)
-        if policy.method == "gaussian" or (policy.method == "pixelate" and face.kind == TEXT):
-            patch = _blurred_region(result, region, max(1.0, sigma))
+        if blur:
+            patch = source.patch(region)
         elif policy.method == "solid":
             patch = Image.new(result.mode, mask.size, policy.solid_color + (255,) * (
                 len(result.mode) - 3))
@@ -344,7 +378,9 @@ def choose_synthetic_attempts(original: np.ndarray, faces: Sequence[Face], refer
 class Rendering:
     """One anonymized version of an image: pixels, encoded bytes, the metadata names removed, the
     encoded bytes decoded again, each face's escalation level (``escalated_policy``), the faces'
-    identity evidence (None when not taken), and per face whether its identity was measurable."""
+    identity evidence (None when not taken), per face whether its identity was measurable, and (H x
+    W booleans, None where not computed) where the replaced and the decoded pixels differ from the
+    source's."""
 
     anonymized: Image.Image
     encoded: bytes
@@ -354,6 +390,8 @@ class Rendering:
     encoding: str = REENCODED
     evidence: ImageEvidence | None = None
     measurable: tuple[bool, ...] = ()
+    replaced: np.ndarray | None = None
+    output_differs: np.ndarray | None = None
 
     @property
     def distances(self) -> tuple[float, ...]:
@@ -426,8 +464,9 @@ class ReplaceFaces(beam.DoFn):
                 return stripped
         # A JPEG with faces keeps the coded blocks no replaced pixel touches, where its pixels need
         # no transform (the same condition as a face-less JPEG kept as it is).
-        splice = bool(faces) and self._keep_unchanged_jpeg and fmt == "JPEG" and \
-            self._stripped_alike(record, image) is not None
+        alike = self._stripped_alike(record, image) if faces and self._keep_unchanged_jpeg and fmt == "JPEG" \
+            else None
+        splice = alike[0] if alike is not None else None
         references: dict[int, Reference] = {}
         screened: list[str | None] = [None] * len(faces)
         attempts = [0] * len(faces)
@@ -489,11 +528,11 @@ class ReplaceFaces(beam.DoFn):
 
     def _render(self, record: Record, image: Image.Image, fmt: str, faces: tuple[Face, ...], attempts: list[int],
                 levels: list[int], references: Mapping[int, Reference], screened: Sequence[str | None],
-                measurable: tuple[bool, ...], splice: bool = False) -> Rendering:
+                measurable: tuple[bool, ...], splice: bytes | None = None) -> Rendering:
         """One replacement of every face (face i with its ``attempts[i]``-th seed, or escalated to
-        ``levels[i]``; substituted only where ``measurable[i]``), encoded (with ``splice``, only the
-        JPEG blocks it changed: ``splice_jpeg``), decoded, and its identity evidence taken (when the
-        check is on)."""
+        ``levels[i]``; substituted only where ``measurable[i]``), encoded (with ``splice``, the
+        metadata-free source, only the JPEG blocks it changed: ``splice_jpeg``), decoded, and its
+        identity evidence taken (when the check is on)."""
         seeds = [attempt_seed(self._policy, record.record_id, i, t) for i, t in enumerate(attempts)]
         plain = [i for i, level in enumerate(levels) if level == 0]
         with timed("replace"):
@@ -504,16 +543,18 @@ class ReplaceFaces(beam.DoFn):
                 if chosen:
                     anonymized = replace_faces(anonymized, chosen, escalated_policy(self._policy, level))
         with timed("encode"):
-            spliced = None
-            if splice:
-                source = np.asarray(image.convert("RGB"))
-                changed = changed_mask(source, np.asarray(anonymized.convert("RGB")))
-                spliced = splice_jpeg(record.data, anonymized, changed, source) if changed.any() else None
+            source = np.asarray(image.convert("RGB"))
+            replaced = changed_mask(source, np.asarray(anonymized.convert("RGB")))
+            spliced = splice_jpeg(splice, anonymized, replaced, source) \
+                if splice is not None and replaced.any() else None
             if spliced is not None:
-                encoded, removed, encoding = spliced, metadata_fields(record.data), SPLICED
+                # The splice's check decoded its output: those pixels are the output's.
+                encoded, removed, encoding = spliced.data, metadata_fields(record.data), SPLICED
+                decoded, differs = Image.fromarray(spliced.pixels), spliced.differs
             else:
                 (encoded, removed), encoding = encode_clean(anonymized, record.data, fmt, self._quality), REENCODED
-            decoded, _ = load_normalized(encoded, self._max_pixels)
+                decoded, _ = load_normalized(encoded, self._max_pixels)
+                differs = None
         evidence = None
         if self._embedder is not None and faces:
             solid = [level == ESCALATION_LEVELS[-1] for level in levels]
@@ -521,7 +562,7 @@ class ReplaceFaces(beam.DoFn):
                 evidence = measure_image(self._embedder, references, np.asarray(decoded.convert("RGB")), screened,
                                          solid, self._identity)
         return Rendering(anonymized, encoded, removed, decoded, tuple(levels), encoding, evidence,
-                         measurable=measurable)
+                         measurable=measurable, replaced=replaced, output_differs=differs)
 
     @quarantine_failures("replace")
     def process(self, record: Record, sample_cutoff: int | None = None) -> Iterator[Record]:
@@ -536,7 +577,8 @@ class ReplaceFaces(beam.DoFn):
             anonymized, encoded, removed = rendering.anonymized, rendering.encoded, rendering.removed
             with timed("quality"):
                 source = np.asarray(image.convert("RGB"))
-                mask = changed_mask(source, np.asarray(anonymized.convert("RGB")))
+                mask = rendering.replaced if rendering.replaced is not None else \
+                    changed_mask(source, np.asarray(anonymized.convert("RGB")))
                 changed = float(mask.mean()) if mask.size else 0.0
                 output = rendering.decoded
                 width, height = image.size
@@ -544,8 +586,9 @@ class ReplaceFaces(beam.DoFn):
                 # Where verification searches: where the output's pixels differ from those the detect
                 # stage searched (a spliced JPEG: around the faces; a re-encoded one: everywhere), and
                 # the regions the replacements own (transforms/verify_scope.py).
-                changed_regions = changed_regions_of(changed_mask(source, np.asarray(output.convert("RGB"))),
-                                                     owned=regions)
+                differs = rendering.output_differs if rendering.output_differs is not None else \
+                    changed_mask(source, np.asarray(output.convert("RGB")))
+                changed_regions = changed_regions_of(differs, owned=regions)
                 quality = image_quality(image, output, regions)
                 views = pack_views(image, output) if self._reference is not None and \
                     self._reference.selected(record.record_id, sample_cutoff) else b""

@@ -6,6 +6,8 @@ returns the records with their faces. The same handler re-detects on outputs in 
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -17,6 +19,24 @@ from transforms.detection.base import Detector, DetectorFactory
 from transforms.observability import timed
 from transforms.records import Face, Record
 from transforms.verify_scope import VERIFY_SCOPES, Box, verify_windows
+
+# The detectors loaded in this process, by their factory's description (``repr``: the detector class
+# and its settings): RunInference's handle is per step, so the two verification steps (first and
+# second pass) would each load the same detector; they share one. Weak references: a detector
+# goes when no step holds it.
+_LOADED: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+_LOADING = threading.Lock()
+
+
+def load_shared(factory: DetectorFactory) -> Detector:
+    """``factory()``, or the detector an equal factory already loaded in this process."""
+    key = repr(factory)
+    with _LOADING:
+        detector = _LOADED.get(key)
+        if detector is None:
+            detector = factory()
+            _LOADED[key] = detector
+        return detector
 
 
 class FaceDetectionHandler(ModelHandler[Record, Record, Detector]):
@@ -35,7 +55,8 @@ class FaceDetectionHandler(ModelHandler[Record, Record, Detector]):
     whole image (not the text detector) (``transforms/verify_scope.py`` says why that suffices),
     or whole where the windows would cover most of it; ``full`` searches every output whole.
     The model loads once per worker process (RunInference's ``shared.Shared`` handle), shared by
-    its threads; with ``share_across_processes`` once per machine (Beam's ``MultiProcessShared``).
+    its threads and by the other steps that run an equal factory (``load_shared``); with
+    ``share_across_processes`` once per machine (Beam's ``MultiProcessShared``).
     """
 
     def __init__(self, factory: DetectorFactory, batch_size: int, max_pixels: int,
@@ -61,7 +82,7 @@ class FaceDetectionHandler(ModelHandler[Record, Record, Detector]):
         self._in_regions = scope == "regions" and mode == "verify" and getattr(factory, "searches_windows", True)
 
     def load_model(self) -> Detector:
-        return self._factory()
+        return load_shared(self._factory)
 
     def share_model_across_processes(self) -> bool:
         """One model per worker machine, served to its SDK processes (GPU memory), when asked for."""
