@@ -40,7 +40,7 @@ from pipelines.settings import input_shards, replacement_policy_for, storage_for
 from transforms.decode import DecodeAndNormalise  # noqa: E402
 from transforms.detection import FaceDetectionHandler  # noqa: E402
 from transforms.records import Face, Record  # noqa: E402
-from transforms.replacement import ReplaceFaces  # noqa: E402
+from transforms.replace_stage import ReplaceFaces  # noqa: E402
 from transforms.shards import read_shard  # noqa: E402
 from transforms.verification import SUBSTITUTE_IOU  # noqa: E402
 from transforms.verify_scope import verify_windows  # noqa: E402

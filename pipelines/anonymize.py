@@ -23,6 +23,7 @@ from pipelines.runners import torch_threads_for
 from pipelines.settings import (
     exclusions_for,
     gate_thresholds_for,
+    identity_policy_for,
     input_shards,
     parse_settings,
     replacement_policy_for,
@@ -57,7 +58,7 @@ from transforms.locations import check_no_overlap, check_output_writable
 from transforms.manifest import RunInfo, changed_shards, committed_shards, read_shard_rows
 from transforms.observability import MeterDetections, MeterRead, MeterVerified
 from transforms.records import ERASED, ShardSpec
-from transforms.replacement import ReplaceFaces
+from transforms.replace_stage import ReplaceFaces
 from transforms.shards import read_shard
 from transforms.staging import StageOutput, remove_staging
 from transforms.verification import SECOND_PASS, VerifyOutput
@@ -252,9 +253,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
         if reference is not None else None
     replace_args = (replacement_policy_for(options), max_pixels, options.jpeg_quality, sampling)
     replace_kwargs: dict[str, Any] = dict(
-        identity_check=options.identity_check, identity_threshold=options.identity_threshold, storage=storage,
-        escalate=options.identity_escalation, identity_device=options.detector_device,
-        keep_unchanged_jpeg=options.keep_unchanged_jpeg, identity_min_face_size=options.identity_min_face_size)
+        identity_check=options.identity_check, identity=identity_policy_for(options), storage=storage,
+        identity_device=options.detector_device, keep_unchanged_jpeg=options.keep_unchanged_jpeg)
     # The first pass keeps each source for a second one: faces verification finds on an output
     # (revealed once a neighbour is blurred, or missed the first time) are replaced too, and that
     # output is verified again; a face found then quarantines the record.

@@ -333,9 +333,10 @@ def validate(options: AnonymizeOptions) -> None:
             raise ValueError(f"{spec.name}: must be >= {spec.minimum}, got {value!r}")
         if spec.maximum is not None and value > spec.maximum:
             raise ValueError(f"{spec.name}: must be <= {spec.maximum}, got {value!r}")
-    from pipelines.settings import parse_settings, storage_for
+    from pipelines.settings import identity_policy_for, parse_settings, storage_for
 
     parsed = parse_settings(options)  # every option string, parsed where the stages' values are built
+    identity_policy_for(options)  # its own checks, naming identity_threshold or identity_min_face_size
     extra = parsed.detector_extra
     if options.detector == "none" and not extra:
         raise ValueError("detector: none needs at least one detector in detector_extra")

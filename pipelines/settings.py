@@ -19,6 +19,7 @@ from pipelines.options import (
     parse_thresholds,
 )
 from transforms.exclusions import Exclusions, read_identifier_file, split_identifiers
+from transforms.identity_evidence import IdentityPolicy
 from transforms.records import TEXT, ShardSpec
 from transforms.replacement import ReplacementPolicy
 from transforms.shards import plan_shards
@@ -76,6 +77,12 @@ def replacement_policy_for(options: AnonymizeOptions) -> ReplacementPolicy:
         self_thresholded_detectors=parsed.detector_extra + ((TEXT,) if parsed.text else ()),
         **{name: getattr(options, name) for name in _POLICY_OPTIONS},
     )
+
+
+def identity_policy_for(options: AnonymizeOptions) -> IdentityPolicy:
+    """How identity evidence is taken and used: the match threshold, the smallest measurable face,
+    and whether a matched face is escalated."""
+    return IdentityPolicy(options.identity_threshold, options.identity_min_face_size, options.identity_escalation)
 
 
 def gate_thresholds_for(options: AnonymizeOptions) -> GateThresholds:

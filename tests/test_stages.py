@@ -18,7 +18,8 @@ from tests.helpers import jpeg_bytes
 from transforms.decode import DecodeAndNormalise
 from transforms.detection import FaceDetectionHandler
 from transforms.records import Record
-from transforms.replacement import ReplaceFaces, ReplacementPolicy
+from transforms.replace_stage import ReplaceFaces
+from transforms.replacement import ReplacementPolicy
 from transforms.verification import VerifyOutput
 
 BOX = (10.0, 10.0, 40.0, 44.0, 0.99)

@@ -13,9 +13,10 @@ from PIL import Image, ImageFilter
 from tests.helpers import assert_golden
 from transforms.decode import load_normalized
 from transforms.identity import CHECKED, SKIPPED, FaceStatus, IdentityEmbedder
-from transforms.identity_evidence import VECTOR_WIDTH
+from transforms.identity_evidence import VECTOR_WIDTH, IdentityPolicy
 from transforms.records import Face, Record
-from transforms.replacement import ReplaceFaces, ReplacementPolicy, replace_faces
+from transforms.replace_stage import ReplaceFaces
+from transforms.replacement import ReplacementPolicy, replace_faces
 from transforms.summary import identity_summary
 from transforms.synthesis import GeneratorError, ParametricFaceGenerator, load_generator, synthesize_faces
 from transforms.verification import VerifyOutput, leaked_faces
@@ -419,7 +420,7 @@ def test_synthetic_substitutes_only_measurable_faces_screened_once(
     name, data, faces = next(item for item in demo_faces if item[0] == "people/two-people.jpg")
     replace = ReplaceFaces(ReplacementPolicy(method="synthetic"), 10**8, 95, identity_check=True)
     replace.setup()
-    embedder = replace._embedder
+    embedder = replace._ready().embedder
     assert embedder is not None
     calls: list[Face] = []
     readable = embedder.readable
@@ -456,7 +457,8 @@ def test_a_face_that_still_matches_is_escalated_before_quarantine(
     record = Record("s", 0, name, name, name, "", data, faces=faces)
     outcomes = {}
     for escalate in (False, True):
-        replace = ReplaceFaces(policy, 10**8, 95, identity_check=True, identity_threshold=2.0, escalate=escalate)
+        replace = ReplaceFaces(policy, 10**8, 95, identity_check=True,
+                               identity=IdentityPolicy(threshold=2.0, escalate=escalate))
         replace.setup()
         (outcomes[escalate],) = list(replace.process(record))
     assert outcomes[False].identity_statuses == (FaceStatus.MATCHED,) and outcomes[False].escalations == (0,)

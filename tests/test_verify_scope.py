@@ -16,7 +16,8 @@ from tests.helpers import jpeg_bytes
 from transforms.decode import DecodeAndNormalise
 from transforms.detection import CenterFaceDetector, CenterFaceSettings, FaceDetectionHandler, Factory
 from transforms.records import Face, Record
-from transforms.replacement import ReplaceFaces, ReplacementPolicy, grown_box
+from transforms.replace_stage import ReplaceFaces
+from transforms.replacement import ReplacementPolicy, grown_box
 from transforms.verify_scope import changed_boxes, changed_mask, changed_regions_of, verify_windows
 
 ASTRONAUT_FACE = (170, 40, 270, 170)  # around the astronaut's face in scikit-image's photo

@@ -1,5 +1,6 @@
 """Replace faces: size-adaptive Gaussian blur (default), solid mask, pixelation (low security), or
-synthetic faces (transforms/synthesis.py).
+synthetic faces (transforms/synthesis.py); the policy, the replaced regions, and the stronger
+replacements of escalation. Pure functions on images: the Beam stage is ``replace_stage.py``.
 
 Every face's detected box is always fully replaced; the margin around it (hair, ears) is an
 ellipse feathered at its outer edge only, so no seam shows and no original face pixel remains.
@@ -8,41 +9,25 @@ ellipse feathered at its outer edge only, so no seam shows and no original face 
 from __future__ import annotations
 
 import dataclasses
-import io
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import apache_beam as beam
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from transforms.accuracy import ReferenceSampling, pack_views
-from transforms.decode import ImageRejected, load_normalized
-from transforms.failures import quarantine_failures
-from transforms.identity import CHECKED, MATCH_THRESHOLD, SKIPPED, IdentityEmbedder, Reference
-from transforms.identity_evidence import IdentityPolicy, ImageEvidence, measure_image, screen_faces
-from transforms.jpeg_splice import splice_jpeg
-from transforms.metadata import encode_clean, jpeg_is_rgb_coded, metadata_fields, strip_jpeg_metadata
-from transforms.metrics import image_quality
-from transforms.observability import timed
-from transforms.records import LOW_SECURITY_METHODS, REPLACEMENT_METHODS, TEXT, Face, Record
-from transforms.storage import DEFAULT_STORAGE, Storage
+from transforms.identity import MATCH_THRESHOLD, IdentityEmbedder, Reference
+from transforms.records import LOW_SECURITY_METHODS, REPLACEMENT_METHODS, TEXT, Face
 from transforms.synthesis import (
     BLENDS,
     FaceGenerator,
-    GeneratorError,
     face_seed,
     load_generator,
     synthesize_faces,
     synthesize_in_place,
 )
-from transforms.verify_scope import changed_mask, changed_regions_of
 
 Box = tuple[int, int, int, int]
-REENCODED = "reencoded"
 UNMEASURABLE = "unmeasurable"
-STRIPPED = "stripped"
-SPLICED = "spliced"  # a JPEG whose blocks no replaced pixel touches kept as they were (jpeg_splice.py)
 
 
 @dataclass(frozen=True)
@@ -372,259 +357,3 @@ def choose_synthetic_attempts(original: np.ndarray, faces: Sequence[Face], refer
                 break
         chosen.append(best_attempt)
     return chosen
-
-
-@dataclass(frozen=True)
-class Rendering:
-    """One anonymized version of an image: pixels, encoded bytes, the metadata names removed, the
-    encoded bytes decoded again, each face's escalation level (``escalated_policy``), the faces'
-    identity evidence (None when not taken), per face whether its identity was measurable, and (H x
-    W booleans, None where not computed) where the replaced and the decoded pixels differ from the
-    source's."""
-
-    anonymized: Image.Image
-    encoded: bytes
-    removed: list[str]
-    decoded: Image.Image
-    escalations: tuple[int, ...] = ()
-    encoding: str = REENCODED
-    evidence: ImageEvidence | None = None
-    measurable: tuple[bool, ...] = ()
-    replaced: np.ndarray | None = None
-    output_differs: np.ndarray | None = None
-
-    @property
-    def distances(self) -> tuple[float, ...]:
-        return self.evidence.distances if self.evidence is not None else ()
-
-
-def same_pixels(a: Image.Image, b: Image.Image) -> bool:
-    """Whether two decoded images are the very same pixels (mode, size and every value)."""
-    return a.mode == b.mode and a.size == b.size and a.tobytes() == b.tobytes()
-
-
-class ReplaceFaces(beam.DoFn):
-    """Replace the faces of each record and re-encode it without metadata.
-
-    The output record's ``data`` is the anonymized, metadata-free image; the manifest fields
-    ``method``, ``security_level`` and ``metadata_removed`` are set. A record whose image cannot
-    be re-decoded or re-encoded is quarantined.
-
-    The decoded output is compared with the original (PSNR, SSIM, whole and outside the replaced
-    regions). With ``reference`` set, sampled records also carry both images' reference-model
-    views (``sample_cutoff`` is the sampling side input; None: every record).
-
-    With ``keep_unchanged_jpeg``, a JPEG with no face to replace keeps its compressed data, every
-    metadata segment dropped (``strip_jpeg_metadata``), when that decodes to the very pixels the
-    detect stage searched; otherwise it is re-encoded. A record whose output decodes to those
-    pixels (stripped, or lossless with no face replaced) gets ``output_same_pixels`` and its
-    detected faces as ``output_faces``: verification may reuse that detection run.
-    """
-
-    def __init__(self, policy: ReplacementPolicy, max_pixels: int, quality: int,
-                 reference: ReferenceSampling | None = None, identity_check: bool = False,
-                 identity_threshold: float = MATCH_THRESHOLD, storage: Storage = DEFAULT_STORAGE, escalate: bool = True,
-                 identity_device: str = "cpu", keep_unchanged_jpeg: bool = True,
-                 identity_min_face_size: int = 40, keep_source: bool = False) -> None:
-        self._policy = policy
-        self._identity = IdentityPolicy(identity_threshold, identity_min_face_size, escalate)
-        self._max_pixels = max_pixels
-        self._quality = quality
-        self._reference = reference
-        self._identity_check = identity_check
-        self._identity_device = identity_device
-        self._keep_unchanged_jpeg = keep_unchanged_jpeg
-        self._keep_source = keep_source
-        self._storage = storage
-        self._generator: FaceGenerator | None = None
-        self._embedder: IdentityEmbedder | None = None
-
-    def setup(self) -> None:
-        if self._policy.method == "synthetic":
-            self._generator = load_generator(self._policy.synthetic_generator,
-                                             self._policy.synthetic_generator_size, self._storage)
-        if self._identity_check:
-            self._embedder = IdentityEmbedder(self._identity_device)
-
-    def _anonymize(self, record: Record, image: Image.Image, fmt: str, faces: tuple[Face, ...]) -> Rendering:
-        """Replace, encode and take identity evidence on the decoded output.
-
-        Each face is screened once (``screen_faces``: solid, too small, or no face for the model in
-        the original), and each measurable original measured once (its alignment and embedding). For
-        ``synthetic``, only a measurable face is substituted (a re-detected substitute is excused only
-        by a measured distance; the others are blurred, all of them without the identity check), and
-        it gets the farthest of up to ``synthetic_attempts`` seeded substitutes
-        (``choose_synthetic_attempts``: only distances to the original decide, never its pixels). A
-        ``matched`` face is escalated (``escalated_policy``: stronger blur, then a solid fill) and the
-        image rendered again. The evidence returned is taken on the final output.
-        """
-        if not faces and self._keep_unchanged_jpeg and fmt == "JPEG":
-            stripped = self._stripped(record, image)
-            if stripped is not None:
-                return stripped
-        # A JPEG with faces keeps the coded blocks no replaced pixel touches, where its pixels need
-        # no transform (the same condition as a face-less JPEG kept as it is).
-        alike = self._stripped_alike(record, image) if faces and self._keep_unchanged_jpeg and fmt == "JPEG" \
-            else None
-        splice = alike[0] if alike is not None else None
-        references: dict[int, Reference] = {}
-        screened: list[str | None] = [None] * len(faces)
-        attempts = [0] * len(faces)
-        if self._embedder is not None and faces:
-            with timed("identity"):
-                original = np.asarray(image.convert("RGB"))
-                screened = screen_faces(self._embedder, original, faces, self._identity,
-                                        self._policy.method == "solid")
-                readable = [i for i, status in enumerate(screened) if status is None]
-                references = dict(zip(readable, self._embedder.references(original, [faces[i] for i in readable]),
-                                      strict=True))
-            if self._policy.method == "synthetic" and self._generator is not None:
-                with timed("synthetic_search"):
-                    attempts = choose_synthetic_attempts(original, faces, references, self._policy, self._generator,
-                                                         self._embedder, record.record_id)
-        levels = [0] * len(faces)
-        measurable = tuple(self._embedder is not None and status is None for status in screened)
-        rendering = self._render(record, image, fmt, faces, attempts, levels, references, screened, measurable,
-                                 splice)
-        if not self._identity.escalate or rendering.evidence is None:
-            return rendering
-        for level in ESCALATION_LEVELS:
-            matching = rendering.evidence.matched
-            if not matching:
-                break
-            for i in matching:
-                levels[i] = level
-            rendering = self._render(record, image, fmt, faces, attempts, levels, references, screened, measurable,
-                                     splice)
-        return rendering
-
-    def _stripped_alike(self, record: Record, image: Image.Image) -> tuple[bytes, Image.Image] | None:
-        """The source JPEG without its metadata segments and its decoded pixels, if it is YCbCr or
-        greyscale and decodes to ``image``'s very pixels (not when the EXIF orientation, an ICC
-        profile or an Adobe colour transform mattered)."""
-        if jpeg_is_rgb_coded(record.data):
-            return None
-        try:
-            stripped = strip_jpeg_metadata(record.data)
-            with Image.open(io.BytesIO(stripped)) as header:
-                # Only YCbCr and greyscale, which every decoder reads alike without the APP
-                # segments; CMYK/YCCK depend on Adobe's marker, so they are re-encoded as RGB.
-                if header.mode not in ("RGB", "L"):
-                    return None
-            decoded, _ = load_normalized(stripped, self._max_pixels)
-        except (ValueError, OSError, ImageRejected):
-            return None
-        if not same_pixels(decoded, image):
-            return None
-        return stripped, decoded
-
-    def _stripped(self, record: Record, image: Image.Image) -> Rendering | None:
-        """A face-less JPEG's output: the source without its metadata segments (``_stripped_alike``)."""
-        alike = self._stripped_alike(record, image)
-        if alike is None:
-            return None
-        stripped, decoded = alike
-        return Rendering(image, stripped, metadata_fields(record.data), decoded, (), STRIPPED)
-
-    def _render(self, record: Record, image: Image.Image, fmt: str, faces: tuple[Face, ...], attempts: list[int],
-                levels: list[int], references: Mapping[int, Reference], screened: Sequence[str | None],
-                measurable: tuple[bool, ...], splice: bytes | None = None) -> Rendering:
-        """One replacement of every face (face i with its ``attempts[i]``-th seed, or escalated to
-        ``levels[i]``; substituted only where ``measurable[i]``), encoded (with ``splice``, the
-        metadata-free source, only the JPEG blocks it changed: ``splice_jpeg``), decoded, and its
-        identity evidence taken (when the check is on)."""
-        seeds = [attempt_seed(self._policy, record.record_id, i, t) for i, t in enumerate(attempts)]
-        plain = [i for i, level in enumerate(levels) if level == 0]
-        with timed("replace"):
-            anonymized = replace_faces(image, [faces[i] for i in plain], self._policy, self._generator,
-                                       [seeds[i] for i in plain], [measurable[i] for i in plain])
-            for level in ESCALATION_LEVELS:
-                chosen = [face for face, face_level in zip(faces, levels, strict=True) if face_level == level]
-                if chosen:
-                    anonymized = replace_faces(anonymized, chosen, escalated_policy(self._policy, level))
-        with timed("encode"):
-            source = np.asarray(image.convert("RGB"))
-            replaced = changed_mask(source, np.asarray(anonymized.convert("RGB")))
-            spliced = splice_jpeg(splice, anonymized, replaced, source) \
-                if splice is not None and replaced.any() else None
-            if spliced is not None:
-                # The splice's check decoded its output: those pixels are the output's.
-                encoded, removed, encoding = spliced.data, metadata_fields(record.data), SPLICED
-                decoded, differs = Image.fromarray(spliced.pixels), spliced.differs
-            else:
-                (encoded, removed), encoding = encode_clean(anonymized, record.data, fmt, self._quality), REENCODED
-                decoded, _ = load_normalized(encoded, self._max_pixels)
-                differs = None
-        evidence = None
-        if self._embedder is not None and faces:
-            solid = [level == ESCALATION_LEVELS[-1] for level in levels]
-            with timed("identity"):
-                evidence = measure_image(self._embedder, references, np.asarray(decoded.convert("RGB")), screened,
-                                         solid, self._identity)
-        return Rendering(anonymized, encoded, removed, decoded, tuple(levels), encoding, evidence,
-                         measurable=measurable, replaced=replaced, output_differs=differs)
-
-    @quarantine_failures("replace")
-    def process(self, record: Record, sample_cutoff: int | None = None) -> Iterator[Record]:
-        if record.is_quarantined:
-            yield record
-            return
-        faces = one_box_per_face([f for f in record.faces if self._policy.replaces(f)])
-        try:
-            with timed("replace:decode"):
-                image, fmt = load_normalized(record.data, self._max_pixels)
-            rendering = self._anonymize(record, image, fmt, faces)
-            anonymized, encoded, removed = rendering.anonymized, rendering.encoded, rendering.removed
-            with timed("quality"):
-                source = np.asarray(image.convert("RGB"))
-                mask = rendering.replaced if rendering.replaced is not None else \
-                    changed_mask(source, np.asarray(anonymized.convert("RGB")))
-                changed = float(mask.mean()) if mask.size else 0.0
-                output = rendering.decoded
-                width, height = image.size
-                regions = [grown_box(f, self._policy.box_margin, width, height) for f in faces]
-                # Where verification searches: where the output's pixels differ from those the detect
-                # stage searched (a spliced JPEG: around the faces; a re-encoded one: everywhere), and
-                # the regions the replacements own (transforms/verify_scope.py).
-                differs = rendering.output_differs if rendering.output_differs is not None else \
-                    changed_mask(source, np.asarray(output.convert("RGB")))
-                changed_regions = changed_regions_of(differs, owned=regions)
-                quality = image_quality(image, output, regions)
-                views = pack_views(image, output) if self._reference is not None and \
-                    self._reference.selected(record.record_id, sample_cutoff) else b""
-        except ImageRejected as rejected:
-            yield record.quarantine(f"replace:{rejected.reason}")
-            return
-        except GeneratorError as error:
-            yield record.quarantine(f"replace:generator_failed:{type(error).__name__}")
-            return
-        except (OSError, ValueError) as error:
-            yield record.quarantine(f"replace:encode_failed:{type(error).__name__}")
-            return
-        except RuntimeError as error:  # dlib reports its failures as RuntimeError
-            yield record.quarantine(f"replace:identity_failed:{type(error).__name__}")
-            return
-        methods = [self._policy.face_method(face, level, measurable) for face, level, measurable in zip(
-            faces, rendering.escalations or (0,) * len(faces), rendering.measurable or (False,) * len(faces),
-            strict=True)]
-        # A stripped output was kept because its pixels are the searched ones; a lossless re-encoding
-        # with no face replaced (PNG) may be too.
-        unchanged = not faces and (rendering.encoding == STRIPPED or same_pixels(output, image))
-        yield record.replace(
-            output_encoding=rendering.encoding, output_same_pixels=unchanged, changed_regions=changed_regions,
-            output_faces=record.faces if unchanged else (),
-            identity_check=CHECKED if self._embedder is not None else SKIPPED,
-            identity_distances=rendering.distances,
-            identity_statuses=rendering.evidence.statuses if rendering.evidence is not None else (),
-            identity_vectors=rendering.evidence.vectors if rendering.evidence is not None else b"",
-            escalations=rendering.escalations if rendering.evidence is not None else (),
-            face_methods=tuple(m for m, _ in methods), face_method_reasons=tuple(r for _, r in methods),
-            generator=self._generator.name if self._generator is not None else "",
-            # A first pass keeps its source for a second pass (verification finds a face on the output).
-            source_data=record.data if self._keep_source and record.replace_pass == 1 else b"",
-        ).replace(
-            data=encoded, faces=faces, method=self._policy.method,
-            security_level=self._policy.security_level, metadata_removed=tuple(removed),
-            pixel_change=changed, psnr=quality.psnr, ssim=quality.ssim,
-            psnr_outside_faces=quality.psnr_outside_faces, ssim_outside_faces=quality.ssim_outside_faces,
-            reference_views=views)
