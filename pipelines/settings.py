@@ -7,6 +7,7 @@ expectations/ take the values built here and never read options themselves.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from expectations.suites import GateThresholds
@@ -48,12 +49,21 @@ def parse_settings(options: AnonymizeOptions) -> ParsedOptions:
     Raises:
         ValueError: naming the first malformed field.
     """
+    return _parsed(options.solid_color, options.detector_thresholds, options.detector_extra,
+                   options.retinaface_scales, options.redact)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(solid_color: str, detector_thresholds: str, detector_extra: str, retinaface_scales: str,
+            redact: str) -> ParsedOptions:
+    """The option strings parsed, once per distinct set of strings (the launcher and ``run`` ask
+    for them several times: validation, the detectors, the replacement policy)."""
     return ParsedOptions(
-        solid_color=parse_rgb(options.solid_color, "solid_color"),
-        detector_thresholds=parse_thresholds(options.detector_thresholds, "detector_thresholds"),
-        detector_extra=parse_detector_extra(options.detector_extra, "detector_extra"),
-        retinaface_scales=parse_scales(options.retinaface_scales, "retinaface_scales"),
-        redact=parse_redact(options.redact),
+        solid_color=parse_rgb(solid_color, "solid_color"),
+        detector_thresholds=parse_thresholds(detector_thresholds, "detector_thresholds"),
+        detector_extra=parse_detector_extra(detector_extra, "detector_extra"),
+        retinaface_scales=parse_scales(retinaface_scales, "retinaface_scales"),
+        redact=parse_redact(redact),
     )
 
 

@@ -48,6 +48,7 @@ def test_files_merge_left_to_right_and_set_wins(tmp_path: Path) -> None:
     ("detector_thresholds: '0.6,0.7'\n", "detector_thresholds"),
     ("method: pixelate\n", "method"),
     ("synthetic_blend: alpha\n", "synthetic_blend"),
+    ("identity_min_face_size: 10\n", "identity_min_face_size"),
 ])
 def test_bad_settings_name_the_field(tmp_path: Path, text: str, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
@@ -90,3 +91,15 @@ def test_misspelled_beam_flag_is_an_error_and_known_ones_pass(tmp_path: Path,
     assert options.view_as(DirectOptions).direct_num_workers == 2
     assert main(["run", "--conf", conf, "--runer=DirectRunner"]) == 2
     assert "--runer: unknown flag" in capsys.readouterr().err
+
+
+def test_option_strings_are_parsed_once_into_the_stages_values(tmp_path: Path) -> None:
+    """Validation, the detectors and the replacement policy ask for the parsed strings: one parse."""
+    from pipelines.settings import identity_policy_for, parse_settings, replacement_policy_for
+
+    options, _ = build_options([BASE], [*_required(tmp_path), "solid_color=1,2,3", "identity_threshold=0.7"])
+    again, _ = build_options([BASE], [*_required(tmp_path), "solid_color=1,2,3", "identity_threshold=0.7"])
+    assert parse_settings(options) is parse_settings(again)
+    assert replacement_policy_for(options).solid_color == (1, 2, 3)
+    identity = identity_policy_for(options)
+    assert (identity.threshold, identity.min_face_size, identity.escalate) == (0.7, 40, True)
