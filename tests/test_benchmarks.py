@@ -105,3 +105,18 @@ def test_whole_job_on_wider_dev_prints_the_stage_breakdown(capsys: pytest.Captur
     assert len(rates) == 1 and float(rates[0]) > 0
     if importlib.util.find_spec("deface") is not None:
         assert "ratio to deface, anonymize run, default policy: " in out
+
+
+@pytest.mark.slow
+def test_text_benchmark_whole_job_runs_both_settings_and_reports_their_accuracy() -> None:
+    """``benchmarks/text.py --whole-job``: two generated text scenes through ``anonymize run`` with
+    ``redact: faces`` and ``redact: faces,text`` (reference model on): both publish every scene, only
+    the second finds text regions, and each reports its top-1 agreement."""
+    text = _load("text")
+    jobs = text.whole_job(2, 1)  # type: ignore[attr-defined]
+    assert set(jobs) == {"faces", "faces,text"}
+    for job in jobs.values():
+        assert job["published"] == job["images"] == 2 and job["rate"] > 0
+        agreement = job["accuracy"]["top1_agreement"]
+        assert agreement["n"] == 2 and 0.0 <= agreement["value"] <= 1.0
+    assert "text" not in jobs["faces"]["kinds"] and jobs["faces,text"]["kinds"].get("text", 0) >= 1
