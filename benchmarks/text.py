@@ -25,8 +25,13 @@ No other text detector is compared: none is installed and usable offline here (n
 no EasyOCR, keras-ocr, MMOCR or docTR package, and OpenCV's EAST/DB text detectors need model files
 that ship with no installed package).
 
+With ``--wider-dev [PATH]`` the whole-job runs take N real WIDER FACE photos instead (streets,
+parades, meetings: real signs, banners and shirts; no text labels, so only the accuracy cost and
+the speed are printed).
+
     python benchmarks/text.py                 # 40 scenes, whole job on 16
     python benchmarks/text.py --scenes 8 --repeat 1 --whole-job 0
+    python benchmarks/text.py --wider-dev --whole-job 100
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.real_photos import published_outputs, run_ours  # noqa: E402
+from benchmarks.real_photos import DEFAULT_WIDER, copy_wider, published_outputs, run_ours  # noqa: E402
 from pipelines.anonymize import detector_stack_for  # noqa: E402
 from pipelines.config import build_options  # noqa: E402
 from tests.datasets import face_photo  # noqa: E402
@@ -114,16 +119,19 @@ def _agreement(accuracy: dict[str, Any] | None, key: str) -> str:
     return f"{rate['value']:.3f} [{low:.3f}, {high:.3f}] (n {rate['n']})"
 
 
-def whole_job(scenes_count: int, workers: int) -> dict[str, dict[str, Any]]:
-    """``anonymize run`` on ``scenes_count`` generated scenes with ``redact: faces`` and with
-    ``redact: faces,text`` and the reference model on: per setting, seconds, images/s, outcome,
-    regions by kind and the accuracy impact (``summary.json``)."""
+def whole_job(scenes_count: int, workers: int, wider: Path | None = None) -> dict[str, dict[str, Any]]:
+    """``anonymize run`` on ``scenes_count`` generated scenes (with ``wider``: that many WIDER FACE
+    photos of that folder instead, copied to a temporary folder only) with ``redact: faces`` and
+    with ``redact: faces,text`` and the reference model on: per setting, seconds, images/s,
+    outcome, regions by kind and the accuracy impact (``summary.json``)."""
     work = Path(tempfile.mkdtemp(prefix="text-job-"))
     try:
         folder = work / "in"
         folder.mkdir()
         names = []
-        for index, scene in enumerate(text_scenes(scenes_count)):
+        if wider is not None:
+            names = sorted(copy_wider(wider, folder, scenes_count))  # relative paths: wider/<event>/<photo>
+        for index, scene in enumerate(text_scenes(scenes_count) if wider is None else ()):
             names.append(f"scene-{index:03d}.jpg")
             scene.image.convert("RGB").save(folder / names[-1], quality=92)
         out: dict[str, dict[str, Any]] = {}
@@ -153,7 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="throughput runs, best kept")
     parser.add_argument("--whole-job", type=int, default=16, help="scenes for the whole-job runs (0: skip)")
     parser.add_argument("--workers", type=int, default=2, help="DirectRunner worker processes of the whole job")
+    parser.add_argument("--wider-dev", type=Path, nargs="?", const=DEFAULT_WIDER, default=None,
+                        help="the whole-job runs on that many real WIDER FACE photos instead of generated scenes")
     args = parser.parse_args(argv)
+    if args.wider_dev is not None and args.whole_job > 0:
+        # Real photos: no text labels, so only the whole job's figures (accuracy cost, speed).
+        return _print_whole_job(whole_job(args.whole_job, args.workers, args.wider_dev), args.workers,
+                                f"{args.whole_job} WIDER FACE photos")
     print(f"text recall on {args.scenes} generated scenes (640x480; plates, badges, signs)")
     print(f"{'char height px':<16}{'labels':>8}{'box':>8}{'replaced':>10}")
     rows = recall(args.scenes)
@@ -167,20 +181,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"detect images/s (fast_mtcnn+centerface, 1 thread, 640x480): faces {rates['faces']:.2f}  "
           f"faces,text {rates['faces,text']:.2f}")
     if args.whole_job > 0:
-        jobs = whole_job(args.whole_job, args.workers)
-        print(f"\nwhole job (anonymize run, default policy, {args.workers} workers, reference model mobilenet_v2 on "
-              f"every record) on {args.whole_job} generated text scenes:")
-        for redact, job in jobs.items():
-            print(f"redact {redact:<11} {job['seconds']:7.1f} s {job['rate']:6.2f} images/s (start-up included); "
-                  f"published {job['published']}/{job['images']}, withheld {job['reasons'] or 'none'}; "
-                  f"regions found by kind {job['kinds'] or 'none'}")
-            print(f"  reference top-1 agreement {_agreement(job['accuracy'], 'top1_agreement')}, "
-                  f"top-5 {_agreement(job['accuracy'], 'top5_agreement')}")
-        faces, text = (jobs[k]["accuracy"] or {} for k in ("faces", "faces,text"))
-        one, two = ((faces.get("top1_agreement") or {}).get("value"), (text.get("top1_agreement") or {}).get("value"))
-        if one is not None and two is not None:
-            print(f"cost of redacting text: top-1 agreement {100 * (two - one):+.1f} points against faces only; "
-                  f"whole job {jobs['faces,text']['rate'] / jobs['faces']['rate']:.2f}x the images/s of faces only")
+        _print_whole_job(whole_job(args.whole_job, args.workers), args.workers,
+                         f"{args.whole_job} generated text scenes")
+    return 0
+
+
+def _print_whole_job(jobs: dict[str, dict[str, Any]], workers: int, what: str) -> int:
+    """Print the whole-job figures of ``whole_job`` on ``what``; 0."""
+    print(f"\nwhole job (anonymize run, default policy, {workers} workers, reference model mobilenet_v2 on "
+          f"every record) on {what}:")
+    for redact, job in jobs.items():
+        print(f"redact {redact:<11} {job['seconds']:7.1f} s {job['rate']:6.2f} images/s (start-up included); "
+              f"published {job['published']}/{job['images']}, withheld {job['reasons'] or 'none'}; "
+              f"regions found by kind {job['kinds'] or 'none'}")
+        print(f"  reference top-1 agreement {_agreement(job['accuracy'], 'top1_agreement')}, "
+              f"top-5 {_agreement(job['accuracy'], 'top5_agreement')}")
+    faces, text = (jobs[k]["accuracy"] or {} for k in ("faces", "faces,text"))
+    one, two = ((faces.get("top1_agreement") or {}).get("value"), (text.get("top1_agreement") or {}).get("value"))
+    if one is not None and two is not None:
+        print(f"cost of redacting text: top-1 agreement {100 * (two - one):+.1f} points against faces only; "
+              f"whole job {jobs['faces,text']['rate'] / jobs['faces']['rate']:.2f}x the images/s of faces only")
     return 0
 
 
