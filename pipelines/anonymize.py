@@ -136,7 +136,7 @@ def _detector_factory(options: AnonymizeOptions, low_light_scale: float) -> Dete
         else:
             extras.append(Factory(CenterFaceDetector, CenterFaceSettings(
                 threshold=options.centerface_threshold, torch_threads=threads, device=options.detector_device,
-                low_light_scale=low_light_scale)))
+                low_light_scale=low_light_scale, low_light_confirm=options.centerface_low_light_confirm)))
     if main is None:  # detector: none, the extras alone (validate() requires one)
         return extras[0] if len(extras) == 1 else UnionFactory(extras)
     return UnionFactory([main, *extras])

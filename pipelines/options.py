@@ -65,6 +65,9 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("centerface_low_light_scale", float, 0.25,
                "Detect pass only: also run CenterFace on a contrast-equalized copy at this scale (0: off).",
                minimum=0.0, maximum=0.9),
+    OptionSpec("centerface_low_light_confirm", bool, True,
+               "Keep a face of the low-light pass only when CenterFace finds it again on a closer look "
+               "(false: every face of the pass, background included)."),
     OptionSpec("retinaface_threshold", float, 0.5, "RetinaFace's face score for a face.",
                minimum=0.01, maximum=0.99),
     OptionSpec("retinaface_scales", str, "1",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from pipelines.anonymize import detector_stack_for
 from pipelines.config import build_options
@@ -138,6 +139,74 @@ def test_low_light_pass_finds_dark_blurred_large_faces_and_only_when_detecting(h
     assert verify.factories[1].settings.low_light_scale == 0.0  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="centerface_low_light_scale"):
         _options("centerface_low_light_scale=1.5")
+
+
+WIDER_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "wider-dev"
+
+
+def _far_from_every(face: Face, boxes: list[list[float]]) -> bool:
+    """Whether ``face``'s centre lies outside every box doubled about its centre (the stray zone)."""
+    cx, cy = (face.x1 + face.x2) / 2, (face.y1 + face.y2) / 2
+    return all(abs(cx - (x1 + x2) / 2) > (x2 - x1) or abs(cy - (y1 + y2) / 2) > (y2 - y1)
+               for x1, y1, x2, y2 in boxes)
+
+
+def test_second_look_keeps_a_face_and_drops_background() -> None:
+    """``confirmed_by_second_look`` on real photos: the astronaut's face (found by the plain pass)
+    is found again; boxes of the same size on the rocket and on the coffee cup's saucer are not."""
+    from skimage import data as skdata
+
+    from transforms.detection.centerface import equalized
+
+    detector = CenterFaceDetector(CenterFaceSettings())
+    astronaut = Image.fromarray(skdata.astronaut())
+    face = max(detector.detect([astronaut])[0], key=lambda f: f.score)
+    assert face.score > 0.8
+    assert detector.confirmed_by_second_look(equalized(astronaut), [face]) == [face]
+    w, h = face.width, face.height
+    for name, (x, y) in (("rocket", (200.0, 150.0)), ("coffee", (60.0, 250.0))):
+        image = equalized(Image.fromarray(getattr(skdata, name)()))
+        assert detector.confirmed_by_second_look(image, [Face(x, y, x + w, y + h, 0.3, CENTERFACE)]) == []
+
+
+@pytest.mark.skipif(not (WIDER_DEV / "annotations.json").is_file(), reason="shared/data/wider-dev is absent")
+def test_low_light_pass_on_real_photos_keeps_the_dark_face_and_drops_background() -> None:
+    """Two WIDER FACE val photos: the unconfirmed low-light pass boxes background far from every true
+    face (farther than 2x every box); confirmed, it keeps none of those and still finds the dark
+    92x164 px face of ``20_90`` that the plain pass misses."""
+    import json
+
+    truth = {name: [e["box"] for e in entries]
+             for name, entries in json.loads((WIDER_DEV / "annotations.json").read_text()).items()}
+    plain = CenterFaceDetector(CenterFaceSettings())
+    unconfirmed = CenterFaceDetector(CenterFaceSettings(low_light_scale=0.25, low_light_confirm=False))
+    confirmed = CenterFaceDetector(CenterFaceSettings(low_light_scale=0.25))
+    strays = {}
+    for name in ("20_Family_Group_Family_Group_20_90.jpg", "20_Family_Group_Family_Group_20_33.jpg"):
+        key = f"20--Family_Group/{name}"
+        image = Image.open(WIDER_DEV / "images" / key).convert("RGB")
+        base = len(plain.detect([image])[0])
+        with_pass = {label: detector.detect([image])[0][base:]
+                     for label, detector in (("unconfirmed", unconfirmed), ("confirmed", confirmed))}
+        strays[name] = {label: sum(_far_from_every(f, truth[key]) for f in faces)
+                        for label, faces in with_pass.items()}
+        assert strays[name]["confirmed"] == 0, name
+        if name.endswith("_90.jpg"):
+            dark = Face(442, 28, 534, 192, 1.0, "truth")
+            assert max((f.iou(dark) for f in plain.detect([image])[0]), default=0.0) < 0.3
+            assert max(f.iou(dark) for f in with_pass["confirmed"]) > 0.4
+    assert sum(s["unconfirmed"] for s in strays.values()) >= 2  # what the confirmation removes (3 here)
+
+
+def test_options_wire_the_low_light_confirmation() -> None:
+    """On by default, off with ``centerface_low_light_confirm=false``; a bad value names the field."""
+    detect = detector_stack_for(_options("detector_extra=centerface")).detect  # type: ignore[arg-type]
+    assert detect.factories[1].settings.low_light_confirm is True  # type: ignore[attr-defined]
+    detect = detector_stack_for(_options("detector_extra=centerface",  # type: ignore[arg-type]
+                                         "centerface_low_light_confirm=false")).detect
+    assert detect.factories[1].settings.low_light_confirm is False  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="centerface_low_light_confirm"):
+        _options("centerface_low_light_confirm=maybe")
 
 
 @pytest.mark.slow
