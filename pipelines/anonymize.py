@@ -230,7 +230,9 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
                                   verify_threshold=options.verify_score_threshold,
                                   share_across_processes=share,
                                   reuse_same_pixels=detectors.verify_is_detect_subset,
-                                  scope=options.verify_scope if detectors.verify_is_detect_subset else "full")
+                                  scope=options.verify_scope if detectors.verify_is_detect_subset else "full",
+                                  # The first and the second pass's verify steps: one detector.
+                                  shared_key=f"verify-{plan.run_id}")
     records = (
         pipeline
         | "ListShards" >> beam.Create(list(plan.shards))
@@ -273,7 +275,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: AnonymizeOptions, plan: Job
         return beam.ParDo(stage, sample_cutoff=cutoff) if cutoff is not None else beam.ParDo(stage)
 
     # Both verification steps run the one verify detector: in a worker process they share it
-    # (``load_shared``), and with ``share_across_processes`` one model serves both (one tag).
+    # (the handler's ``shared_key``), and with ``share_across_processes`` one model serves both.
     verify_model = f"verify-detector-{plan.run_id}"
     checked = (
         records

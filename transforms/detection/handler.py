@@ -20,17 +20,18 @@ from transforms.observability import timed
 from transforms.records import Face, Record
 from transforms.verify_scope import VERIFY_SCOPES, Box, verify_windows
 
-# The detectors loaded in this process, by their factory's description (``repr``: the detector class
-# and its settings): RunInference's handle is per step, so the two verification steps (first and
-# second pass) would each load the same detector; they share one. Weak references: a detector
-# goes when no step holds it.
-_LOADED: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+# The detectors loaded in this process, by the key of the steps that share them and their factory's
+# description (``repr``: the detector class and its settings): RunInference's handle is per step, so
+# the two verification steps (first and second pass) would each load the same detector; they share
+# one. Weak references: a detector goes when no step holds it.
+_LOADED: weakref.WeakValueDictionary[tuple[str, str], Any] = weakref.WeakValueDictionary()
 _LOADING = threading.Lock()
 
 
-def load_shared(factory: DetectorFactory) -> Detector:
-    """``factory()``, or the detector an equal factory already loaded in this process."""
-    key = repr(factory)
+def load_shared(factory: DetectorFactory, shared_key: str) -> Detector:
+    """``factory()``, or the detector an equal factory with the same ``shared_key`` already loaded
+    in this process."""
+    key = (shared_key, repr(factory))
     with _LOADING:
         detector = _LOADED.get(key)
         if detector is None:
@@ -55,14 +56,15 @@ class FaceDetectionHandler(ModelHandler[Record, Record, Detector]):
     whole image (not the text detector) (``transforms/verify_scope.py`` says why that suffices),
     or whole where the windows would cover most of it; ``full`` searches every output whole.
     The model loads once per worker process (RunInference's ``shared.Shared`` handle), shared by
-    its threads and by the other steps that run an equal factory (``load_shared``); with
+    its threads, and with a ``shared_key`` by the other steps of that key that run an equal factory
+    (``load_shared``: the job's two verification steps); with
     ``share_across_processes`` once per machine (Beam's ``MultiProcessShared``).
     """
 
     def __init__(self, factory: DetectorFactory, batch_size: int, max_pixels: int,
                  mode: str = "detect", verify_threshold: float = 0.9,
                  share_across_processes: bool = False, reuse_same_pixels: bool = False,
-                 scope: str = "full") -> None:
+                 scope: str = "full", shared_key: str | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if mode not in ("detect", "verify"):
@@ -76,13 +78,14 @@ class FaceDetectionHandler(ModelHandler[Record, Record, Detector]):
         self._mode = mode
         self._verify_threshold = verify_threshold
         self._share_across_processes = share_across_processes
+        self._shared_key = shared_key
         self._reuse_same_pixels = reuse_same_pixels and mode == "verify"
         # Only a detector that searches a window as it would the window's pixels in the whole image
         # (no rescaling to its own input size; ``searches_windows`` of the factory, default True).
         self._in_regions = scope == "regions" and mode == "verify" and getattr(factory, "searches_windows", True)
 
     def load_model(self) -> Detector:
-        return load_shared(self._factory)
+        return self._factory() if self._shared_key is None else load_shared(self._factory, self._shared_key)
 
     def share_model_across_processes(self) -> bool:
         """One model per worker machine, served to its SDK processes (GPU memory), when asked for."""
