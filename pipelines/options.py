@@ -13,6 +13,7 @@ from typing import Any
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.identity import MATCH_THRESHOLD
+from transforms.photo_match import MATCHES
 from transforms.records import LOW_SECURITY_METHODS, REPLACEMENT_METHODS
 
 
@@ -125,6 +126,9 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("synthetic_soften", float, 0.03,
                "Blur of the generated face, sigma as a share of the face diagonal (0: off).",
                minimum=0.0, maximum=0.05),
+    OptionSpec("synthetic_match", str, "none",
+               "Match a synthetic face to the photo around it: its edge blur (sharpness) and/or sensor noise "
+               "(noise), estimated on a ring of original pixels around the face.", choices=MATCHES),
     # Identity evidence (transforms/identity.py): dlib face embedding of original vs replaced face.
     OptionSpec("identity_check", bool, True,
                "Measure each replaced face's identity distance to its original (needs the identity extra)."),

@@ -48,6 +48,7 @@ def test_files_merge_left_to_right_and_set_wins(tmp_path: Path) -> None:
     ("detector_thresholds: '0.6,0.7'\n", "detector_thresholds"),
     ("method: pixelate\n", "method"),
     ("synthetic_blend: alpha\n", "synthetic_blend"),
+    ("synthetic_match: grain\n", "synthetic_match"),
 ])
 def test_bad_settings_name_the_field(tmp_path: Path, text: str, field: str) -> None:
     with pytest.raises(ConfigError, match=field):

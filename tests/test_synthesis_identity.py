@@ -71,9 +71,11 @@ def _face_image() -> tuple[Image.Image, Face]:
     return image, Face(164.0, 64.0, 262.0, 194.0, 0.99, "fixed", marks)
 
 
-@pytest.mark.parametrize(("generator_kind", "blend"),
-                         [("parametric", "feather"), ("torchscript", "feather"), ("parametric", "poisson")])
-def test_no_original_pixel_inside_the_mask_reaches_the_output(generator_kind: str, blend: str,
+@pytest.mark.parametrize(("generator_kind", "blend", "match"),
+                         [("parametric", "feather", "none"), ("torchscript", "feather", "none"),
+                          ("parametric", "poisson", "none"), ("parametric", "feather", "sharpness,noise"),
+                          ("torchscript", "poisson", "sharpness,noise")])
+def test_no_original_pixel_inside_the_mask_reaches_the_output(generator_kind: str, blend: str, match: str,
                                                              tmp_path: Path) -> None:
     image, face = _face_image()
     if generator_kind == "torchscript":
@@ -83,7 +85,7 @@ def test_no_original_pixel_inside_the_mask_reaches_the_output(generator_kind: st
     else:
         generator = ParametricFaceGenerator()
     region, box = (140, 38, 286, 220), (164, 64, 262, 194)
-    first = np.asarray(synthesize_faces(image, [face], [region], [box], generator, [3], blend=blend))
+    first = np.asarray(synthesize_faces(image, [face], [region], [box], generator, [3], blend=blend, match=match))
     # Same surroundings, entirely different pixels inside the replaced region: same output.
     scrambled = np.array(image)
     rng = np.random.default_rng(0)
@@ -96,7 +98,7 @@ def test_no_original_pixel_inside_the_mask_reaches_the_output(generator_kind: st
     patch = scrambled[region[1]:region[3], region[0]:region[2]]
     patch[~hard] = keep[~hard]
     second = np.asarray(synthesize_faces(Image.fromarray(scrambled), [face], [region], [box], generator, [3],
-                                         blend=blend))
+                                         blend=blend, match=match))
     assert np.array_equal(first, second)
     assert not np.array_equal(first, np.asarray(image))  # the face region did change
     if blend == "poisson":  # Poisson blending changes the mask only, and meets the surroundings without a seam
