@@ -123,8 +123,9 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("synthetic_target_distance", float, 0.8,
                "Identity distance a synthetic face should exceed before no other seed is tried.",
                minimum=MATCH_THRESHOLD, maximum=2.0),
-    OptionSpec("synthetic_soften", float, 0.03,
-               "Blur of the generated face, sigma as a share of the face diagonal (0: off).",
+    OptionSpec("synthetic_soften", float, 0.0,
+               "Extra blur of the generated face, sigma as a share of the face diagonal (0: off, the default: "
+               "a blur hides substitutes from face detectors and makes them softer than the photo).",
                minimum=0.0, maximum=0.05),
     OptionSpec("synthetic_match", str, "none",
                "Match a synthetic face to the photo around it: its edge blur (sharpness) and/or sensor noise "

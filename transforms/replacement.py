@@ -62,7 +62,7 @@ class ReplacementPolicy:
     synthetic_generator_size: int = 128
     synthetic_seed: int = 0
     synthetic_attempts: int = 12
-    synthetic_soften: float = 0.03
+    synthetic_soften: float = 0.0
     synthetic_target_distance: float = 0.8
     # Faces smaller than this (shorter side, px) are blurred under method synthetic: too small to
     # identify or to learn from, and a substitute that small cannot be told from its original.
