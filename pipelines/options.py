@@ -13,6 +13,7 @@ from typing import Any
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.identity import MATCH_THRESHOLD
+from transforms.photo_match import MATCHES
 from transforms.records import LOW_SECURITY_METHODS, REPLACEMENT_METHODS
 
 
@@ -125,9 +126,13 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("synthetic_target_distance", float, 0.8,
                "Identity distance a synthetic face should exceed before no other seed is tried.",
                minimum=MATCH_THRESHOLD, maximum=2.0),
-    OptionSpec("synthetic_soften", float, 0.03,
-               "Blur of the generated face, sigma as a share of the face diagonal (0: off).",
+    OptionSpec("synthetic_soften", float, 0.0,
+               "Extra blur of the generated face, sigma as a share of the face diagonal (0: off, the default: "
+               "a blur hides substitutes from face detectors and makes them softer than the photo).",
                minimum=0.0, maximum=0.05),
+    OptionSpec("synthetic_match", str, "none",
+               "Match a synthetic face to the photo around it: its edge blur (sharpness) and/or sensor noise "
+               "(noise), estimated on a ring of original pixels around the face.", choices=MATCHES),
     # Identity evidence (transforms/identity.py): dlib face embedding of original vs replaced face.
     OptionSpec("identity_check", bool, True,
                "Measure each replaced face's identity distance to its original (needs the identity extra)."),

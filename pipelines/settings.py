@@ -75,7 +75,8 @@ def storage_for(options: AnonymizeOptions) -> Storage:
 # ReplacementPolicy fields that are options of the same name.
 _POLICY_OPTIONS = ("method", "box_margin", "blur_sigma_factor", "pixelate_blocks", "synthetic_generator",
                    "synthetic_generator_size", "synthetic_seed", "synthetic_attempts", "synthetic_soften",
-                   "synthetic_target_distance", "synthetic_min_face_size", "synthetic_min_score", "synthetic_blend")
+                   "synthetic_target_distance", "synthetic_min_face_size", "synthetic_min_score", "synthetic_blend",
+                   "synthetic_match")
 
 
 def replacement_policy_for(options: AnonymizeOptions) -> ReplacementPolicy:

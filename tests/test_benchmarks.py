@@ -82,6 +82,31 @@ def test_whole_job_faceless_variants_are_distinct_and_wider_sized() -> None:
     assert variants == whole_job.faceless_variants(20, sizes)  # type: ignore[attr-defined]
 
 
+def test_synthetic_quick_check_variants_and_ring_ratios() -> None:
+    """``synthetic_real.py --quick``: a variant is the default synthetic policy with typed settings
+    (a wrong name stops it); a face as sharp and grainy as its ring has ratios near 1, a blurred
+    one a larger edge-blur ratio and a smaller noise ratio."""
+    import cv2
+    import numpy as np
+
+    synthetic_real = _load("synthetic_real")
+    policy = synthetic_real._variant_policy("synthetic_soften=0.01 synthetic_match=sharpness,noise")  # type: ignore[attr-defined]
+    assert (policy.method, policy.synthetic_soften, policy.synthetic_match) == ("synthetic", 0.01, "sharpness,noise")
+    with pytest.raises(SystemExit, match="no_such"):
+        synthetic_real._variant_policy("no_such=1")  # type: ignore[attr-defined]
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:200, 0:200]
+    gray = np.where(((xx // 12) + (yy // 12)) % 2 == 0, 70.0, 180.0) + rng.normal(0.0, 3.0, (200, 200))
+    photo = np.repeat(np.clip(gray, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    box = [70.0, 70.0, 130.0, 130.0]
+    blur, noise = synthetic_real._ring_ratios(photo, photo, box)  # type: ignore[attr-defined]
+    assert blur is not None and noise is not None and abs(blur - 1) < 0.2 and abs(noise - 1) < 0.2
+    soft = photo.copy()
+    soft[70:130, 70:130] = cv2.GaussianBlur(photo, (0, 0), 2.5)[70:130, 70:130]
+    soft_blur, soft_noise = synthetic_real._ring_ratios(photo, soft, box)  # type: ignore[attr-defined]
+    assert soft_blur is not None and soft_noise is not None and soft_blur > 1.8 and soft_noise < 0.5
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (WIDER_DEV / "annotations.json").is_file(), reason="shared/data/wider-dev is absent")
 def test_whole_job_on_wider_dev_prints_the_stage_breakdown(capsys: pytest.CaptureFixture[str]) -> None:

@@ -49,6 +49,7 @@ def test_files_merge_left_to_right_and_set_wins(tmp_path: Path) -> None:
     ("method: pixelate\n", "method"),
     ("synthetic_blend: alpha\n", "synthetic_blend"),
     ("identity_min_face_size: 10\n", "identity_min_face_size"),
+    ("synthetic_match: grain\n", "synthetic_match"),
 ])
 def test_bad_settings_name_the_field(tmp_path: Path, text: str, field: str) -> None:
     with pytest.raises(ConfigError, match=field):

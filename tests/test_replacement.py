@@ -110,3 +110,5 @@ def test_synthetic_substitutes_only_confident_plausible_faces() -> None:
         ReplacementPolicy(synthetic_min_score=1.5)
     with pytest.raises(ValueError, match="synthetic_blend"):
         ReplacementPolicy(synthetic_blend="alpha")
+    with pytest.raises(ValueError, match="synthetic_match"):
+        ReplacementPolicy(synthetic_match="grain")

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from transforms.identity import MATCH_THRESHOLD, IdentityEmbedder, Reference
+from transforms.photo_match import MATCHES
 from transforms.records import LOW_SECURITY_METHODS, REPLACEMENT_METHODS, TEXT, Face
 from transforms.synthesis import (
     BLENDS,
@@ -46,7 +47,7 @@ class ReplacementPolicy:
     synthetic_generator_size: int = 128
     synthetic_seed: int = 0
     synthetic_attempts: int = 12
-    synthetic_soften: float = 0.03
+    synthetic_soften: float = 0.0
     synthetic_target_distance: float = 0.8
     # Faces smaller than this (shorter side, px) are blurred under method synthetic: too small to
     # identify or to learn from, and a substitute that small cannot be told from its original.
@@ -56,6 +57,9 @@ class ReplacementPolicy:
     synthetic_min_score: float = 0.9
     # How a substitute meets its surroundings: ``feather`` (an alpha band) or ``poisson`` (seamless).
     synthetic_blend: str = "feather"
+    # What of the photo around a substitute it is matched to (``photo_match.MATCHES``): its edge
+    # blur (``sharpness``) and/or its noise, estimated on a ring of original pixels around it.
+    synthetic_match: str = "none"
 
     def __post_init__(self) -> None:
         if self.method not in REPLACEMENT_METHODS:
@@ -80,6 +84,8 @@ class ReplacementPolicy:
         if self.synthetic_target_distance < MATCH_THRESHOLD:
             raise ValueError(f"synthetic_target_distance must be >= {MATCH_THRESHOLD}, "
                              f"got {self.synthetic_target_distance}")
+        if self.synthetic_match not in MATCHES:
+            raise ValueError(f"synthetic_match must be one of {MATCHES}, got {self.synthetic_match!r}")
         if self.synthetic_blend not in BLENDS:
             raise ValueError(f"synthetic_blend must be one of {BLENDS}, got {self.synthetic_blend!r}")
         if not 0.0 <= self.synthetic_min_score <= 1.0:
@@ -276,7 +282,8 @@ def replace_faces(image: Image.Image, faces: Sequence[Face],
         regions = [grown_box(faces[i], policy.box_margin, width, height) for i in chosen]
         boxes = [face_box(faces[i], width, height) for i in chosen]
         result = synthesize_faces(result, [faces[i] for i in chosen], regions, boxes, generator,
-                                  [seeds[i] for i in chosen], policy.synthetic_soften, policy.synthetic_blend)
+                                  [seeds[i] for i in chosen], policy.synthetic_soften, policy.synthetic_blend,
+                                  policy.synthetic_match)
         blurred = [face for i, face in enumerate(faces) if i not in chosen]
         return replace_faces(result, blurred, dataclasses.replace(policy, method="gaussian")) if blurred else result
     sigma = policy.blur_sigma_factor * max(face.diagonal for face in faces)
@@ -343,7 +350,7 @@ def choose_synthetic_attempts(original: np.ndarray, faces: Sequence[Face], refer
             assert reference is not None
             window = synthesize_in_place(work, face, region, box, generator,
                                          attempt_seed(policy, key, index, attempt), policy.synthetic_soften,
-                                         policy.synthetic_blend)
+                                         policy.synthetic_blend, policy.synthetic_match)
             if window is None:
                 break
             bound = embedder.same_alignment_distance(reference, work)

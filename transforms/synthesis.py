@@ -29,6 +29,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from transforms.photo_match import match_photo, ring_mask
 from transforms.records import Face
 from transforms.storage import DEFAULT_STORAGE, Storage
 
@@ -584,7 +585,7 @@ def poisson_blend(generated: np.ndarray, original: np.ndarray, mask: np.ndarray)
 
 def synthesize_face(image: np.ndarray, face: Face, hard_mask: Image.Image, region: tuple[int, int, int, int],
                     generator: FaceGenerator, seed: int, feather: float, soften: float = 0.0,
-                    blend: str = "feather") -> np.ndarray:
+                    blend: str = "feather", match: str = "none") -> np.ndarray:
     """Replace one face in ``image`` (H x W x 3 uint8, changed in place and returned).
 
     ``hard_mask`` (``L``, the size of ``region``) marks the pixels to replace (any value > 0).
@@ -593,6 +594,9 @@ def synthesize_face(image: np.ndarray, face: Face, hard_mask: Image.Image, regio
     ``poisson``, the generator's output Poisson-blended into the mask (``poisson_blend``), nothing
     outside it changed. ``soften`` > 0 blurs the generator's output (sigma = soften x face diagonal)
     before it is used: the generated pixels only, so the original still has no weight inside the mask.
+    ``match`` (``photo_match.MATCHES``) then matches the generated face's edge blur and/or noise to
+    those of a ring of original pixels around the region (a quarter of the face's side wide, the
+    mask's pixels never read): ``photo_match.match_photo``.
     """
     height, width = image.shape[:2]
     pad = int(np.ceil(feather)) + 1
@@ -612,6 +616,11 @@ def synthesize_face(image: np.ndarray, face: Face, hard_mask: Image.Image, regio
                              f"{generated.dtype}, expected {crop.shape} uint8")
     if soften > 0:
         generated = np.asarray(Image.fromarray(generated).filter(ImageFilter.GaussianBlur(soften * face.diagonal)))
+    if match != "none":
+        ring = max(4, round(0.25 * max(face.width, face.height)))
+        wx1, wy1, wx2, wy2 = max(0, cx1 - ring), max(0, cy1 - ring), min(width, cx2 + ring), min(height, cy2 + ring)
+        known = ring_mask((wy2 - wy1, wx2 - wx1), (cx1 - wx1, cy1 - wy1, cx2 - wx1, cy2 - wy1), mask)
+        generated = match_photo(generated, mask, image[wy1:wy2, wx1:wx2], known, match, seed)
     if blend == "poisson":
         image[cy1:cy2, cx1:cx2] = np.where(mask[..., None], poisson_blend(generated, original, mask), original)
         return image
@@ -636,7 +645,8 @@ def ellipse_mask(size: tuple[int, int], face_box: tuple[int, int, int, int]) -> 
 
 def synthesize_in_place(rgb: np.ndarray, face: Face, region: tuple[int, int, int, int],
                         face_box: tuple[int, int, int, int], generator: FaceGenerator, seed: int,
-                        soften: float = 0.0, blend: str = "feather") -> tuple[int, int, int, int] | None:
+                        soften: float = 0.0, blend: str = "feather",
+                        match: str = "none") -> tuple[int, int, int, int] | None:
     """Replace one face of ``rgb`` (H x W x 3 uint8, changed in place) as ``synthesize_faces`` does.
 
     Returns the window ``(x1, y1, x2, y2)`` of pixels that may have changed (the region and its
@@ -648,7 +658,7 @@ def synthesize_in_place(rgb: np.ndarray, face: Face, region: tuple[int, int, int
     relative_box = (face_box[0] - rx1, face_box[1] - ry1, face_box[2] - rx1, face_box[3] - ry1)
     hard = ellipse_mask((rx2 - rx1, ry2 - ry1), relative_box)
     feather = max(2.0, 0.05 * face.diagonal)
-    synthesize_face(rgb, face, hard, region, generator, seed, feather, soften, blend)
+    synthesize_face(rgb, face, hard, region, generator, seed, feather, soften, blend, match)
     pad = int(np.ceil(feather)) + 1
     height, width = rgb.shape[:2]
     return max(0, rx1 - pad), max(0, ry1 - pad), min(width, rx2 + pad), min(height, ry2 + pad)
@@ -656,16 +666,17 @@ def synthesize_in_place(rgb: np.ndarray, face: Face, region: tuple[int, int, int
 
 def synthesize_faces(image: Image.Image, faces: Sequence[Face], regions: Sequence[tuple[int, int, int, int]],
                      face_boxes: Sequence[tuple[int, int, int, int]], generator: FaceGenerator,
-                     seeds: Sequence[int], soften: float = 0.0, blend: str = "feather") -> Image.Image:
+                     seeds: Sequence[int], soften: float = 0.0, blend: str = "feather",
+                     match: str = "none") -> Image.Image:
     """Return a copy of ``image`` with each face replaced by a generated one.
 
     ``regions`` are the grown boxes to replace and ``face_boxes`` the detected boxes (both in whole
-    image pixels); ``seeds`` one per face; ``soften`` and ``blend`` as in ``synthesize_face``.
+    image pixels); ``seeds`` one per face; ``soften``, ``blend`` and ``match`` as in ``synthesize_face``.
     """
     mode = image.mode
     rgb = np.array(image.convert("RGB"))
     for face, region, box, seed in zip(faces, regions, face_boxes, seeds, strict=True):
-        synthesize_in_place(rgb, face, region, box, generator, seed, soften, blend)
+        synthesize_in_place(rgb, face, region, box, generator, seed, soften, blend, match)
     result = Image.fromarray(rgb)
     if mode == "RGBA":
         result.putalpha(image.getchannel("A"))
