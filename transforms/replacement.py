@@ -206,43 +206,15 @@ def region_mask(face: Face, region: Box, width: int, height: int) -> Image.Image
     return mask
 
 
-def _area(box: Box) -> int:
-    return max(0, box[2] - box[0]) * max(0, box[3] - box[1])
-
-
-class _BlurredSource:
-    """The patches of a blur of one image at one sigma: each region's patch is the image blurred
-    (twice: a second pass removes what a single box-approximated pass leaves of fine structure)
-    over the region and ``3 sigma`` around it. Where the regions' surroundings together cover more
-    than their bounding box, that box is blurred once and every patch cut from it (crowds);
-    otherwise each region's surrounding is blurred alone."""
-
-    def __init__(self, image: Image.Image, regions: Sequence[Box], sigma: float) -> None:
-        width, height = image.size
-        self._image, self._sigma, self._pad = image, sigma, int(3 * sigma) + 1
-        contexts = [self._context(region, width, height) for region in regions]
-        union = (min(c[0] for c in contexts), min(c[1] for c in contexts),
-                 max(c[2] for c in contexts), max(c[3] for c in contexts)) if contexts else (0, 0, 0, 0)
-        self._union: tuple[Box, Image.Image] | None = None
-        if len(contexts) > 1 and sum(_area(c) for c in contexts) > _area(union):
-            self._union = union, self._blurred(union)
-
-    def _context(self, region: Box, width: int, height: int) -> Box:
-        x1, y1, x2, y2 = region
-        pad = self._pad
-        return max(0, x1 - pad), max(0, y1 - pad), min(width, x2 + pad), min(height, y2 + pad)
-
-    def _blurred(self, context: Box) -> Image.Image:
-        blur = ImageFilter.GaussianBlur(self._sigma)
-        return self._image.crop(context).filter(blur).filter(blur)
-
-    def patch(self, region: Box) -> Image.Image:
-        context, blurred = self._union if self._union is not None else \
-            (self._context(region, *self._image.size), None)
-        if blurred is None:
-            blurred = self._blurred(context)
-        x1, y1, x2, y2 = region
-        return blurred.crop((x1 - context[0], y1 - context[1], x2 - context[0], y2 - context[1]))
+def _blurred_region(image: Image.Image, region: Box, sigma: float) -> Image.Image:
+    width, height = image.size
+    pad = int(3 * sigma) + 1
+    x1, y1, x2, y2 = region
+    context = (max(0, x1 - pad), max(0, y1 - pad), min(width, x2 + pad), min(height, y2 + pad))
+    blurred = image.crop(context).filter(ImageFilter.GaussianBlur(sigma))
+    # A second pass removes what a single box-approximated pass leaves of fine structure.
+    blurred = blurred.filter(ImageFilter.GaussianBlur(sigma))
+    return blurred.crop((x1 - context[0], y1 - context[1], x2 - context[0], y2 - context[1]))
 
 
 def _pixelated_region(image: Image.Image, region: Box, face: Face, blocks: int) -> Image.Image:
@@ -287,17 +259,15 @@ def replace_faces(image: Image.Image, faces: Sequence[Face],
         blurred = [face for i, face in enumerate(faces) if i not in chosen]
         return replace_faces(result, blurred, dataclasses.replace(policy, method="gaussian")) if blurred else result
     sigma = policy.blur_sigma_factor * max(face.diagonal for face in faces)
-    regions = [grown_box(face, policy.box_margin, width, height) for face in faces]
-    blurs = [policy.method == "gaussian" or (policy.method == "pixelate" and face.kind == TEXT) for face in faces]
-    # Every blurred patch comes from the image as given (not from faces already replaced): one
-    # strength for every face, whatever the order.
-    source = _BlurredSource(image, [r for r, blur in zip(regions, blurs, strict=True) if blur], max(1.0, sigma))
-    for face, region, blur in zip(faces, regions, blurs, strict=True):
+    for face in faces:
+        region = grown_box(face, policy.box_margin, width, height)
         if region[2] <= region[0] or region[3] <= region[1]:
             continue
         mask = region_mask(face, region, width, height)
-        if blur:
-            patch = source.patch(region)
+        # Each patch is cut from the image as replaced so far: where faces overlap, the later one
+        # blurs the earlier one's blur again (stronger, never weaker).
+        if policy.method == "gaussian" or (policy.method == "pixelate" and face.kind == TEXT):
+            patch = _blurred_region(result, region, max(1.0, sigma))
         elif policy.method == "solid":
             patch = Image.new(result.mode, mask.size, policy.solid_color + (255,) * (
                 len(result.mode) - 3))
