@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import apache_beam as beam
@@ -94,11 +94,12 @@ def detector_stack_for(options: AnonymizeOptions) -> DetectorStack:
     verify = _detector_factory(options, 0.0)
     if parse_settings(options).text:
         # Text regions are detected, replaced and searched for on the outputs like faces.
-        text = Factory(TextDetector, TextSettings(min_height=options.text_min_height,
-                                                  min_aspect=options.text_min_aspect,
-                                                  threads=torch_threads_for(options, options.torch_threads),
-                                                  device=options.detector_device))
-        detect, verify = TextAndFacesFactory(detect, text), TextAndFacesFactory(verify, text)
+        # The verify stage's text detector also reads what it finds (text_verify_read).
+        text = TextSettings(min_height=options.text_min_height, min_aspect=options.text_min_aspect,
+                            threads=torch_threads_for(options, options.torch_threads),
+                            device=options.detector_device)
+        detect = TextAndFacesFactory(detect, Factory(TextDetector, text))
+        verify = TextAndFacesFactory(verify, Factory(TextDetector, replace(text, read=options.text_verify_read)))
     return DetectorStack(detect, verify, verify_is_detect_subset=True)
 
 

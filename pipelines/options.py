@@ -95,6 +95,9 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
                "redact text: a text region's length over its height must reach this (1.6 misses lone characters "
                "and most two-character strings; 1.0 finds them, and blobs on faces and animals too).",
                minimum=1.0, maximum=10.0),
+    OptionSpec("text_verify_read", bool, True,
+               "redact text: a text region the verify stage finds on an output counts only when PP-OCRv4's "
+               "recognizer reads 2 or more characters in it (false: every region found counts)."),
     OptionSpec("detector_share_across_processes", bool, False,
                "Load each detector once per worker machine, shared by its SDK processes (one copy in GPU memory)."),
     # Replacement.

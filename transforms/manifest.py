@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from transforms.identity import CHECKED
 from transforms.identity import MODEL_NAME as IDENTITY_MODEL
-from transforms.records import EXCLUDED, QUARANTINED, Record, ShardSpec
+from transforms.records import EXCLUDED, QUARANTINED, UNREAD_TEXT, Record, ShardSpec
 from transforms.storage import DEFAULT_STORAGE, Storage, join, write_atomic
 
 FACE_TYPE = pa.struct([
@@ -85,6 +85,9 @@ MANIFEST_SCHEMA = pa.schema([
     # "ran": the verification detector searched the output; "reused": the output decodes to the
     # very pixels the detect stage searched, whose faces stand (same detector, same pixels).
     ("verify_detection", pa.string()),
+    # Text regions the verify stage found on the output but could not read (UNREAD_TEXT: they do
+    # not count as residual; transforms/detection/text_reading.py); null when the output was not searched.
+    ("unread_text_regions", pa.int32()),
     ("generator", pa.string()),
     ("psnr", pa.float32()),
     ("ssim", pa.float32()),
@@ -145,6 +148,8 @@ def manifest_row(record: Record, output_uri: str | None, run: RunInfo,
         "face_method_reasons": list(record.face_method_reasons) or None,
         "security_level": record.security_level or None,
         "residual_faces": record.residual_faces if record.residual_faces >= 0 else None,
+        "unread_text_regions": sum(face.detector == UNREAD_TEXT for face in record.output_faces)
+        if record.residual_faces >= 0 else None,
         "metadata_removed": list(record.metadata_removed),
         "metadata_remaining": list(record.metadata_remaining),
         "pixel_change": record.pixel_change if record.pixel_change >= 0 else None,

@@ -15,6 +15,8 @@ ERASED = "erased"  # removed from the outputs by `anonymize erase` (manifest row
 # A region's kind: a face, or visible text (a ``Face`` whose detector is the text detector, ``TEXT``).
 FACE = "face"
 TEXT = "text"
+# A text region the verify stage found on an output but could not read (transforms/detection/text_reading.py).
+UNREAD_TEXT = "unread_text"
 # Face replacement methods; the reversible ones are low security (allowed only when asked for).
 REPLACEMENT_METHODS = ("gaussian", "solid", "pixelate", "synthetic")
 LOW_SECURITY_METHODS = frozenset({"pixelate"})
@@ -45,13 +47,16 @@ class Face:
 
     @property
     def kind(self) -> str:
-        """``text`` for a region only the text detector found, else ``face``."""
-        return TEXT if self.detector == TEXT else FACE
+        """``text`` for a region only the text detector found (read or not), else ``face``."""
+        return TEXT if self.detector in (TEXT, UNREAD_TEXT) else FACE
 
     def counts_at(self, threshold: float) -> bool:
         """Whether this detection counts as found at a verification ``threshold``: a face's score
-        must reach it; a text region counts at any score (its detector applied its own threshold)."""
-        return self.kind == TEXT or self.score >= threshold
+        must reach it; a text region counts at any score (its detector applied its own threshold)
+        unless the verify stage's reader could not read it (``UNREAD_TEXT``)."""
+        if self.kind == TEXT:
+            return self.detector == TEXT
+        return self.score >= threshold
 
     @property
     def width(self) -> float:

@@ -153,11 +153,13 @@ def one_box_per_face(faces: Sequence[Face], overlap: float = 0.6) -> tuple[Face,
     inside a more confident one (intersection over the smaller box >= ``overlap``; two detectors'
     boxes of one face often overlap too little for their IoU union) is merged into it: the union of
     both boxes (every pixel either covered stays covered), the higher score and landmarks, both
-    detectors' names."""
+    detectors' names. A text region and a face are never merged: each keeps its kind's treatment."""
     kept: list[Face] = []
     order: list[int] = []
     for position, face in sorted(enumerate(faces), key=lambda item: -item[1].score):
         for index, other in enumerate(kept):
+            if other.kind != face.kind:
+                continue
             iw = min(face.x2, other.x2) - max(face.x1, other.x1)
             ih = min(face.y2, other.y2) - max(face.y1, other.y1)
             if iw <= 0 or ih <= 0:

@@ -23,9 +23,11 @@ from transforms.failures import quarantine_failures
 from transforms.identity import CHECKED, MATCH_THRESHOLD, FaceStatus
 from transforms.metadata import remaining_metadata
 from transforms.observability import timed
-from transforms.records import Face, Record
+from transforms.records import TEXT, Face, Record
 
 SUBSTITUTE_IOU = 0.4
+# Methods that leave no original pixel inside a face's box.
+GENERATED_METHODS = frozenset({"synthetic", "solid"})
 
 
 def redetection_scores(replaced: tuple[Face, ...], found: tuple[Face, ...]) -> tuple[float, ...]:
@@ -33,12 +35,30 @@ def redetection_scores(replaced: tuple[Face, ...], found: tuple[Face, ...]) -> t
     return tuple(max((f.score for f in found if r.iou(f) >= SUBSTITUTE_IOU), default=0.0) for r in replaced)
 
 
+def in_generated_pixels(region: Face, record: Record) -> bool:
+    """Whether ``region`` lies wholly inside the box of a face replaced by a method that leaves no
+    original pixel there (``GENERATED_METHODS``: every pixel of the box is the generator's or the fill's),
+    so nothing found in it can be the original's (text a synthetic face's features resemble)."""
+    return any(method in GENERATED_METHODS and face.x1 <= region.x1 and face.y1 <= region.y1
+               and region.x2 <= face.x2 and region.y2 <= face.y2
+               for face, method in zip(record.faces, record.face_methods, strict=False))
+
+
+def counted_regions(record: Record, verify_threshold: float) -> list[Face]:
+    """What the output's search found that counts: faces at or above ``verify_threshold``, and
+    text regions read there (``Face.counts_at``) that are not in generated pixels."""
+    return [f for f in record.output_faces if f.counts_at(verify_threshold)
+            and (f.kind != TEXT or not in_generated_pixels(f, record))]
+
+
 def leaked_faces(record: Record, verify_threshold: float, identity_threshold: float) -> int:
-    """Faces found on the output at or above ``verify_threshold`` that are not proven substitutes."""
+    """Faces found on the output at or above ``verify_threshold`` that are not proven substitutes,
+    and text regions found there that are not inside generated pixels (``in_generated_pixels``)."""
     found = [f for f in record.output_faces if f.counts_at(verify_threshold)]
     # A handler that reported a count but no boxes: nothing can be excused (fail closed).
     if len(found) != record.residual_faces:
         return max(record.residual_faces, len(found))
+    found = counted_regions(record, verify_threshold)
     provable = record.method == "synthetic" and record.identity_check == CHECKED and \
         len(record.identity_distances) == len(record.faces)
     if not provable:
@@ -61,8 +81,8 @@ def second_pass_record(record: Record, verify_threshold: float) -> Record:
     """The record to replace again: its source bytes, its faces plus those found on its output at
     or above ``verify_threshold`` that no replaced face explains (IoU < ``SUBSTITUTE_IOU``), and
     everything the replace and verify stages set cleared."""
-    found = [f for f in record.output_faces if f.counts_at(verify_threshold)
-             and not any(f.iou(r) >= SUBSTITUTE_IOU for r in record.faces)]
+    found = [f for f in counted_regions(record, verify_threshold)
+             if not any(f.iou(r) >= SUBSTITUTE_IOU for r in record.faces)]
     return record.replace(
         data=record.source_data, source_data=b"", faces=record.faces + tuple(found), replace_pass=2,
         residual_faces=-1, output_faces=(), redetected_scores=(), verify_detection="", identity_vectors=b"",

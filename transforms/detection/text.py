@@ -16,13 +16,14 @@ both lists unmerged: a text box never absorbs a face box or the reverse.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -30,7 +31,10 @@ from PIL import Image
 from transforms.detection.base import Detector, DetectorFactory
 from transforms.detection.centerface import onnx_session
 from transforms.observability import timed
-from transforms.records import TEXT, Face
+from transforms.records import TEXT, UNREAD_TEXT, Face
+
+if TYPE_CHECKING:
+    from transforms.detection.text_reading import TextReader
 
 MODEL_FILE = "ch_PP-OCRv4_det_infer.onnx"
 MODEL_SHA256 = "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9"
@@ -54,16 +58,16 @@ def text_available() -> bool:
     return text_model_path() is not None and importlib.util.find_spec("onnxruntime") is not None
 
 
-def _checked_model(path: Path) -> bytes:
-    """The model's bytes, after checking them against ``MODEL_SHA256``.
+def _checked_model(path: Path, expected: str = MODEL_SHA256) -> bytes:
+    """The model's bytes, after checking them against ``expected`` (``MODEL_SHA256``).
 
     Raises:
         RuntimeError: the file is not the one this module was measured with.
     """
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    if digest != MODEL_SHA256:
-        raise RuntimeError(f"{path}: SHA-256 {digest}, expected {MODEL_SHA256} (rapidocr-onnxruntime 1.4.4)")
+    if digest != expected:
+        raise RuntimeError(f"{path}: SHA-256 {digest}, expected {expected} (rapidocr-onnxruntime 1.4.4)")
     return data
 
 
@@ -90,6 +94,9 @@ class TextSettings:
     and neither is a lone character or a two-digit number, which this therefore misses.
     The image is scaled so that its shorter side is at least ``min_side`` (small text resolves
     better; PaddleOCR's 736) and its longer side at most ``max_side``, each side a multiple of 32.
+    ``read`` (the verify stage's detector): each region is also read by the recognizer
+    (``text_reading.py``), and one that cannot be read is reported as ``UNREAD_TEXT``, which
+    counts at no verification threshold.
     """
 
     threshold: float = 0.3
@@ -101,6 +108,7 @@ class TextSettings:
     max_side: int = 2048
     threads: int = 1
     device: str = "auto"
+    read: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -208,6 +216,11 @@ class TextDetector:
         self._session: Any = onnx_session(_checked_model(path), settings.threads, settings.device)
         self._input = self._session.get_inputs()[0].name
         self.settings = settings
+        self._reader: TextReader | None = None
+        if settings.read:
+            from transforms.detection.text_reading import TextReader
+
+            self._reader = TextReader(settings.threads, settings.device)
 
     @classmethod
     def info(cls) -> dict[str, str]:
@@ -235,7 +248,12 @@ class TextDetector:
             x2, y2 = corners.max(axis=0)
             faces.append((Face(float(x1), float(y1), float(x2), float(y2), score, TEXT),
                           long >= self.settings.min_aspect * short))
-        return merged_lines(faces, self.settings.min_aspect)
+        lines = merged_lines(faces, self.settings.min_aspect)
+        if self._reader is None or not lines:
+            return lines
+        with timed("text_reading", len(lines)):
+            return [line if self._reader.read(image, (line.x1, line.y1, line.x2, line.y2)).readable
+                    else dataclasses.replace(line, detector=UNREAD_TEXT) for line in lines]
 
     def detect(self, images: Sequence[Image.Image]) -> list[list[Face]]:
         """Text regions per image, as ``Face`` objects of kind ``text`` (axis-aligned boxes that
