@@ -8,7 +8,9 @@ angles up to 15 degrees. Per band of the character height it prints:
 - ``replaced``: share of labels with at least 90% of their pixels replaced in the output of
   ``replace_faces`` under a solid fill (the job's grown boxes, the pixels a reader loses).
 
-It also prints the text regions found on text-free photos (the sample photos without lettering
+It prints how many of the detector's regions on those scenes the verify stage's reader
+(``transforms/detection/text_reading.py``) reads, on the clean scene and after the job's blur, and
+the text regions found on text-free photos (the sample photos without lettering
 and the tests' face photos), and the detect stage's images/s with the product's detectors
 (``conf/base.yaml``: fast_mtcnn + CenterFace) for ``redact: faces`` beside ``redact: faces,text``.
 
@@ -57,6 +59,7 @@ from pipelines.config import build_options  # noqa: E402
 from tests.datasets import face_photo  # noqa: E402
 from tests.text_scenes import BANDS, PHOTOS, _photo, band_of, coverage, text_scenes  # noqa: E402
 from transforms.detection.text import TextDetector, TextSettings  # noqa: E402
+from transforms.detection.text_reading import TextReader  # noqa: E402
 from transforms.replacement import ReplacementPolicy, replace_faces  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +85,25 @@ def recall(scenes_count: int) -> dict[tuple[int, int], tuple[int, int, int]]:
             entry[1] += coverage(label.box, [f.box for f in found]) >= 0.9
             x1, y1, x2, y2 = (int(v) for v in label.box)
             entry[2] += float(filled[y1:y2, x1:x2].mean()) >= 0.9
+    return {band: (c[0], c[1], c[2]) for band, c in sorted(counts.items())}
+
+
+def reading(scenes_count: int) -> dict[tuple[int, int], tuple[int, int, int]]:
+    """Per band: regions the detector finds on the clean scenes, how many of them the verify
+    stage's reader reads (``text_reading.Reading.readable``) there, and how many after the job's blur."""
+    detector = TextDetector(TextSettings())
+    reader = TextReader()
+    policy = ReplacementPolicy(method="gaussian")
+    counts: dict[tuple[int, int], list[int]] = collections.defaultdict(lambda: [0, 0, 0])
+    for scene in text_scenes(scenes_count):
+        found = detector.detect([scene.image])[0]
+        blurred = replace_faces(scene.image, found, policy)
+        for face in found:
+            heights = [label.char_height for label in scene.labels if coverage(label.box, [face.box]) > 0]
+            entry = counts[band_of(min(heights)) if heights else (0, 0)]
+            entry[0] += 1
+            entry[1] += reader.read(scene.image, face.box).readable
+            entry[2] += reader.read(blurred, face.box).readable
     return {band: (c[0], c[1], c[2]) for band, c in sorted(counts.items())}
 
 
@@ -144,11 +166,17 @@ def whole_job(scenes_count: int, workers: int, wider: Path | None = None) -> dic
             import pyarrow.parquet as pq
 
             kinds: Counter[str] = Counter()
+            verify = Counter[str]()
             for row in pq.read_table(output / "manifest").to_pylist():
                 kinds.update(row.get("face_kinds") or [])
+                verify["unread text regions on outputs"] += row.get("unread_text_regions") or 0
+                verify["second passes"] += (row.get("replace_passes") or 1) > 1
+                if row["status"] == "published":
+                    verify["residual on published"] += row.get("residual_faces") or 0
             out[redact] = {"seconds": seconds, "rate": len(names) / seconds, "reasons": dict(reasons),
                            "published": sum(1 for o in outputs.values() if o is not None), "kinds": dict(kinds),
-                           "accuracy": summary.get("accuracy_impact"), "images": len(names)}
+                           "accuracy": summary.get("accuracy_impact"), "images": len(names),
+                           "verify": dict(verify)}
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -175,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
         labels, box, replaced = rows.get(band, (0, 0, 0))
         if labels:
             print(f"{_band_name(band):<16}{labels:>8}{box / labels:>8.3f}{replaced / labels:>10.3f}")
+    print(f"\nverify reading on the detector's regions of the same scenes (readable: "
+          f">= 2 characters at >= 0.5 confidence)")
+    print(f"{'char height px':<16}{'regions':>8}{'read':>8}{'read after blur':>17}")
+    for band, (regions, read, read_after) in reading(args.scenes).items():
+        name = _band_name(band) if band != (0, 0) else "no label"
+        print(f"{name:<16}{regions:>8}{read:>8}{read_after:>17}")
     found, photos = false_regions()
     print(f"text regions on {photos} text-free photos: {found}")
     rates = throughput(args.speed_scenes, args.repeat)
@@ -194,6 +228,7 @@ def _print_whole_job(jobs: dict[str, dict[str, Any]], workers: int, what: str) -
         print(f"redact {redact:<11} {job['seconds']:7.1f} s {job['rate']:6.2f} images/s (start-up included); "
               f"published {job['published']}/{job['images']}, withheld {job['reasons'] or 'none'}; "
               f"regions found by kind {job['kinds'] or 'none'}")
+        print(f"  verify: {job['verify']}")
         print(f"  reference top-1 agreement {_agreement(job['accuracy'], 'top1_agreement')}, "
               f"top-5 {_agreement(job['accuracy'], 'top5_agreement')}")
     faces, text = (jobs[k]["accuracy"] or {} for k in ("faces", "faces,text"))

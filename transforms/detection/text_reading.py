@@ -10,7 +10,7 @@ metadata; checked against its SHA-256), run here on onnxruntime and decoded as C
 class per column, repeats collapsed, blanks dropped).
 
 A region is readable when at least ``MIN_CHARACTERS`` characters other than spaces are read at a
-confidence of at least ``MIN_CONFIDENCE`` each. Measured (``benchmarks/text.py --reading``): the
+confidence of at least ``MIN_CONFIDENCE`` each. Measured (``benchmarks/text.py``): the
 generated plates, badges and signs of every height band read at that bar before blurring and none
 after; the detector's blobs on real outputs read at most one character, or several at 0.3-0.45.
 A region taller than it is wide is read upright and turned a quarter both ways (vertical lines).
