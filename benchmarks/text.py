@@ -203,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         labels, box, replaced = rows.get(band, (0, 0, 0))
         if labels:
             print(f"{_band_name(band):<16}{labels:>8}{box / labels:>8.3f}{replaced / labels:>10.3f}")
-    print(f"\nverify reading on the detector's regions of the same scenes (readable: "
-          f">= 2 characters at >= 0.5 confidence)")
+    print("\nverify reading on the detector's regions of the same scenes (readable: "
+          ">= 2 characters at >= 0.5 confidence)")
     print(f"{'char height px':<16}{'regions':>8}{'read':>8}{'read after blur':>17}")
     for band, (regions, read, read_after) in reading(args.scenes).items():
         name = _band_name(band) if band != (0, 0) else "no label"
