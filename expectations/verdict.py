@@ -173,6 +173,11 @@ def not_measured_lines(figures: Mapping[str, Any] | None) -> list[str]:
     if texts:
         lines.append(f"{texts} text regions (licence plates, badges, signs) were replaced in published images; "
                      "text recall was not measured on them either, and the identity check does not apply to text.")
+    unread = int(figures.get("unread_text_regions", 0))
+    if unread:
+        lines.append(f"{unread} regions in published images looked like text to the verify stage's text detector but "
+                     "its reader could not read a character pair in them (blurred text, or shapes that are not "
+                     "text); they were published as they are.")
     if not faces:
         lines.append("No face was detected in a published image: no identity check applied.")
         return lines

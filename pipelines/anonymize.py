@@ -88,10 +88,11 @@ def detector_stack_for(options: AnonymizeOptions) -> DetectorStack:
     """The run's detectors as the options ask for them, decided here only (the launcher and ``run``
     both use this): the detect detector, and the verify detector that re-checks outputs. The verify
     one is the detect one less detection-only extras (CenterFace's low-light pass: it is built to
-    find dark, blurred faces, and would re-find the blurred ones the job just made), so it is a
-    subset of the detect one and may reuse its faces on unchanged pixels."""
-    detect = _detector_factory(options, options.centerface_low_light_scale)
-    verify = _detector_factory(options, 0.0)
+    find dark, blurred faces, and would re-find the blurred ones the job just made;
+    and its rotated passes), so it is a subset of the detect one and may reuse its faces on unchanged pixels."""
+    rotations = parse_settings(options).centerface_rotations
+    detect = _detector_factory(options, options.centerface_low_light_scale, rotations)
+    verify = _detector_factory(options, 0.0, ())
     if parse_settings(options).text:
         # Text regions are detected, replaced and searched for on the outputs like faces.
         # The verify stage's text detector also reads what it finds (text_verify_read).
@@ -103,9 +104,10 @@ def detector_stack_for(options: AnonymizeOptions) -> DetectorStack:
     return DetectorStack(detect, verify, verify_is_detect_subset=True)
 
 
-def _detector_factory(options: AnonymizeOptions, low_light_scale: float) -> DetectorFactory:
+def _detector_factory(options: AnonymizeOptions, low_light_scale: float,
+                      rotations: tuple[int, ...]) -> DetectorFactory:
     """The main detector the options ask for (none: the extras alone), unioned with the extras
-    (CenterFace with ``low_light_scale``)."""
+    (CenterFace with ``low_light_scale`` and ``rotations``)."""
     threads = torch_threads_for(options, options.torch_threads)
     parsed = parse_settings(options)
     thresholds = parsed.detector_thresholds
@@ -137,7 +139,8 @@ def _detector_factory(options: AnonymizeOptions, low_light_scale: float) -> Dete
         else:
             extras.append(Factory(CenterFaceDetector, CenterFaceSettings(
                 threshold=options.centerface_threshold, torch_threads=threads, device=options.detector_device,
-                low_light_scale=low_light_scale, low_light_confirm=options.centerface_low_light_confirm)))
+                low_light_scale=low_light_scale, low_light_confirm=options.centerface_low_light_confirm,
+                rotations=rotations)))
     if main is None:  # detector: none, the extras alone (validate() requires one)
         return extras[0] if len(extras) == 1 else UnionFactory(extras)
     return UnionFactory([main, *extras])

@@ -66,6 +66,10 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("centerface_low_light_scale", float, 0.25,
                "Detect pass only: also run CenterFace on a contrast-equalized copy at this scale (0: off).",
                minimum=0.0, maximum=0.9),
+    OptionSpec("centerface_rotations", str, "",
+               "Detect pass only: also run CenterFace on the image turned by these angles (counter-clockwise, "
+               "comma-separated: 90,180,270), at half size: faces upside down or on their side (empty: off).",
+               ),
     OptionSpec("centerface_low_light_confirm", bool, True,
                "Keep a face of the low-light pass only when CenterFace finds it again on a closer look "
                "(false: every face of the pass, background included)."),
@@ -299,6 +303,19 @@ def parse_redact(text: str, field: str = "redact") -> tuple[str, ...]:
     if "faces" not in names:
         raise ValueError(f"{field}: must include faces (got {text!r}); faces,text adds text")
     return names
+
+
+def parse_rotations(text: str, field: str = "centerface_rotations") -> tuple[int, ...]:
+    """Parse comma-separated, distinct angles of 90, 180 and 270 (empty: none).
+
+    Raises:
+        ValueError: naming ``field``.
+    """
+    names = [p.strip() for p in str(text).split(",") if p.strip()]
+    if any(name not in ("90", "180", "270") for name in names) or len(set(names)) != len(names):
+        raise ValueError(f"{field}: expected distinct angles of 90, 180, 270 (comma-separated; empty: none), "
+                         f"got {text!r}")
+    return tuple(int(name) for name in names)
 
 
 def parse_scales(text: str, field: str) -> tuple[float, ...]:

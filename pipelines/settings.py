@@ -1,7 +1,7 @@
 """Validated options turned into the typed values the stages take, in one place.
 
 Option strings (``detector_extra``, ``detector_thresholds``, ``retinaface_scales``, ``redact``,
-``solid_color``) are parsed here only (``parse_settings``); the stages under transforms/ and
+``centerface_rotations``, ``solid_color``) are parsed here only (``parse_settings``); the stages under transforms/ and
 expectations/ take the values built here and never read options themselves.
 """
 
@@ -16,6 +16,7 @@ from pipelines.options import (
     parse_detector_extra,
     parse_redact,
     parse_rgb,
+    parse_rotations,
     parse_scales,
     parse_thresholds,
 )
@@ -36,6 +37,7 @@ class ParsedOptions:
     retinaface_scales: tuple[float, ...]
     redact: tuple[str, ...]
     solid_color: tuple[int, int, int]
+    centerface_rotations: tuple[int, ...] = ()
 
     @property
     def text(self) -> bool:
@@ -50,12 +52,12 @@ def parse_settings(options: AnonymizeOptions) -> ParsedOptions:
         ValueError: naming the first malformed field.
     """
     return _parsed(options.solid_color, options.detector_thresholds, options.detector_extra,
-                   options.retinaface_scales, options.redact)
+                   options.retinaface_scales, options.redact, options.centerface_rotations)
 
 
 @functools.lru_cache(maxsize=8)
 def _parsed(solid_color: str, detector_thresholds: str, detector_extra: str, retinaface_scales: str,
-            redact: str) -> ParsedOptions:
+            redact: str, centerface_rotations: str = "") -> ParsedOptions:
     """The option strings parsed, once per distinct set of strings (the launcher and ``run`` ask
     for them several times: validation, the detectors, the replacement policy)."""
     return ParsedOptions(
@@ -64,6 +66,7 @@ def _parsed(solid_color: str, detector_thresholds: str, detector_extra: str, ret
         detector_extra=parse_detector_extra(detector_extra, "detector_extra"),
         retinaface_scales=parse_scales(retinaface_scales, "retinaface_scales"),
         redact=parse_redact(redact),
+        centerface_rotations=parse_rotations(centerface_rotations),
     )
 
 

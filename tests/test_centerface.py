@@ -331,3 +331,39 @@ def test_batched_inference_gives_the_per_image_faces(hard_set: list) -> None:
         assert len(joint) == len(single)
         for a, b in zip(joint, single, strict=True):
             assert np.allclose([a.x1, a.y1, a.x2, a.y2, a.score], [b.x1, b.y1, b.x2, b.y2, b.score], atol=1e-3)
+
+
+@pytest.mark.parametrize("angle", [90, 180, 270])
+def test_a_box_found_on_a_turned_image_maps_back(angle: int) -> None:
+    from transforms.detection.centerface import ROTATIONS, unrotated
+
+    mask = np.zeros((40, 64), np.uint8)
+    mask[5:12, 20:31] = 255
+    turned = np.asarray(Image.fromarray(mask).transpose(ROTATIONS[angle]))
+    ys, xs = np.nonzero(turned)
+    found = Face(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1), 0.9, CENTERFACE)
+    back = unrotated(found, angle, turned.shape[1], turned.shape[0])
+    assert (back.x1, back.y1, back.x2, back.y2) == (20, 5, 31, 12) and back.score == 0.9
+
+
+def test_rotated_passes_find_a_face_upside_down_where_it_is_and_only_once() -> None:
+    """The passes over the turned image put the face where it lies in the upside-down photo, and add
+    nothing where the upright pass already found it; only the detect stage runs them."""
+    from skimage import data
+
+    upside_down = Image.fromarray(data.astronaut()).transpose(Image.Transpose.ROTATE_180)
+    plain = CenterFaceDetector(CenterFaceSettings())
+    turned = CenterFaceDetector(CenterFaceSettings(rotations=(90, 180, 270)))
+    (upright,) = plain.detect([upside_down])[0]
+    (alone,) = turned._with_rotations(upside_down, [])  # the rotated passes on their own
+    assert alone.iou(upright) > 0.5 and alone.score >= 0.6 and alone.landmarks == ()
+    assert turned.detect([upside_down])[0] == [upright]
+    stack = detector_stack_for(_options("detector_extra=centerface",  # type: ignore[arg-type]
+                                        "centerface_rotations=180,90"))
+    assert stack.detect.factories[1].settings.rotations == (180, 90)  # type: ignore[attr-defined]
+    assert stack.verify.factories[1].settings.rotations == ()  # type: ignore[attr-defined]
+    for bad in ("45", "90,90", "up"):
+        with pytest.raises(ValueError, match="centerface_rotations"):
+            detector_stack_for(_options("detector_extra=centerface", f"centerface_rotations={bad}"))
+    with pytest.raises(ValueError, match="rotation_scale"):
+        CenterFaceSettings(rotations=(90,), rotation_scale=2.0)

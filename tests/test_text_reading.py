@@ -151,3 +151,17 @@ def test_unreadable_text_on_an_output_is_recorded_and_readable_text_replaced(tmp
                                         redact="faces,text", identity_check=False).to_pylist()
                  if row["relative_path"].endswith("bars.png")]
     assert strict["replace_passes"] == 2 and strict["face_kinds"] == [TEXT]
+
+
+def test_the_steward_is_told_of_unread_text_in_published_images() -> None:
+    from expectations.verdict import not_measured_lines
+    from transforms.summary import not_measured
+
+    rows = [{"status": "published", "faces": [], "face_kinds": [], "unread_text_regions": 2},
+            {"status": "quarantined", "faces": [], "face_kinds": [], "unread_text_regions": 5},
+            {"status": "published", "faces": [], "face_kinds": [], "unread_text_regions": None}]
+    figures = not_measured(rows)
+    assert figures["unread_text_regions"] == 2
+    lines = not_measured_lines(figures)
+    assert any(line.startswith("2 regions in published images looked like text") for line in lines)
+    assert not any("looked like text" in line for line in not_measured_lines(not_measured(rows[1:])))

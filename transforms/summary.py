@@ -124,6 +124,7 @@ def not_measured(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {
         "published_faces": len(faces),
         "published_text_regions": sum(kind == TEXT for k in kinds for kind in k),
+        "unread_text_regions": sum(int(row.get("unread_text_regions") or 0) for row in published),
         "identity_statuses": dict(sorted(statuses.items())),
         "low_score_threshold": LOW_DETECTION_SCORE,
         "low_score_detections": sum(1 for face in faces

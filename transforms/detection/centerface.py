@@ -76,6 +76,12 @@ class CenterFaceSettings:
     CenterFace finds it again on a closer look (``confirmed_by_second_look``): on real crowd photos
     most of that pass's boxes are background at the model's smallest size, and they were most of
     the pixels the job changed away from every face.
+
+    ``rotations`` (degrees, counter-clockwise: 90, 180, 270) adds a pass per angle over the image
+    turned by it and downscaled by ``rotation_scale``: faces upside down or lying on their side
+    (a photo stored the wrong way up, a person lying down), which no pass over the upright image
+    finds. A face of such a pass is kept at a score of ``rotation_threshold`` or more, where it is
+    not already found upright (detection only, like the low-light pass).
     """
 
     threshold: float = 0.2
@@ -86,12 +92,40 @@ class CenterFaceSettings:
     device: str = "auto"
     low_light_scale: float = 0.0
     low_light_confirm: bool = True
+    rotations: tuple[int, ...] = ()
+    rotation_scale: float = 0.5
+    rotation_threshold: float = 0.6
 
     def __post_init__(self) -> None:
+        if any(angle not in ROTATIONS for angle in self.rotations) or len(set(self.rotations)) != len(self.rotations):
+            raise ValueError(f"centerface_rotations must be distinct values of 90, 180, 270, got {self.rotations}")
+        if not 0.1 <= self.rotation_scale <= 1.0:
+            raise ValueError(f"rotation_scale must be in [0.1, 1], got {self.rotation_scale}")
+        if not 0.0 < self.rotation_threshold < 1.0:
+            raise ValueError(f"rotation_threshold must be in (0, 1), got {self.rotation_threshold}")
         if not 0.0 <= self.low_light_scale < 1.0:
             raise ValueError(f"centerface_low_light_scale must be in [0, 1), got {self.low_light_scale}")
         check_tiled_settings("centerface_threshold", self.threshold, self.min_face_size, self.torch_threads,
                              self.max_side, self.tile_overlap, self.device)
+
+
+ROTATIONS = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
+
+
+def unrotated(face: Face, angle: int, width: int, height: int) -> Face:
+    """``face``, found on an image turned ``angle`` degrees counter-clockwise whose size is now
+    ``width`` x ``height``, in the unturned image's pixels (its landmarks dropped: they no longer
+    lie upright)."""
+    x1, y1, x2, y2 = face.x1, face.y1, face.x2, face.y2
+    if angle == 90:  # (x, y) went to (y, W0 - x): W0 is the turned image's height
+        box = (height - y2, x1, height - y1, x2)
+    elif angle == 180:
+        box = (width - x2, height - y2, width - x1, height - y1)
+    elif angle == 270:  # (x, y) went to (H0 - y, x): H0 is the turned image's width
+        box = (y1, width - x2, y2, width - x1)
+    else:
+        raise ValueError(f"angle must be 90, 180 or 270, got {angle}")
+    return Face(*box, face.score, face.detector)
 
 
 LOOK_CONTEXT = 3.0  # confirmed_by_second_look: the crop's side, in box sides
@@ -207,8 +241,27 @@ class CenterFaceDetector:
             faces += [f.mapped(dx=x0, dy=y0) for f in self._infer([rgb.crop((x0, y0, x1, y1))])[0]]
         return self._with_low_light(rgb, merge_faces(faces, 0.3))
 
+    def _with_rotations(self, rgb: Image.Image, faces: list[Face]) -> list[Face]:
+        """``faces`` and those the ``rotations`` passes find where no face is yet (IoU <= 0.3)."""
+        scale = self.settings.rotation_scale
+        width, height = round(rgb.width * scale), round(rgb.height * scale)
+        if not self.settings.rotations or min(width, height) < 32:
+            return faces
+        small = rgb.resize((width, height), Image.Resampling.BILINEAR) if scale < 1 else rgb
+        found: list[Face] = []
+        for angle in self.settings.rotations:
+            turned = small.transpose(ROTATIONS[angle])
+            for face in self._infer([turned])[0]:
+                if face.score >= self.settings.rotation_threshold:
+                    back = unrotated(face, angle, turned.width, turned.height)
+                    found.append(back.mapped(rgb.width / small.width, rgb.height / small.height))
+        new = [f for f in merge_faces(found, 0.3) if all(f.iou(other) <= 0.3 for other in faces)]
+        return faces + new
+
     def _with_low_light(self, rgb: Image.Image, faces: list[Face]) -> list[Face]:
-        """``faces`` and, with ``low_light_scale``, those of the contrast-equalized downscaled pass."""
+        """``faces`` and, with ``low_light_scale``, those of the contrast-equalized downscaled pass
+        (after the ``rotations`` passes)."""
+        faces = self._with_rotations(rgb, faces)
         scale = self.settings.low_light_scale
         width, height = round(rgb.width * scale), round(rgb.height * scale)
         if min(width, height) < 32:  # off (scale 0), or too small to search
