@@ -252,8 +252,13 @@ def test_text_benchmark_prints_recall_per_band_and_both_throughputs(capsys: pyte
     spec.loader.exec_module(module)
     assert module.main(["--scenes", "3", "--speed-scenes", "1", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
-    bands = [line.split() for line in out.splitlines() if line[:1].isdigit() or line.startswith(">=")]
+    recall_part, reading_part = out.split("verify reading", 1)
+    bands = [line.split() for line in recall_part.splitlines() if line[:1].isdigit() or line.startswith(">=")]
     assert bands and sum(int(cells[1]) for cells in bands) == sum(len(s.labels) for s in text_scenes(3))
+    # The verify stage's reader: every region of 12 px or more read on the clean scene, none after the blur.
+    read = [line.split() for line in reading_part.splitlines() if line[:1].isdigit() or line.startswith(">=")]
+    assert read and all(cells[3] == "0" for cells in read)
+    assert all(cells[1] == cells[2] for cells in read if not cells[0].startswith("0-"))
     assert "text regions on 17 text-free photos: 0" in out
     speeds = re.search(r"faces ([\d.]+)\s+faces,text ([\d.]+)", out)
     assert speeds is not None and float(speeds.group(1)) > 0 and float(speeds.group(2)) > 0
