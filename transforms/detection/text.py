@@ -44,13 +44,18 @@ NOT_INSTALLED = ("redact: text needs PP-OCRv4's text-detection model from rapido
                  "`make install` does both)")
 
 
-def text_model_path() -> Path | None:
-    """The detection model of the installed ``rapidocr-onnxruntime`` wheel, found without importing it."""
+def wheel_model_path(name: str) -> Path | None:
+    """The model file ``name`` of the installed ``rapidocr-onnxruntime`` wheel, found without importing it."""
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / MODEL_FILE
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / name
     return path if path.is_file() else None
+
+
+def text_model_path() -> Path | None:
+    """The detection model of the installed ``rapidocr-onnxruntime`` wheel."""
+    return wheel_model_path(MODEL_FILE)
 
 
 def text_available() -> bool:

@@ -12,13 +12,12 @@ class per column, repeats collapsed, blanks dropped).
 A region is readable when at least ``MIN_CHARACTERS`` characters other than spaces are read at a
 confidence of at least ``MIN_CONFIDENCE`` each. Measured (``benchmarks/text.py``): the
 generated plates, badges and signs of every height band read at that bar before blurring and none
-after; the detector's blobs on real outputs read at most one character, or several at 0.3-0.45.
-A region taller than it is wide is read upright and turned a quarter both ways (vertical lines).
+after; the detector's blobs on real wider-dev outputs read at most one character at 0.5 or more.
+A region at least ``TALL`` times as tall as wide is also read turned a quarter both ways (vertical lines).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,10 +28,10 @@ import numpy as np
 from PIL import Image
 
 from transforms.detection.centerface import onnx_session
+from transforms.detection.text import NOT_INSTALLED, _checked_model, wheel_model_path
 
 MODEL_FILE = "ch_PP-OCRv4_rec_infer.onnx"
 MODEL_SHA256 = "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b"
-PACKAGE = "rapidocr_onnxruntime"
 INPUT_HEIGHT = 48  # the model's line height
 MIN_WIDTH_RATIO = 320 / 48  # lines are padded to at least 320 x 48, as PaddleOCR does
 MIN_CHARACTERS = 2
@@ -42,11 +41,7 @@ TALL = 1.5  # a crop this many times taller than wide is also read turned (Paddl
 
 def reader_model_path() -> Path | None:
     """The recognition model of the installed ``rapidocr-onnxruntime`` wheel, found without importing it."""
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / MODEL_FILE
-    return path if path.is_file() else None
+    return wheel_model_path(MODEL_FILE)
 
 
 @dataclass(frozen=True)
@@ -91,12 +86,8 @@ class TextReader:
     """PP-OCRv4's recognizer on onnxruntime, region by region."""
 
     def __init__(self, threads: int = 1, device: str = "auto") -> None:
-        from transforms.detection.text import _checked_model
-
         path = reader_model_path()
         if path is None:
-            from transforms.detection.text import NOT_INSTALLED
-
             raise RuntimeError(NOT_INSTALLED)
         self._session: Any = onnx_session(_checked_model(path, MODEL_SHA256), threads, device)
         self._input = self._session.get_inputs()[0].name
