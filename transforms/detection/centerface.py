@@ -236,10 +236,10 @@ class CenterFaceDetector:
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         faces = self._infer([rgb])[0]
         if max(rgb.size) <= self.settings.max_side:
-            return self._with_low_light(rgb, faces)
+            return self._with_low_light(rgb, self._with_rotations(rgb, faces))
         for x0, y0, x1, y1 in tile_boxes(rgb.width, rgb.height, self.settings.max_side, self.settings.tile_overlap):
             faces += [f.mapped(dx=x0, dy=y0) for f in self._infer([rgb.crop((x0, y0, x1, y1))])[0]]
-        return self._with_low_light(rgb, merge_faces(faces, 0.3))
+        return self._with_low_light(rgb, self._with_rotations(rgb, merge_faces(faces, 0.3)))
 
     def _with_rotations(self, rgb: Image.Image, faces: list[Face]) -> list[Face]:
         """``faces`` and those the ``rotations`` passes find where no face is yet (IoU <= 0.3)."""
@@ -259,9 +259,7 @@ class CenterFaceDetector:
         return faces + new
 
     def _with_low_light(self, rgb: Image.Image, faces: list[Face]) -> list[Face]:
-        """``faces`` and, with ``low_light_scale``, those of the contrast-equalized downscaled pass
-        (after the ``rotations`` passes)."""
-        faces = self._with_rotations(rgb, faces)
+        """``faces`` and, with ``low_light_scale``, those of the contrast-equalized downscaled pass."""
         scale = self.settings.low_light_scale
         width, height = round(rgb.width * scale), round(rgb.height * scale)
         if min(width, height) < 32:  # off (scale 0), or too small to search
@@ -359,5 +357,5 @@ class CenterFaceDetector:
         for members in groups.values():
             rgbs = [images[i] if images[i].mode == "RGB" else images[i].convert("RGB") for i in members]
             for i, rgb, faces in zip(members, rgbs, self._infer(rgbs), strict=True):
-                results[i] = self._with_low_light(rgb, faces)
+                results[i] = self._with_low_light(rgb, self._with_rotations(rgb, faces))
         return results

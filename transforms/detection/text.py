@@ -257,8 +257,9 @@ class TextDetector:
         if self._reader is None or not lines:
             return lines
         with timed("text_reading", len(lines)):
-            return [line if self._reader.read(image, (line.x1, line.y1, line.x2, line.y2)).readable
-                    else dataclasses.replace(line, detector=UNREAD_TEXT) for line in lines]
+            readings = self._reader.read_all(image, [line.box for line in lines])
+            return [line if reading.readable else dataclasses.replace(line, detector=UNREAD_TEXT)
+                    for line, reading in zip(lines, readings, strict=True)]
 
     def detect(self, images: Sequence[Image.Image]) -> list[list[Face]]:
         """Text regions per image, as ``Face`` objects of kind ``text`` (axis-aligned boxes that

@@ -101,7 +101,14 @@ class TextReader:
     def read(self, image: Image.Image, box: tuple[float, float, float, float]) -> Reading:
         """The best reading of ``box`` (rounded outwards, clipped) in ``image``; a crop under
         2 px on a side reads as nothing."""
+        return self.read_all(image, [box])[0]
+
+    def read_all(self, image: Image.Image, boxes: Sequence[tuple[float, float, float, float]]) -> list[Reading]:
+        """``read`` of each of ``boxes``, the image converted once."""
         rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+        return [self._read_box(rgb, box) for box in boxes]
+
+    def _read_box(self, rgb: np.ndarray, box: tuple[float, float, float, float]) -> Reading:
         x1, y1 = max(0, math.floor(box[0])), max(0, math.floor(box[1]))
         x2, y2 = min(rgb.shape[1], math.ceil(box[2])), min(rgb.shape[0], math.ceil(box[3]))
         if x2 - x1 < 2 or y2 - y1 < 2:
