@@ -15,15 +15,13 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-
-import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
+from benchmarks.memory import PeakChildMemory  # noqa: E402
 from pipelines.anonymize import run  # noqa: E402
 from pipelines.config import build_options  # noqa: E402
 from pipelines.options import SPECS_BY_NAME  # noqa: E402
@@ -31,31 +29,6 @@ from tests.datasets import write_tar_shards  # noqa: E402
 from transforms.observability import metrics_summary  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class PeakWorkerMemory:
-    """Samples the resident memory of this process's children (the SDK workers) every 0.5 s."""
-
-    def __init__(self) -> None:
-        self.peak_mb = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(0.5):
-            for child in psutil.Process().children(recursive=True):
-                try:
-                    self.peak_mb = max(self.peak_mb, child.memory_info().rss / 2**20)
-                except psutil.Error:
-                    continue
-
-    def __enter__(self) -> PeakWorkerMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def run_once(input_glob: str, output: Path, workers: int) -> tuple[float, dict]:
@@ -88,7 +61,7 @@ def main() -> None:
         rates: dict[int, float] = {}
         for workers in counts:
             output = folder / f"out-{workers}"
-            with PeakWorkerMemory() as memory:
+            with PeakChildMemory() as memory:
                 elapsed, metrics = run_once(str(folder / "in" / "*.tar"), output, workers)
             rates[workers] = images / elapsed
             read = metrics["counters"].get("images_read")

