@@ -84,6 +84,14 @@ def unknown_flags(argv: Iterable[str]) -> list[str]:
     return [arg.split("=", 1)[0] for arg in unknown if arg.startswith("--") and len(arg) > 2]
 
 
+# Options written as comma-separated numbers: YAML may also give a list of numbers, or one number.
+COMMA_LISTS = frozenset({"detector_thresholds", "solid_color", "centerface_rotations", "retinaface_scales"})
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _check_type(key: str, value: Any) -> Any:
     spec = SPECS_BY_NAME[key]
     if value is None:
@@ -100,8 +108,11 @@ def _check_type(key: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
-    if isinstance(value, list) and key in ("detector_thresholds", "solid_color"):
-        return ",".join(str(v) for v in value)
+    if key in COMMA_LISTS:
+        if isinstance(value, list) and all(_is_number(v) for v in value):
+            return ",".join(str(v) for v in value)
+        if _is_number(value):  # `retinaface_scales: 1`, `centerface_rotations: 180`
+            return str(value)
     if isinstance(value, list) and key in ("exclude_source_uris", "exclude_subject_ids"):
         return "\n".join(str(v) for v in value)
     if not isinstance(value, str):

@@ -50,10 +50,28 @@ def test_files_merge_left_to_right_and_set_wins(tmp_path: Path) -> None:
     ("synthetic_blend: alpha\n", "synthetic_blend"),
     ("identity_min_face_size: 10\n", "identity_min_face_size"),
     ("synthetic_match: grain\n", "synthetic_match"),
+    ("centerface_rotations: 45\n", "centerface_rotations"),
+    ("centerface_rotations: [90, true]\n", "centerface_rotations"),
+    ("retinaface_scales: [1, fast]\n", "retinaface_scales"),
 ])
 def test_bad_settings_name_the_field(tmp_path: Path, text: str, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         build_options([BASE, _conf(tmp_path, text)], _required(tmp_path))
+
+
+@pytest.mark.parametrize(("text", "rotations", "scales"), [
+    ("centerface_rotations: 180\nretinaface_scales: 1\n", (180,), (1.0,)),
+    ("centerface_rotations: [90, 270]\nretinaface_scales: [1, 0.5]\n", (90, 270), (1.0, 0.5)),
+    ("centerface_rotations: '90,180'\nretinaface_scales: '2'\n", (90, 180), (2.0,)),
+])
+def test_comma_list_settings_take_a_number_or_a_yaml_list(tmp_path: Path, text: str, rotations: tuple[int, ...],
+                                                          scales: tuple[float, ...]) -> None:
+    """A comma-separated setting is also written as one bare number or as a YAML list of numbers."""
+    from pipelines.settings import parse_settings
+
+    options, _ = build_options([BASE, _conf(tmp_path, text)], _required(tmp_path))
+    parsed = parse_settings(options)
+    assert parsed.centerface_rotations == rotations and parsed.retinaface_scales == scales
 
 
 def test_missing_input_names_the_field(tmp_path: Path) -> None:
