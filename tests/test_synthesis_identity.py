@@ -376,6 +376,30 @@ def test_torchscript_generator_end_to_end(tmp_path: Path, demo_images: Path) -> 
     assert rows[0]["status"] == "quarantined" and rows[0]["reason"] == "verify:residual_faces"
 
 
+def test_the_same_file_gets_the_same_substitute_wherever_it_is_stored(tmp_path: Path, demo_images: Path) -> None:
+    """Synthetic substitutes are seeded by the source's content, not its location: two copies of one
+    photo under different names come out pixel for pixel the same (a job re-run on moved data too)."""
+    import shutil
+
+    from tests.fakes import FixedBoxesFactory
+    from tests.helpers import run_job
+
+    folder = tmp_path / "in"
+    (folder / "a").mkdir(parents=True)
+    (folder / "b").mkdir()
+    shutil.copy(demo_images / "people" / "astronaut.jpg", folder / "a" / "astronaut.jpg")
+    shutil.copy(demo_images / "people" / "astronaut.jpg", folder / "b" / "copy.jpg")
+    boxes = FixedBoxesFactory(boxes=[(164.0, 64.0, 262.0, 194.0, 0.99)])
+    rows = run_job(str(folder), str(tmp_path / "out"), boxes, method="synthetic").to_pylist()
+    assert [row["status"] for row in rows] == ["published", "published"], [row["reason"] for row in rows]
+    assert all(row["face_methods"] == ["synthetic"] for row in rows)
+    first, second = (np.asarray(Image.open(tmp_path / "out" / "data" / name).convert("RGB"))
+                     for name in ("a/astronaut.jpg", "b/copy.jpg"))
+    original = np.asarray(Image.open(folder / "a" / "astronaut.jpg").convert("RGB"))
+    assert np.array_equal(first, second)
+    assert np.abs(first[80:180, 180:250].astype(int) - original[80:180, 180:250]).mean() > 10  # replaced
+
+
 def test_onnx_generator_loads_and_paints_the_mask(tmp_path: Path) -> None:
     import torch
 

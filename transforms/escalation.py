@@ -68,7 +68,7 @@ class Anonymizer:
     def anonymize(self, key: str, source: bytes, image: Image.Image, fmt: str,
                   faces: tuple[Face, ...]) -> Rendering:
         """``image`` (decoded from ``source``, of format ``fmt``) with ``faces`` replaced, encoded
-        and its evidence taken; ``key`` (the record id) seeds the synthetic substitutes.
+        and its evidence taken; ``key`` (the source's SHA-256) seeds the synthetic substitutes.
 
         For ``synthetic``, only a measurable face is substituted (a re-detected substitute is
         excused only by a measured distance; the others are blurred), and it gets the farthest of up

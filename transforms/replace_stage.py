@@ -117,7 +117,10 @@ class ReplaceFaces(beam.DoFn):
         try:
             with timed("replace:decode"):
                 image, fmt = load_normalized(record.data, self._max_pixels)
-            rendering = anonymizer.anonymize(record.record_id, record.data, image, fmt, faces)
+            # Synthetic substitutes are seeded by the source's content (its record id only when no
+            # hash was taken): the same image gives the same output wherever it is stored.
+            rendering = anonymizer.anonymize(record.source_sha256 or record.record_id, record.data, image, fmt,
+                                             faces)
             output = rendering.output
             with timed("quality"):
                 width, height = image.size
