@@ -24,7 +24,7 @@ from transforms.accuracy import (
     wilson_interval,
 )
 from transforms.decode import load_normalized
-from transforms.metrics import PSNR_CAP_DB, image_quality, psnr, ssim
+from transforms.metrics import PSNR_CAP_DB, image_quality, outside_mask, psnr, ssim
 from transforms.records import Record
 
 
@@ -85,6 +85,13 @@ def test_image_quality_of_an_unchanged_image_is_what_the_full_computation_gives(
     assert same.psnr_outside_faces == PSNR_CAP_DB
     covered = image_quality(image, image.copy(), [(0, 0, 40, 30)])
     assert math.isnan(covered.psnr_outside_faces) and math.isnan(covered.ssim_outside_faces)
+    boxed = image_quality(image, image.copy(), [(5, 5, 20, 20)])
+    outside = outside_mask(image.size, [(5, 5, 20, 20)])
+    assert boxed.psnr_outside_faces == psnr(pixels, pixels, outside) == PSNR_CAP_DB
+    assert boxed.ssim_outside_faces == 1.0 == pytest.approx(ssim(luma, luma, outside))
+    narrow = image_quality(image, image.copy(), [(0, 0, 40, 27)])  # pixels left outside, no whole window
+    assert narrow.psnr_outside_faces == PSNR_CAP_DB and math.isnan(narrow.ssim_outside_faces)
+    assert math.isnan(ssim(luma, luma, outside_mask(image.size, [(0, 0, 40, 27)])))
     tiny = Image.new("RGB", (5, 5), (9, 9, 9))  # smaller than SSIM's window: undefined, as computed
     assert math.isnan(image_quality(tiny, tiny.copy(), []).ssim)
     changed = np.asarray(image).copy()
