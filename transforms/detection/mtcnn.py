@@ -37,17 +37,21 @@ class MtcnnSettings:
             raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
 
 
-@functools.cache
-def _weights_sha256() -> str:
-    # Found without importing facenet_pytorch: it imports torchvision (and torch's compiler), some
-    # seconds the launcher would spend only to name the weights.
+def facenet_data_dir() -> Path:
+    """The folder of facenet-pytorch's shipped MTCNN weights (``pnet.pt``, ``rnet.pt``, ``onet.pt``),
+    found without importing facenet_pytorch: it imports torchvision (and torch's compiler), some
+    seconds a process would spend only to find three files."""
     spec = importlib.util.find_spec("facenet_pytorch")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("detector: mtcnn/fast_mtcnn needs facenet-pytorch (pip install facenet-pytorch)")
-    data_dir = Path(list(spec.submodule_search_locations)[0]) / "data"
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+@functools.cache
+def _weights_sha256() -> str:
     digest = hashlib.sha256()
     for name in ("pnet.pt", "rnet.pt", "onet.pt"):
-        digest.update((data_dir / name).read_bytes())
+        digest.update((facenet_data_dir() / name).read_bytes())
     return digest.hexdigest()
 
 

@@ -29,6 +29,7 @@ from PIL import Image
 
 from transforms.detection.base import check_tiled_settings
 from transforms.detection.centerface import onnx_session, tile_boxes
+from transforms.detection.nms import nms
 from transforms.detection.union import merge_faces
 from transforms.records import Face
 
@@ -185,7 +186,6 @@ class RetinaFaceDetector:
     def _decode(self, loc: np.ndarray, conf: np.ndarray, marks: np.ndarray, anchors: np.ndarray,
                 width: int, height: int) -> list[Face]:
         import torch
-        from torchvision.ops import nms
 
         keep = np.nonzero(conf[:, 1] > self.settings.threshold)[0]
         if keep.size == 0:
