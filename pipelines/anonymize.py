@@ -19,7 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from expectations.gate import GxShardGate
 from pipelines.config import config_sha256
 from pipelines.options import AnonymizeOptions
-from pipelines.runners import torch_threads_for
+from pipelines.runners import pipeline_runner, torch_threads_for
 from pipelines.settings import (
     exclusions_for,
     gate_thresholds_for,
@@ -379,7 +379,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         for shard_id, why in plan.changed.items():
             LOG.warning("shard %s %s: its commit is withdrawn and it is redone", shard_id, why)
             withdraw_shard(options.output, shard_id, keep, storage)
-        pipeline = test_pipeline or beam.Pipeline(options=options)
+        pipeline = test_pipeline or beam.Pipeline(runner=pipeline_runner(options), options=options)
         build_pipeline(pipeline, options, plan, detectors)
         result = pipeline.run()
         result.wait_until_finish()

@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineRunner
 
 LOG = logging.getLogger(__name__)
 
 LOCAL_RUNNERS = frozenset({"", "directrunner", "direct", "fnapirunner", "swappingrunner", "biglocalrunner",
                            "prismrunner", "prism"})
+# Beam's DirectRunner (its short names; none given: the DirectRunner).
+DIRECT_RUNNERS = frozenset({"", "directrunner", "direct", "switchingdirectrunner"})
 # Runners whose workers are always other machines: local paths cannot work there.
 REMOTE_ONLY_RUNNERS = frozenset({"dataflowrunner", "dataflow"})
 REMOTE_SCHEMES = ("gs://", "s3://", "hdfs://", "abfs://", "az://", "http://", "https://")
@@ -30,6 +33,26 @@ def runner_name(options: PipelineOptions) -> str:
 def is_local_runner(options: PipelineOptions) -> bool:
     """Whether the workers run on this machine (DirectRunner and its kin)."""
     return runner_name(options) in LOCAL_RUNNERS
+
+
+def pipeline_runner(options: PipelineOptions) -> PipelineRunner | None:
+    """The runner to build the job's pipeline with: for the DirectRunner, Beam's own with its PrismRunner
+    attempt switched off; None for the others (Beam picks them by the ``runner`` option).
+
+    Beam's DirectRunner first tries the PrismRunner, whose binary it downloads from GitHub when the
+    pipeline starts (apache-beam 2.77). Offline that costs a failed download before every job; online
+    it would fetch code at run time and run the job on an engine other than the one configured, whose
+    ``direct_running_mode`` and ``direct_num_workers`` it does not honour. ``is_interactive`` is the
+    runner's own switch for that (the interactive runner uses it); in the DirectRunner it decides
+    nothing else (tested: the job runs on the FnApiRunner without trying Prism).
+    """
+    if runner_name(options) not in DIRECT_RUNNERS:
+        return None
+    from apache_beam.runners.direct.direct_runner import DirectRunner
+
+    runner = DirectRunner()
+    runner.is_interactive()
+    return runner
 
 
 def torch_threads_for(options: PipelineOptions, configured: int) -> int:
