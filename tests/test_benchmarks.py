@@ -136,6 +136,23 @@ def test_whole_job_on_wider_dev_prints_the_stage_breakdown(capsys: pytest.Captur
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not (WIDER_DEV / "annotations.json").is_file(), reason="shared/data/wider-dev is absent")
+def test_whole_job_runs_each_checkout_in_the_same_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--code A,B``: one job per checkout, each labelled with its place in the list, folder and commit."""
+    whole_job = _load("whole_job")
+    assert whole_job.main(["--wider-dev", str(WIDER_DEV), "--limit", "1",  # type: ignore[attr-defined]
+                           "--faceless-share", "0.5", "--device", "cpu", "--no-startup", "--no-deface",
+                           "--code", f"{ROOT},{ROOT}"]) == 0
+    out = capsys.readouterr().out
+    label = whole_job.checkout_label(ROOT)  # type: ignore[attr-defined]
+    assert label.startswith(ROOT.name)
+    rates = re.findall(rf"^anonymize run, default policy, #([12]) {re.escape(label)} +([0-9.]+) images/s$", out,
+                       re.MULTILINE)
+    assert [number for number, _ in rates] == ["1", "2"] and all(float(rate) > 0 for _, rate in rates)
+    assert out.count("published: WIDER 1/1, face-less 1/1; withheld: none") == 2
+
+
+@pytest.mark.slow
 def test_text_benchmark_whole_job_runs_both_settings_and_reports_their_accuracy() -> None:
     """``benchmarks/text.py --whole-job``: two generated text scenes through ``anonymize run`` with
     ``redact: faces`` and ``redact: faces,text`` (reference model on): both publish every scene, only
