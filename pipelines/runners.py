@@ -14,10 +14,9 @@ from apache_beam.runners.runner import PipelineRunner
 
 LOG = logging.getLogger(__name__)
 
-LOCAL_RUNNERS = frozenset({"", "directrunner", "direct", "fnapirunner", "swappingrunner", "biglocalrunner",
-                           "prismrunner", "prism"})
 # Beam's DirectRunner (its short names; none given: the DirectRunner).
 DIRECT_RUNNERS = frozenset({"", "directrunner", "direct", "switchingdirectrunner"})
+LOCAL_RUNNERS = DIRECT_RUNNERS | {"fnapirunner", "swappingrunner", "biglocalrunner", "prismrunner", "prism"}
 # Runners whose workers are always other machines: local paths cannot work there.
 REMOTE_ONLY_RUNNERS = frozenset({"dataflowrunner", "dataflow"})
 REMOTE_SCHEMES = ("gs://", "s3://", "hdfs://", "abfs://", "az://", "http://", "https://")

@@ -4,8 +4,8 @@ A detector whose shipped model must be rewritten before it runs well (CenterFace
 as graph inputs) would rewrite it in every worker process, importing the ``onnx`` package to do it
 (about 1.5 s of each worker's start-up). The rewritten bytes are kept here instead, under a name
 made of the source's SHA-256 and the rewrite's version, beside the SHA-256 of the bytes themselves:
-a file that does not match it (cut short, edited) is made again. Writes go through a temporary file
-and an atomic rename, so processes that make the same entry at once leave one whole file.
+a file that does not match it (cut short, edited) is made again. Writes are atomic (``storage.write_atomic``),
+so processes that make the same entry at once leave one whole file.
 Where the cache cannot be written (a read-only home), the bytes are made and used all the same.
 
 The folder: ``DATASET_ANONYMIZER_CACHE``, else ``$XDG_CACHE_HOME/dataset-anonymizer``, else
@@ -17,9 +17,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+import fsspec
+
+from transforms.storage import write_atomic
 
 LOG = logging.getLogger(__name__)
 
@@ -31,17 +34,6 @@ def cache_dir() -> Path:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "dataset-anonymizer"
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def derived_model(name: str, source: Path, version: str, make: Callable[[], bytes]) -> bytes:
@@ -58,9 +50,9 @@ def derived_model(name: str, source: Path, version: str, make: Callable[[], byte
         pass
     data = make()
     try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(entry, data)
-        _write_atomically(digest_file, hashlib.sha256(data).hexdigest().encode())
+        local = fsspec.filesystem("file")
+        write_atomic(local, str(entry), data)  # its folder made; readers see no entry or all of it
+        write_atomic(local, str(digest_file), hashlib.sha256(data).hexdigest().encode())
     except OSError as error:
         LOG.info("model cache %s not written (%s): the model is rewritten in each process", entry, error)
     return data

@@ -37,6 +37,7 @@ class MtcnnSettings:
             raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
 
 
+@functools.cache
 def facenet_data_dir() -> Path:
     """The folder of facenet-pytorch's shipped MTCNN weights (``pnet.pt``, ``rnet.pt``, ``onet.pt``),
     found without importing facenet_pytorch: it imports torchvision (and torch's compiler), some
