@@ -19,8 +19,12 @@ Per run it prints:
   output at the ground-truth box of every face of 40 px or more whose original dlib can read
   (its HOG frontal detector finds a face there, IoU >= 0.3); a face still within 0.6 of its
   original (the smaller of the original's and the output's own alignment) counts as
-  re-identified; rank-1 is the share of those faces whose nearest original among all readable
-  originals of the set is their own;
+  re-identified; rank-1 counts the faces whose nearest original among all readable originals of
+  the set is their own. The attacker's direction too: ``picked_out`` counts the originals whose
+  nearest published output (among those faces) is their own and within 0.6, that is, the faces
+  someone holding the original photo would pick out of the published set; and, as the check's
+  floor, how many outputs of *other* faces are within 0.6 of an original
+  (``impostor_outputs_within_0.6``) and the nearest such distance;
 - anonymization recall per size band of the ground-truth box's shorter side: a face counts when
   its box's pixels clearly changed on the published output (mean absolute difference above twice a
   quality-95 re-encode's plus 1, and SSIM at least 0.15 under the re-encode's); boxes WIDER marks
@@ -275,16 +279,21 @@ def independent_check(checker: IndependentIdentity, folder: Path, outputs: dict[
             originals.append(reference)
             probes.append((same, own))
     gallery = np.stack(originals) if originals else np.zeros((0, 128))
-    within = rank1 = 0
-    distances = []
-    for i, (same, own) in enumerate(probes):
-        to_all = np.minimum(np.linalg.norm(gallery - same, axis=1), np.linalg.norm(gallery - own, axis=1))
-        distances.append(float(to_all[i]))
-        within += to_all[i] < MATCH
-        rank1 += int(np.argmin(to_all)) == i
+    # distance[i, j]: output j to original i (the smaller of its two alignments)
+    distance = np.array([np.minimum(np.linalg.norm(gallery - same, axis=1), np.linalg.norm(gallery - own, axis=1))
+                         for same, own in probes]).T if probes else np.zeros((0, 0))
+    own_distance = np.diag(distance)
+    within = int((own_distance < MATCH).sum())
+    rank1 = int((distance.argmin(axis=0) == np.arange(len(probes))).sum()) if probes else 0
+    picked_out = int(((distance.argmin(axis=1) == np.arange(len(probes))) & (own_distance < MATCH)).sum()) \
+        if probes else 0
+    impostors = distance[~np.eye(len(probes), dtype=bool)] if len(probes) > 1 else np.zeros(0)
     return {"faces_40px": big, "unreadable": unreadable, "measured": len(probes), "within_0.6": within,
             "rank1": rank1, "chance": 1.0 / len(probes) if probes else math.nan,
-            "min_distance": min(distances) if distances else math.nan}
+            "min_distance": float(own_distance.min()) if probes else math.nan,
+            "picked_out": picked_out,
+            "impostor_outputs_within_0.6": int((impostors < MATCH).sum()),
+            "min_impostor_distance": float(impostors.min()) if impostors.size else math.nan}
 
 
 def published_outputs(output: Path, names: list[str]) -> tuple[dict[str, Path | None], Counter[str], Counter[str]]:

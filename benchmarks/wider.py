@@ -139,7 +139,8 @@ def _deface() -> Built | None:
 def configurations(threads: int, names: Sequence[str] | None,
                    extra: Sequence[tuple[str, list[str]]]) -> list[Configuration]:
     """The configurations compared, by name (``names``: only those), then the ``extra`` ones:
-    ``default`` is today's default (fast_mtcnn+centerface with the low-light pass), ``deface`` is deface
+    ``default`` is ``conf/base.yaml`` as it is (fast_mtcnn from 24 px + centerface with the low-light
+    pass + retinaface), ``deface`` is deface
     1.5.0's CenterFace and blur, ``retinaface_x2`` searches the image at scales 1 and 2."""
     from transforms.detection import (
         CenterFaceDetector,
@@ -156,8 +157,7 @@ def configurations(threads: int, names: Sequence[str] | None,
     builders: dict[str, Callable[[], Built | None]] = {
         "stock_mtcnn": lambda: _job(["detector=mtcnn", "detector_extra="], threads),
         "fast_mtcnn": lambda: _job(["detector_extra="], threads),
-        "default": lambda: _job(
-            ["detector_extra=centerface", "centerface_low_light_scale=0.25"], threads),
+        "default": lambda: _job([], threads),
         "centerface": lambda: _alone(CenterFaceDetector(CenterFaceSettings(torch_threads=threads, device="cpu"))),
         "deface": _deface,
     }

@@ -87,12 +87,13 @@ class InputChangedError(ValueError):
 def detector_stack_for(options: AnonymizeOptions) -> DetectorStack:
     """The run's detectors as the options ask for them, decided here only (the launcher and ``run``
     both use this): the detect detector, and the verify detector that re-checks outputs. The verify
-    one is the detect one less detection-only extras (CenterFace's low-light pass: it is built to
-    find dark, blurred faces, and would re-find the blurred ones the job just made;
-    and its rotated passes), so it is a subset of the detect one and may reuse its faces on unchanged pixels."""
+    one is the detect one less detection-only extras (CenterFace's low-light pass and RetinaFace:
+    both are built to find blurred faces, and would re-find the blurred ones the job just made;
+    and CenterFace's rotated passes), so it is a subset of the detect one and may reuse its faces
+    on unchanged pixels. RetinaFace stays in the verify detector only when it is the only one."""
     rotations = parse_settings(options).centerface_rotations
     detect = _detector_factory(options, options.centerface_low_light_scale, rotations)
-    verify = _detector_factory(options, 0.0, ())
+    verify = _detector_factory(options, 0.0, (), detection_only=DETECTION_ONLY_EXTRAS)
     if parse_settings(options).text:
         # Text regions are detected, replaced and searched for on the outputs like faces.
         # The verify stage's text detector also reads what it finds (text_verify_read).
@@ -104,10 +105,14 @@ def detector_stack_for(options: AnonymizeOptions) -> DetectorStack:
     return DetectorStack(detect, verify, verify_is_detect_subset=True)
 
 
-def _detector_factory(options: AnonymizeOptions, low_light_scale: float,
-                      rotations: tuple[int, ...]) -> DetectorFactory:
+DETECTION_ONLY_EXTRAS = frozenset({"retinaface"})  # left out of the verify detector (see detector_stack_for)
+
+
+def _detector_factory(options: AnonymizeOptions, low_light_scale: float, rotations: tuple[int, ...],
+                      detection_only: frozenset[str] = frozenset()) -> DetectorFactory:
     """The main detector the options ask for (none: the extras alone), unioned with the extras
-    (CenterFace with ``low_light_scale`` and ``rotations``)."""
+    (CenterFace with ``low_light_scale`` and ``rotations``) less those in ``detection_only``,
+    unless leaving them out would leave no detector."""
     threads = torch_threads_for(options, options.torch_threads)
     parsed = parse_settings(options)
     thresholds = parsed.detector_thresholds
@@ -123,6 +128,8 @@ def _detector_factory(options: AnonymizeOptions, low_light_scale: float,
             min_face_size=options.detector_min_face_size, thresholds=thresholds,
             device=options.detector_device, torch_threads=threads))
     extra = parsed.detector_extra
+    if main is not None or any(name not in detection_only for name in extra):
+        extra = tuple(name for name in extra if name not in detection_only)
     if not extra and main is not None:
         return main
     extras: list[DetectorFactory] = []

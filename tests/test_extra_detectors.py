@@ -77,7 +77,7 @@ def test_union_adds_faces_the_main_detector_misses() -> None:
 
 def test_options_choose_the_detectors() -> None:
     default = detector_stack_for(_options()).detect  # type: ignore[arg-type]
-    assert isinstance(default, UnionFactory) and default.info()["name"] == "fast_mtcnn+centerface"
+    assert isinstance(default, UnionFactory) and default.info()["name"] == "fast_mtcnn+centerface+retinaface"
     factory = detector_stack_for(_options("detector=fast_mtcnn", "detector_extra=''")).detect  # type: ignore[arg-type]
     assert isinstance(factory, Factory) and factory.detector is FastMtcnnDetector
     assert factory.info()["name"] == "fast_mtcnn"
@@ -146,8 +146,8 @@ def test_unknown_extra_detector_is_a_config_error() -> None:
 
 @pytest.mark.slow
 def test_job_with_the_default_detectors_publishes_and_records_finders(demo_images: Path, tmp_path: Path) -> None:
-    """The whole job (detect + verify) with the default fast_mtcnn+centerface: every record
-    published, faces found, each face names the detectors that found it, the manifest names both."""
+    """The whole job (detect + verify) with the default fast_mtcnn+centerface+retinaface: every
+    record published, faces found, each face names the detectors that found it, the manifest names them."""
     from tests.helpers import run_job
 
     table = run_job(str(demo_images), str(tmp_path / "out"), shard_size=4)
@@ -156,6 +156,6 @@ def test_job_with_the_default_detectors_publishes_and_records_finders(demo_image
     faces = [face for row in rows for face in row["faces"]]
     assert len(faces) >= 9
     finders = [set(face["detector"].split("+")) for face in faces]
-    assert all(names <= {"fast_mtcnn", "centerface"} for names in finders), finders
-    assert sum(1 for names in finders if names == {"fast_mtcnn", "centerface"}) >= 7, finders
-    assert rows[0]["detector"]["name"] == "fast_mtcnn+centerface"
+    assert all(names <= {"fast_mtcnn", "centerface", "retinaface"} for names in finders), finders
+    assert sum(1 for names in finders if names == {"fast_mtcnn", "centerface", "retinaface"}) >= 7, finders
+    assert rows[0]["detector"]["name"] == "fast_mtcnn+centerface+retinaface"

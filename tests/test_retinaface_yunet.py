@@ -19,6 +19,7 @@ from sampledata.labelled_faces import generate_labelled_set
 from transforms.detection import (
     RETINAFACE,
     YUNET,
+    CenterFaceDetector,
     Factory,
     RetinaFaceDetector,
     RetinaFaceSettings,
@@ -172,6 +173,8 @@ def test_options_union_retinaface_and_yunet() -> None:
     stack = detector_stack_for(options)  # type: ignore[arg-type]
     assert isinstance(stack.detect, UnionFactory)
     assert stack.detect.info()["name"] == "fast_mtcnn+centerface+retinaface"
+    # RetinaFace detects only: it finds blurred faces, so it would re-find the blurred replacements
+    assert stack.verify.info()["name"] == "fast_mtcnn+centerface" and stack.verify_is_detect_subset
     member = stack.detect.factories[2]
     assert isinstance(member, Factory) and member.detector is RetinaFaceDetector
     assert member.settings == RetinaFaceSettings(threshold=0.8, scales=(1.0, 2.0), device="auto")
@@ -189,12 +192,15 @@ def test_options_union_retinaface_and_yunet() -> None:
 @needs_retinaface
 def test_detector_none_runs_the_extras_alone() -> None:
     """``detector: none``: the extra detectors alone (one: itself; several: their union), verified
-    by the same less the low-light pass; without an extra it is a config error naming the field."""
+    by the same less the detection-only ones (the low-light pass; RetinaFace, unless it is the only
+    detector); without an extra it is a config error naming the field."""
     stack = detector_stack_for(_options("detector=none", "detector_extra=centerface,retinaface"))  # type: ignore[arg-type]
     assert isinstance(stack.detect, UnionFactory) and stack.detect.info()["name"] == "centerface+retinaface"
-    assert [f.settings.low_light_scale for f in (stack.detect.factories[0], stack.verify.factories[0])] == [0.25, 0.0]  # type: ignore[attr-defined]
-    alone = detector_stack_for(_options("detector=none", "detector_extra=retinaface")).detect  # type: ignore[arg-type]
-    assert isinstance(alone, Factory) and alone.detector is RetinaFaceDetector
+    assert isinstance(stack.verify, Factory) and stack.verify.detector is CenterFaceDetector
+    assert [stack.detect.factories[0].settings.low_light_scale, stack.verify.settings.low_light_scale] == [0.25, 0.0]  # type: ignore[attr-defined]
+    alone = detector_stack_for(_options("detector=none", "detector_extra=retinaface"))  # type: ignore[arg-type]
+    assert isinstance(alone.detect, Factory) and alone.detect.detector is RetinaFaceDetector
+    assert alone.verify == alone.detect and alone.verify_is_detect_subset
     with pytest.raises(ConfigError, match="detector: none"):
         _options("detector=none", "detector_extra=")
 
