@@ -282,16 +282,24 @@ def independent_check(checker: IndependentIdentity, folder: Path, outputs: dict[
     # distance[i, j]: output j to original i (the smaller of its two alignments)
     distance = np.array([np.minimum(np.linalg.norm(gallery - same, axis=1), np.linalg.norm(gallery - own, axis=1))
                          for same, own in probes]).T if probes else np.zeros((0, 0))
-    own_distance = np.diag(distance)
-    within = int((own_distance < MATCH).sum())
-    rank1 = int((distance.argmin(axis=0) == np.arange(len(probes))).sum()) if probes else 0
-    picked_out = int(((distance.argmin(axis=1) == np.arange(len(probes))) & (own_distance < MATCH)).sum()) \
-        if probes else 0
-    impostors = distance[~np.eye(len(probes), dtype=bool)] if len(probes) > 1 else np.zeros(0)
-    return {"faces_40px": big, "unreadable": unreadable, "measured": len(probes), "within_0.6": within,
-            "rank1": rank1, "chance": 1.0 / len(probes) if probes else math.nan,
-            "min_distance": float(own_distance.min()) if probes else math.nan,
-            "picked_out": picked_out,
+    return {"faces_40px": big, "unreadable": unreadable, **reidentification_figures(distance)}
+
+
+def reidentification_figures(distance: np.ndarray) -> dict[str, Any]:
+    """What a square matrix of distances says, ``distance[i, j]`` from output ``j`` to original ``i``
+    (the diagonal: each face's own): faces within ``MATCH`` of their original, rank-1 (the output's
+    nearest original is its own), ``picked_out`` (the original's nearest output is its own, within
+    ``MATCH``: the attacker holding the original finds it) and the impostor floor (other faces'
+    outputs within ``MATCH`` of an original, and the nearest of them)."""
+    n = len(distance)
+    own = np.diag(distance)
+    faces = np.arange(n)
+    impostors = distance[~np.eye(n, dtype=bool)]
+    return {"measured": n, "within_0.6": int((own < MATCH).sum()),
+            "rank1": int((distance.argmin(axis=0) == faces).sum()) if n else 0,
+            "chance": 1.0 / n if n else math.nan,
+            "min_distance": float(own.min()) if n else math.nan,
+            "picked_out": int(((distance.argmin(axis=1) == faces) & (own < MATCH)).sum()) if n else 0,
             "impostor_outputs_within_0.6": int((impostors < MATCH).sum()),
             "min_impostor_distance": float(impostors.min()) if impostors.size else math.nan}
 

@@ -66,6 +66,27 @@ def test_detection_benchmark_on_wider_dev(capsys: pytest.CaptureFixture[str]) ->
     assert "blur=2" in attributes and "illum=1" in attributes and len(attributes.splitlines()) == 5
 
 
+def test_reidentification_figures_tell_the_attackers_direction_from_the_floor() -> None:
+    """real_photos.py's independent check, on a hand-made distance matrix (rows: originals, columns:
+    outputs): face 0 is within 0.6 of its original but another output is nearer to that original
+    (not picked out); face 1 is within and nearest both ways (picked out); face 2 is far."""
+    import numpy as np
+
+    from benchmarks import real_photos
+
+    distance = np.array([[0.59, 0.58, 0.90],
+                         [0.70, 0.40, 0.80],
+                         [0.95, 0.85, 0.75]])
+    figures = real_photos.reidentification_figures(distance)
+    assert figures["measured"] == 3 and figures["within_0.6"] == 2
+    assert figures["rank1"] == 3  # each output's nearest original is its own (columns)
+    assert figures["picked_out"] == 1  # only face 1: original 0's nearest output is face 1's
+    assert figures["impostor_outputs_within_0.6"] == 1 and figures["min_impostor_distance"] == 0.58
+    assert figures["min_distance"] == 0.4 and figures["chance"] == 1 / 3
+    empty = real_photos.reidentification_figures(np.zeros((0, 0)))
+    assert empty["measured"] == 0 and empty["picked_out"] == 0 and empty["within_0.6"] == 0
+
+
 def test_whole_job_faceless_variants_are_distinct_and_wider_sized() -> None:
     """The face-less photos of the wider-dev mix: as many distinct JPEGs as asked, each of one of
     the given sizes, the same on every call (seeded)."""
