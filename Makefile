@@ -58,7 +58,7 @@ typecheck: install
 	$(BIN)/mypy
 
 pytest: system-deps install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=20
 
 test: lint typecheck pytest
 

@@ -45,7 +45,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from sampledata.labelled_faces import (  # noqa: E402
     SIZE_BANDS,
@@ -108,22 +109,26 @@ def configurations(threads: int, with_haar: bool, device: str = "cpu",
         det = FastMtcnnDetector(FastMtcnnSettings(min_face_size=min_face, device=device, torch_threads=threads))
         configs[f"fast_mtcnn (min {min_face}, batch {batch})"] = (
             (lambda images, d=det: _faces(d.detect(images))), batch, ours)  # type: ignore[misc]
-    from transforms.detection import CENTERFACE, CenterFaceDetector, CenterFaceSettings, centerface_available
-    from transforms.replacement import ReplacementPolicy
+    from transforms.detection import CenterFaceDetector, CenterFaceSettings, centerface_available
 
     if centerface_available():
-        policy = ReplacementPolicy(self_thresholded_detectors=(CENTERFACE,))
+        from pipelines.anonymize import detector_stack_for
+        from pipelines.config import build_options
+        from pipelines.settings import replacement_policy_for
+
+        options, _ = build_options([str(ROOT / "conf" / "base.yaml")], [
+            "input=/tmp/in", "output=/tmp/out", "purpose=benchmark", "legal_basis=legitimate_interests",
+            f"torch_threads={threads}", f"detector_device={device}"])
+        policy = replacement_policy_for(options)
+        default_union = detector_stack_for(options).detect()
         union_batch = max(batch_sizes, default=1)
-        cf_union = UnionDetector([FastMtcnnDetector(FastMtcnnSettings(device=device, torch_threads=threads)),
-                                  CenterFaceDetector(CenterFaceSettings(torch_threads=threads, device=device,
-                                                                        low_light_scale=0.25))])
 
         def union_detect(images: list[Image.Image]) -> list[list[tuple[float, float, float, float, float]]]:
-            # Faces the union replaces (a CenterFace face counts whatever its score): scored 1.0 here.
+            # Faces the default replaces (a CenterFace face counts whatever its score): scored 1.0 here.
             return [[(f.x1, f.y1, f.x2, f.y2, 1.0 if policy.replaces(f) else 0.0) for f in faces]
-                    for faces in cf_union.detect(images)]
+                    for faces in default_union.detect(images)]
 
-        configs[f"fast_mtcnn+centerface (the default, batch {union_batch})"] = (union_detect, union_batch, ours)
+        configs[f"default ({default_union.name}, batch {union_batch})"] = (union_detect, union_batch, ours)
         centerface_alone = CenterFaceDetector(CenterFaceSettings(torch_threads=threads, device=device))
         configs["centerface alone (ours: threshold 0.2, folded model)"] = (
             (lambda images: [[(f.x1, f.y1, f.x2, f.y2, 1.0) for f in faces]  # all replaced

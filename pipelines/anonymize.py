@@ -87,13 +87,13 @@ class InputChangedError(ValueError):
 def detector_stack_for(options: AnonymizeOptions) -> DetectorStack:
     """The run's detectors as the options ask for them, decided here only (the launcher and ``run``
     both use this): the detect detector, and the verify detector that re-checks outputs. The verify
-    one is the detect one less detection-only extras (CenterFace's low-light pass and RetinaFace:
-    both are built to find blurred faces, and would re-find the blurred ones the job just made;
-    and CenterFace's rotated passes), so it is a subset of the detect one and may reuse its faces
+    one is the detect one less detection-only extras (CenterFace's low-light pass, its second look
+    and RetinaFace: all are built to find blurred faces, and would re-find the blurred ones the job
+    just made; and CenterFace's rotated passes), so it is a subset of the detect one and may reuse its faces
     on unchanged pixels. RetinaFace stays in the verify detector only when it is the only one."""
     rotations = parse_settings(options).centerface_rotations
-    detect = _detector_factory(options, options.centerface_low_light_scale, rotations)
-    verify = _detector_factory(options, 0.0, (), detection_only=DETECTION_ONLY_EXTRAS)
+    detect = _detector_factory(options, options.centerface_low_light_scale, rotations, options.centerface_second_look)
+    verify = _detector_factory(options, 0.0, (), 0.0, detection_only=DETECTION_ONLY_EXTRAS)
     if parse_settings(options).text:
         # Text regions are detected, replaced and searched for on the outputs like faces.
         # The verify stage's text detector also reads what it finds (text_verify_read).
@@ -109,9 +109,9 @@ DETECTION_ONLY_EXTRAS = frozenset({"retinaface"})  # left out of the verify dete
 
 
 def _detector_factory(options: AnonymizeOptions, low_light_scale: float, rotations: tuple[int, ...],
-                      detection_only: frozenset[str] = frozenset()) -> DetectorFactory:
+                      second_look: float, detection_only: frozenset[str] = frozenset()) -> DetectorFactory:
     """The main detector the options ask for (none: the extras alone), unioned with the extras
-    (CenterFace with ``low_light_scale`` and ``rotations``) less those in ``detection_only``,
+    (CenterFace with ``low_light_scale``, ``rotations`` and ``second_look``) less those in ``detection_only``,
     unless leaving them out would leave no detector."""
     threads = torch_threads_for(options, options.torch_threads)
     parsed = parse_settings(options)
@@ -147,7 +147,8 @@ def _detector_factory(options: AnonymizeOptions, low_light_scale: float, rotatio
             extras.append(Factory(CenterFaceDetector, CenterFaceSettings(
                 threshold=options.centerface_threshold, torch_threads=threads, device=options.detector_device,
                 low_light_scale=low_light_scale, low_light_confirm=options.centerface_low_light_confirm,
-                rotations=rotations)))
+                rotations=rotations, second_look=second_look,
+                second_look_max=options.centerface_second_look_max)))
     if main is None:  # detector: none, the extras alone (validate() requires one)
         return extras[0] if len(extras) == 1 else UnionFactory(extras)
     return UnionFactory([main, *extras])

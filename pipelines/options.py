@@ -73,6 +73,12 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("centerface_low_light_confirm", bool, True,
                "Keep a face of the low-light pass only when CenterFace finds it again on a closer look "
                "(false: every face of the pass, background included)."),
+    OptionSpec("centerface_second_look", float, 0.0,
+               "Detect pass only: CenterFace faces scored from this up to centerface_threshold get a closer "
+               "look (the face at 64 px) and are kept when found again: small, blurred faces in crowds (0: off).",
+               minimum=0.0, maximum=0.9),
+    OptionSpec("centerface_second_look_max", int, 64,
+               "The most faces per image the second look takes (the best-scored first).", minimum=1),
     OptionSpec("retinaface_threshold", float, 0.5, "RetinaFace's face score for a face.",
                minimum=0.01, maximum=0.99),
     OptionSpec("retinaface_scales", str, "1",
@@ -368,6 +374,9 @@ def validate(options: AnonymizeOptions) -> None:
     extra = parsed.detector_extra
     if options.detector == "none" and not extra:
         raise ValueError("detector: none needs at least one detector in detector_extra")
+    if options.centerface_second_look >= options.centerface_threshold:
+        raise ValueError(f"centerface_second_look: must be under centerface_threshold "
+                         f"({options.centerface_threshold}), got {options.centerface_second_look}")
     if "centerface" in extra:
         from transforms.detection.centerface import NOT_INSTALLED, centerface_available
 

