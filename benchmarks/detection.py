@@ -45,8 +45,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sampledata.labelled_faces import (  # noqa: E402
     SIZE_BANDS,
@@ -112,20 +111,14 @@ def configurations(threads: int, with_haar: bool, device: str = "cpu",
     from transforms.detection import CenterFaceDetector, CenterFaceSettings, centerface_available
 
     if centerface_available():
-        from pipelines.anonymize import detector_stack_for
-        from pipelines.config import build_options
-        from pipelines.settings import replacement_policy_for
+        from benchmarks.wider import job_detection
 
-        options, _ = build_options([str(ROOT / "conf" / "base.yaml")], [
-            "input=/tmp/in", "output=/tmp/out", "purpose=benchmark", "legal_basis=legitimate_interests",
-            f"torch_threads={threads}", f"detector_device={device}"])
-        policy = replacement_policy_for(options)
-        default_union = detector_stack_for(options).detect()
+        default_union, replaces, _ = job_detection([f"detector_device={device}"], threads)
         union_batch = max(batch_sizes, default=1)
 
         def union_detect(images: list[Image.Image]) -> list[list[tuple[float, float, float, float, float]]]:
             # Faces the default replaces (a CenterFace face counts whatever its score): scored 1.0 here.
-            return [[(f.x1, f.y1, f.x2, f.y2, 1.0 if policy.replaces(f) else 0.0) for f in faces]
+            return [[(f.x1, f.y1, f.x2, f.y2, 1.0 if replaces(f) else 0.0) for f in faces]
                     for faces in default_union.detect(images)]
 
         configs[f"default ({default_union.name}, batch {union_batch})"] = (union_detect, union_batch, ours)

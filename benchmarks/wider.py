@@ -87,7 +87,7 @@ class Scores:
         return self.anonymized[key] / self.faces[key] if self.faces[key] else math.nan
 
 
-def _job(overrides: Sequence[str], threads: int) -> Built:
+def job_detection(overrides: Sequence[str], threads: int) -> Built:
     """The detect detector and replacement of the job under ``conf/base.yaml`` plus ``overrides``."""
     from pipelines.anonymize import detector_stack_for
     from pipelines.config import build_options
@@ -155,9 +155,9 @@ def configurations(threads: int, names: Sequence[str] | None,
     )
 
     builders: dict[str, Callable[[], Built | None]] = {
-        "stock_mtcnn": lambda: _job(["detector=mtcnn", "detector_extra="], threads),
-        "fast_mtcnn": lambda: _job(["detector_extra="], threads),
-        "default": lambda: _job([], threads),
+        "stock_mtcnn": lambda: job_detection(["detector=mtcnn", "detector_extra="], threads),
+        "fast_mtcnn": lambda: job_detection(["detector_extra="], threads),
+        "default": lambda: job_detection([], threads),
         "centerface": lambda: _alone(CenterFaceDetector(CenterFaceSettings(torch_threads=threads, device="cpu"))),
         "deface": _deface,
     }
@@ -170,13 +170,14 @@ def configurations(threads: int, names: Sequence[str] | None,
             "centerface+retinaface": lambda: _alone(UnionDetector([
                 CenterFaceDetector(CenterFaceSettings(torch_threads=threads, device="cpu")),
                 RetinaFaceDetector(RetinaFaceSettings(torch_threads=threads, device="cpu"))])),
-            "fast_mtcnn+retinaface": lambda: _job(["detector_extra=retinaface"], threads),
-            "fast_mtcnn+centerface+retinaface": lambda: _job(["detector_extra=centerface,retinaface"], threads),
+            "fast_mtcnn+retinaface": lambda: job_detection(["detector_extra=retinaface"], threads),
+            "fast_mtcnn+centerface+retinaface": lambda: job_detection(["detector_extra=centerface,retinaface"],
+                                                                      threads),
         }
     if yunet_available():
         builders["yunet"] = lambda: _alone(YuNetDetector(YuNetSettings()))
     for label, overrides in extra:
-        builders[label] = lambda o=overrides: _job(o, threads)  # type: ignore[misc]
+        builders[label] = lambda o=overrides: job_detection(o, threads)  # type: ignore[misc]
     chosen = []
     for name, build in builders.items():
         if names and name not in names and name not in dict(extra):

@@ -107,6 +107,11 @@ class CenterFaceSettings:
     second_look: float = 0.0
     second_look_max: int = 64
 
+    @property
+    def search_threshold(self) -> float:
+        """The score the full-resolution pass keeps faces from: ``second_look`` when on, else ``threshold``."""
+        return self.second_look or self.threshold
+
     def __post_init__(self) -> None:
         if not 0.0 <= self.second_look < self.threshold:
             raise ValueError(f"centerface_second_look must be in [0, centerface_threshold), got {self.second_look}")
@@ -251,7 +256,7 @@ class CenterFaceDetector:
         """One pass over the whole image (downscaled to ``max_side`` when larger) and, for a larger
         image, full-resolution passes over overlapping tiles of ``max_side``; faces merged by IoU."""
         rgb = image if image.mode == "RGB" else image.convert("RGB")
-        floor = self.settings.second_look or self.settings.threshold
+        floor = self.settings.search_threshold
         faces = self._infer([rgb], floor)[0]
         if max(rgb.size) > self.settings.max_side:
             for x0, y0, x1, y1 in tile_boxes(rgb.width, rgb.height, self.settings.max_side,
@@ -263,9 +268,9 @@ class CenterFaceDetector:
     def _with_second_look(self, rgb: Image.Image, faces: list[Face]) -> list[Face]:
         """The faces at ``threshold`` or above, and those under it (from ``second_look``) that a
         closer look finds again, at most ``second_look_max``, where no face is yet."""
-        kept = [f for f in faces if f.score >= self.settings.threshold]
         if not self.settings.second_look:
-            return kept
+            return faces  # searched at ``threshold``: every face is one
+        kept = [f for f in faces if f.score >= self.settings.threshold]
         low = sorted((f for f in faces if f.score < self.settings.threshold), key=lambda f: f.score, reverse=True)
         candidates = [f for f in low if all(f.iou(other) <= 0.3 for other in kept)][: self.settings.second_look_max]
         return kept + (self.confirmed_by_second_look(rgb, candidates) if candidates else [])
@@ -388,7 +393,6 @@ class CenterFaceDetector:
                 results[i] = self._detect_one(image)
         for members in groups.values():
             rgbs = [images[i] if images[i].mode == "RGB" else images[i].convert("RGB") for i in members]
-            floor = self.settings.second_look or self.settings.threshold
-            for i, rgb, faces in zip(members, rgbs, self._infer(rgbs, floor), strict=True):
+            for i, rgb, faces in zip(members, rgbs, self._infer(rgbs, self.settings.search_threshold), strict=True):
                 results[i] = self._with_low_light(rgb, self._with_rotations(rgb, self._with_second_look(rgb, faces)))
         return results
