@@ -374,6 +374,13 @@ def validate(options: AnonymizeOptions) -> None:
     extra = parsed.detector_extra
     if options.detector == "none" and not extra:
         raise ValueError("detector: none needs at least one detector in detector_extra")
+    if (options.verify_scope == "regions" and options.detector != "none"
+            and options.detector_score_threshold > options.verify_score_threshold):
+        # Outside the changed regions verification trusts the detect pass (transforms/verify_scope.py):
+        # a main-detector face scored between the two thresholds would be left there and never searched.
+        raise ValueError(f"detector_score_threshold: must be <= verify_score_threshold "
+                         f"({options.verify_score_threshold}) under verify_scope: regions, "
+                         f"got {options.detector_score_threshold}")
     if options.centerface_second_look >= options.centerface_threshold:
         raise ValueError(f"centerface_second_look: must be under centerface_threshold "
                          f"({options.centerface_threshold}), got {options.centerface_second_look}")

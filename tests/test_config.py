@@ -59,6 +59,19 @@ def test_bad_settings_name_the_field(tmp_path: Path, text: str, field: str) -> N
         build_options([BASE, _conf(tmp_path, text)], _required(tmp_path))
 
 
+def test_replacement_threshold_above_the_verify_threshold_is_refused_where_verification_trusts_detection(
+        tmp_path: Path) -> None:
+    # Under verify_scope: regions an MTCNN face scored between the two thresholds would stay unreplaced
+    # outside every searched window; with the whole output searched, verification would see it.
+    with pytest.raises(ConfigError, match="detector_score_threshold"):
+        build_options([BASE, _conf(tmp_path, "detector_score_threshold: 0.95\n")], _required(tmp_path))
+    for text in ("detector_score_threshold: 0.95\nverify_scope: full\n",
+                 "detector_score_threshold: 0.95\nverify_score_threshold: 0.95\n",
+                 "detector_score_threshold: 0.95\ndetector: none\n"):
+        options, _ = build_options([BASE, _conf(tmp_path, text)], _required(tmp_path))
+        assert options.detector_score_threshold == 0.95
+
+
 @pytest.mark.parametrize(("text", "rotations", "scales"), [
     ("centerface_rotations: 180\nretinaface_scales: 1\n", (180,), (1.0,)),
     ("centerface_rotations: [90, 270]\nretinaface_scales: [1, 0.5]\n", (90, 270), (1.0, 0.5)),
