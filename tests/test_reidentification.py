@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from transforms.identity import CHECKED
-from transforms.identity_evidence import VECTOR_WIDTH
+from transforms.identity_evidence import SAME_FACE_DISTANCE, VECTOR_WIDTH, impostors_of
 from transforms.records import Record
 from transforms.reidentification import binomial_p_value, shard_reidentification, with_reidentification
 
@@ -61,3 +61,18 @@ def test_quarantined_records_are_no_probes_and_vectors_never_leave() -> None:
     assert all(r.identity_vectors == b"" for r in out)
     assert (out[0].identity_rank1_hits, out[0].identity_rank1_probes, out[0].identity_rank1_gallery) == (2, 2, 2)
     assert out[0].reid_p_value == pytest.approx(0.25)  # chance is 1/2 per probe; 2 of 2 hits
+
+
+def test_a_gallery_face_that_is_the_original_itself_is_no_impostor_for_it() -> None:
+    """The gallery's cameraman measured against the cameraman of a dataset: the same face (distance 0)
+    would make every replacement of it tie with an "impostor"; it is dropped for that face only."""
+    rng = np.random.default_rng(0)
+    original = rng.normal(size=128).astype(np.float32)
+    original /= np.linalg.norm(original)
+    other = rng.normal(size=128).astype(np.float32)
+    other *= 0.7 / np.linalg.norm(other)  # another person: 0.7 from the original
+    gallery = np.stack([original, original + SAME_FACE_DISTANCE / 2 / math.sqrt(128), original + other])
+    kept = impostors_of(gallery, original)
+    assert kept.shape == (1, 128) and np.allclose(kept[0], original + other)
+    assert impostors_of(gallery, original + other).shape == (2, 128)
+    assert impostors_of(np.zeros((0, 128), np.float32), original).shape == (0, 128)

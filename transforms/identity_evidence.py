@@ -4,10 +4,10 @@ embedding can say something, and the vectors the shard's re-identification test 
 A face is measured only when it is ``identity_min_face_size`` px or more, was not solid-filled, and
 dlib's frontal detector finds a face in the original at its place. A measured face is ``matched``
 when its replacement is within the threshold of its original *and* at least as close to it as to
-every other measurable original of the image and every impostor of the fixed gallery
-(``identity.is_match``): the image's originals are a subset of the shard's, so a face that would be
-picked out among the shard's originals is picked out here too. Only ``matched`` faces are escalated,
-and only they can quarantine a record.
+every other measurable original of the image and every impostor of the fixed gallery (less the
+original itself, ``impostors_of``; ``identity.is_match``): the image's originals are a subset of
+the shard's, so a face that would be picked out among the shard's originals is picked out here too.
+Only ``matched`` faces are escalated, and only they can quarantine a record.
 """
 
 from __future__ import annotations
@@ -83,6 +83,19 @@ def screen_faces(embedder: IdentityEmbedder, original: np.ndarray, faces: Sequen
     return statuses
 
 
+# A gallery face this near an original (dlib distance) is that face itself (the same photo: the
+# gallery's astronaut and cameraman are in the demo set), not another person: it is no impostor for
+# it. Two photos of one person are about 0.3-0.5 apart, of two people 0.6 and more.
+SAME_FACE_DISTANCE = 0.1
+
+
+def impostors_of(impostors: np.ndarray, original: np.ndarray) -> np.ndarray:
+    """The impostor gallery [G, 128] less the faces within ``SAME_FACE_DISTANCE`` of ``original`` [128]."""
+    if not len(impostors):
+        return impostors
+    return impostors[np.linalg.norm(impostors - original[None, :], axis=1) > SAME_FACE_DISTANCE]
+
+
 def measure_image(embedder: IdentityEmbedder, references: Mapping[int, Reference], replaced: np.ndarray,
                   screened: Sequence[str | None], solid_filled: Sequence[bool],
                   policy: IdentityPolicy) -> ImageEvidence:
@@ -101,7 +114,9 @@ def measure_image(embedder: IdentityEmbedder, references: Mapping[int, Reference
     for probe, i in zip(probes, measured, strict=True):
         own = probe_distance(probe, references[i].embedding)
         others = gallery_distances(probe, np.delete(gallery, indices.index(i), axis=0))
-        nearest_impostor = float(gallery_distances(probe, impostors).min()) if len(impostors) else math.inf
+        others_of_gallery = impostors_of(impostors, references[i].embedding)
+        nearest_impostor = float(gallery_distances(probe, others_of_gallery).min()) if len(others_of_gallery) \
+            else math.inf
         nearest_other = min(float(others.min()) if len(others) else math.inf, nearest_impostor)
         statuses[i] = FaceStatus.MATCHED if is_match(own, nearest_other, policy.threshold) \
             else FaceStatus.MEASURED_NO_MATCH
