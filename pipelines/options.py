@@ -68,7 +68,7 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
                minimum=0.0, maximum=0.9),
     OptionSpec("centerface_rotations", str, "",
                "Detect pass only: also run CenterFace on the image turned by these angles (counter-clockwise, "
-               "comma-separated: 90,180,270), at half size: faces upside down or on their side (empty: off).",
+               "comma-separated: 90,180,270), downscaled to 0.4: faces upside down or on their side (empty: off).",
                ),
     OptionSpec("centerface_low_light_confirm", bool, True,
                "Keep a face of the low-light pass only when CenterFace finds it again on a closer look "

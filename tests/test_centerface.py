@@ -3,7 +3,9 @@ hard faces, its wiring from the options, and a whole job that replaces a face on
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -153,20 +155,27 @@ def _far_from_every(face: Face, boxes: list[list[float]]) -> bool:
 
 def test_second_look_keeps_a_face_and_drops_background() -> None:
     """``confirmed_by_second_look`` on real photos: the astronaut's face (found by the plain pass)
-    is found again; boxes of the same size on the rocket and on the coffee cup's saucer are not."""
+    is found again; boxes of the same size on the rocket and on the coffee cup's saucer are not,
+    at the low-light pass's crops (``LOOK_SIZE``, the detector's threshold) and at the second
+    look's (``SECOND_LOOK_SIZE`` at ``SECOND_LOOK_SCORE``)."""
     from skimage import data as skdata
 
-    from transforms.detection.centerface import equalized
+    from transforms.detection.centerface import SECOND_LOOK_SCORE, SECOND_LOOK_SIZE, equalized
 
     detector = CenterFaceDetector(CenterFaceSettings())
     astronaut = Image.fromarray(skdata.astronaut())
     face = max(detector.detect([astronaut])[0], key=lambda f: f.score)
     assert face.score > 0.8
-    assert detector.confirmed_by_second_look(equalized(astronaut), [face]) == [face]
+    looks: list[dict[str, Any]] = [{}, {"size": SECOND_LOOK_SIZE, "threshold": SECOND_LOOK_SCORE}]
+    for look in looks:
+        assert detector.confirmed_by_second_look(equalized(astronaut), [face], **look) == [face]
+        assert detector.confirmed_by_second_look(astronaut, [face], **look) == [face]
     w, h = face.width, face.height
     for name, (x, y) in (("rocket", (200.0, 150.0)), ("coffee", (60.0, 250.0))):
-        image = equalized(Image.fromarray(getattr(skdata, name)()))
-        assert detector.confirmed_by_second_look(image, [Face(x, y, x + w, y + h, 0.3, CENTERFACE)]) == []
+        image = Image.fromarray(getattr(skdata, name)())
+        background = [Face(x, y, x + w, y + h, 0.3, CENTERFACE)]
+        assert detector.confirmed_by_second_look(equalized(image), background) == []
+        assert detector.confirmed_by_second_look(image, background, **looks[1]) == []
 
 
 @pytest.mark.skipif(not (WIDER_DEV / "annotations.json").is_file(), reason="shared/data/wider-dev is absent")
@@ -367,6 +376,31 @@ def test_rotated_passes_find_a_face_upside_down_where_it_is_and_only_once() -> N
             detector_stack_for(_options("detector_extra=centerface", f"centerface_rotations={bad}"))
     with pytest.raises(ValueError, match="rotation_scale"):
         CenterFaceSettings(rotations=(90,), rotation_scale=2.0)
+
+
+def test_second_look_gives_candidates_of_20_px_or_more_the_larger_look_too() -> None:
+    """Every candidate gets the small look (``SECOND_LOOK_SIZE`` at ``SECOND_LOOK_SCORE``); those of
+    ``SECOND_LOOK_BOTH_FROM`` px or more that it does not confirm also get the larger one, and a
+    face confirmed by either is kept; faces at the threshold stay without a look."""
+    from transforms.detection.centerface import LOOK_SIZE, SECOND_LOOK_BOTH_FROM, SECOND_LOOK_SCORE, SECOND_LOOK_SIZE
+
+    looks: list[tuple[int, float | None, list[Face]]] = []
+
+    class LargerLookConfirms(CenterFaceDetector):
+        def confirmed_by_second_look(self, contrasted: Image.Image, candidates: Sequence[Face],
+                                     size: int = LOOK_SIZE, threshold: float | None = None) -> list[Face]:
+            looks.append((size, threshold, list(candidates)))
+            return list(candidates) if size == LOOK_SIZE else [f for f in candidates if f.score > 0.15]
+
+    side = float(SECOND_LOOK_BOTH_FROM)
+    sure = Face(0, 0, 50, 50, 0.9, CENTERFACE)
+    small_seen, small_unseen = Face(100, 0, 110, 10, 0.16, CENTERFACE), Face(200, 0, 210, 10, 0.12, CENTERFACE)
+    large_unseen = Face(300, 0, 300 + side, side, 0.11, CENTERFACE)
+    detector = LargerLookConfirms(CenterFaceSettings(second_look=0.1))
+    kept = detector._with_second_look(Image.new("RGB", (400, 100)), [sure, small_unseen, large_unseen, small_seen])
+    assert kept == [sure, small_seen, large_unseen]
+    assert looks == [(SECOND_LOOK_SIZE, SECOND_LOOK_SCORE, [small_seen, small_unseen, large_unseen]),
+                     (LOOK_SIZE, None, [large_unseen])]
 
 
 def test_second_look_adds_only_low_scored_faces_found_again(hard_set: list) -> None:

@@ -88,9 +88,12 @@ class CenterFaceSettings:
 
     ``second_look`` above 0 (a score under ``threshold``) gives the faces the full-resolution pass
     scores from ``second_look`` up to ``threshold`` a closer look (``confirmed_by_second_look``, on
-    the image as it is): small, blurred faces in crowds that the model scores low at their size and
-    surely at 64 px. At most ``second_look_max`` of them per image, the best-scored first, where
-    no face is yet (IoU <= 0.3); those found again are kept. Detection only, like the low-light pass.
+    the image as it is, the face at about 43 px, ``SECOND_LOOK_SIZE``): small, blurred faces in
+    crowds that the model scores low at their size and surely when larger. At most
+    ``second_look_max`` of them per image, the best-scored first, where no face is yet (IoU <= 0.3);
+    those found again are kept. A candidate of ``SECOND_LOOK_BOTH_FROM`` px or more that this look
+    does not confirm also gets the low-light pass's closer look (the face at about 64 px).
+    Detection only, like the low-light pass.
     """
 
     threshold: float = 0.2
@@ -102,7 +105,7 @@ class CenterFaceSettings:
     low_light_scale: float = 0.0
     low_light_confirm: bool = True
     rotations: tuple[int, ...] = ()
-    rotation_scale: float = 0.5
+    rotation_scale: float = 0.4
     rotation_threshold: float = 0.6
     second_look: float = 0.0
     second_look_max: int = 64
@@ -149,7 +152,15 @@ def unrotated(face: Face, angle: int, width: int, height: int) -> Face:
 
 
 LOOK_CONTEXT = 3.0  # confirmed_by_second_look: the crop's side, in box sides
-LOOK_SIZE = 192  # and its size for the model, px
+LOOK_SIZE = 192  # and its size for the model, px (the face at about 64 px)
+# The second look's crops: the face at about 43 px, 0.44x the pixels (at LOOK_SIZE the second look
+# took 40% of CenterFace's time on a crowd photo), and the score a face needs there: on wider-dev
+# 0.2 confirmed a background box on a face-less photo and 0.25 lost a 50 px face behind a windscreen.
+# A candidate of SECOND_LOOK_BOTH_FROM px or more that this look does not confirm also gets the
+# LOOK_SIZE look (faint generated faces of 20-80 px are confirmed only there); they are few.
+SECOND_LOOK_SIZE = 128
+SECOND_LOOK_SCORE = 0.23
+SECOND_LOOK_BOTH_FROM = 20
 
 
 def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -273,7 +284,13 @@ class CenterFaceDetector:
         kept = [f for f in faces if f.score >= self.settings.threshold]
         low = sorted((f for f in faces if f.score < self.settings.threshold), key=lambda f: f.score, reverse=True)
         candidates = [f for f in low if all(f.iou(other) <= 0.3 for other in kept)][: self.settings.second_look_max]
-        return kept + (self.confirmed_by_second_look(rgb, candidates) if candidates else [])
+        if not candidates:
+            return kept
+        confirmed = self.confirmed_by_second_look(rgb, candidates, SECOND_LOOK_SIZE, SECOND_LOOK_SCORE)
+        larger = [f for f in candidates if f not in confirmed and min(f.width, f.height) >= SECOND_LOOK_BOTH_FROM]
+        if larger:
+            confirmed += self.confirmed_by_second_look(rgb, larger)
+        return kept + [f for f in candidates if f in confirmed]
 
     def _with_rotations(self, rgb: Image.Image, faces: list[Face]) -> list[Face]:
         """``faces`` and those the ``rotations`` passes find where no face is yet (IoU <= 0.3)."""
@@ -307,22 +324,24 @@ class CenterFaceDetector:
             new = self.confirmed_by_second_look(contrasted, new)
         return faces + new
 
-    def confirmed_by_second_look(self, contrasted: Image.Image, candidates: Sequence[Face]) -> list[Face]:
+    def confirmed_by_second_look(self, contrasted: Image.Image, candidates: Sequence[Face],
+                                 size: int = LOOK_SIZE, threshold: float | None = None) -> list[Face]:
         """The ``candidates`` CenterFace finds again (a face of IoU > 0.3 at its threshold) in a
         closer look at ``contrasted`` (the image; for the low-light pass its contrast-equalized copy):
         a square of ``LOOK_CONTEXT`` x the box's longer side about the box's centre, resized to
-        ``LOOK_SIZE`` px (the face at about 64 px, where
-        the model is surest; beyond the image: black). One batch for all of an image's candidates."""
+        ``size`` px (at ``LOOK_SIZE`` the face is at about 64 px, where the model is surest; beyond
+        the image: black), searched at ``threshold`` (default: the settings'). One batch for all of
+        an image's candidates."""
         crops, boxes = [], []
         for face in candidates:
             side = LOOK_CONTEXT * max(face.width, face.height, 1.0)
             cx, cy = (face.x1 + face.x2) / 2, (face.y1 + face.y2) / 2
             x0, y0 = round(cx - side / 2), round(cy - side / 2)
             crop = contrasted.crop((x0, y0, x0 + round(side), y0 + round(side)))
-            crops.append(crop.resize((LOOK_SIZE, LOOK_SIZE), Image.Resampling.BILINEAR))
-            k = LOOK_SIZE / round(side)
+            crops.append(crop.resize((size, size), Image.Resampling.BILINEAR))
+            k = size / round(side)
             boxes.append(face.mapped(k, k, -x0 * k, -y0 * k))
-        return [face for face, box, seen in zip(candidates, boxes, self._infer(crops), strict=True)
+        return [face for face, box, seen in zip(candidates, boxes, self._infer(crops, threshold), strict=True)
                 if any(box.iou(other) > 0.3 for other in seen)]
 
     def _input_size(self, width: int, height: int) -> tuple[int, int]:
