@@ -18,6 +18,8 @@ deface: its own ellipse blur with ``mask_scale`` 1.3), and the output is scored:
   ``--repeat``; the photos are 1024 px wide).
 
 The photos are read from ``shared/data`` and never written anywhere (their licence).
+``--generated hard:7`` (or ``plain:7``) scores the generated labelled set instead, written in
+wider-dev's format to a temporary folder: the check that a default is not tuned to wider-dev.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import argparse
 import io
 import math
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -323,6 +326,9 @@ def wider_main(argv: Sequence[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--wider-dev", type=Path, nargs="?", const=DEFAULT_WIDER, default=DEFAULT_WIDER,
                         help="folder with images/ and annotations.json (default ../shared/data/wider-dev)")
+    parser.add_argument("--generated", type=_generated_kind, default=None, metavar="hard:SEED|plain:SEED",
+                        help="instead of wider-dev: the generated labelled set (120 photos with faces, 30 "
+                             "without; hard: faces down to 10 px), written in its format to a temporary folder")
     parser.add_argument("--limit", type=int, default=100, help="how many WIDER photos (sorted by name)")
     parser.add_argument("--threads", type=int, default=1, help="torch / onnxruntime / OpenCV threads")
     parser.add_argument("--repeat", type=int, default=1, help="timing passes (best is reported)")
@@ -333,14 +339,46 @@ def wider_main(argv: Sequence[str]) -> int:
     parser.add_argument("--config", type=_extra_config, action="append", default=[], metavar="LABEL:K=V;K=V",
                         help="also the job's detector under conf/base.yaml plus these settings")
     args = parser.parse_args(list(argv))
+    if args.generated is not None:
+        with tempfile.TemporaryDirectory(prefix="generated-wider-") as folder:
+            write_generated(Path(folder), *args.generated)
+            return _score_configurations(args, Path(folder), limit=150)
     if not (args.wider_dev / "annotations.json").is_file():
         parser.error(f"--wider-dev {args.wider_dev}: no annotations.json")
+    return _score_configurations(args, args.wider_dev, args.limit)
+
+
+def _generated_kind(text: str) -> tuple[bool, int]:
+    kind, _, seed = text.partition(":")
+    if kind not in ("hard", "plain") or not seed.isdigit():
+        raise argparse.ArgumentTypeError(f"expected hard:SEED or plain:SEED, got {text!r}")
+    return kind == "hard", int(seed)
+
+
+def write_generated(folder: Path, hard: bool, seed: int) -> None:
+    """The generated labelled set (``sampledata/labelled_faces.py``: 120 photos with faces, 30
+    without; ``hard``: low contrast, bad exposure, blur, faces down to 10 px) in wider-dev's
+    format: ``images/<name>`` and ``annotations.json`` (boxes without WIDER's attributes)."""
+    import json
+
+    from sampledata.labelled_faces import generate_labelled_set
+
+    (folder / "images").mkdir(parents=True)
+    annotations: dict[str, list[dict[str, Any]]] = {}
+    extra: dict[str, Any] = {"smallest": 10.0} if hard else {}
+    for item, data in generate_labelled_set(with_faces=120, faceless=30, seed=seed, hard=hard, **extra):
+        (folder / "images" / item.name).write_bytes(data)
+        annotations[item.name] = [{"box": [round(v, 2) for v in box]} for box in item.boxes]
+    (folder / "annotations.json").write_text(json.dumps(annotations))
+
+
+def _score_configurations(args: argparse.Namespace, photos_folder: Path, limit: int) -> int:
     import cv2
     import torch
 
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    photos = load_photos(args.wider_dev, args.limit)
+    photos = load_photos(photos_folder, limit)
     faceless = faceless_photos()
     print(f"{len(photos)} WIDER photos, {sum(len(p.valid) for p in photos)} valid faces; "
           f"{len(faceless)} face-less photos; threads={args.threads}")
