@@ -66,6 +66,29 @@ def test_detection_benchmark_on_wider_dev(capsys: pytest.CaptureFixture[str]) ->
     assert "blur=2" in attributes and "illum=1" in attributes and len(attributes.splitlines()) == 5
 
 
+def test_generated_set_is_written_in_wider_devs_format(tmp_path: Path) -> None:
+    """``--generated``: the generated labelled set as wider-dev's loader reads it (120 photos with
+    faces, 30 without, every box inside its photo, the hard set's smallest faces about 10 px); a
+    malformed kind is refused naming the expected form."""
+    import argparse
+
+    from benchmarks.wider import _generated_kind, load_photos, write_generated
+
+    write_generated(tmp_path, *_generated_kind("hard:8"))
+    photos = load_photos(tmp_path, 1000)
+    assert len(photos) == 150 and sum(1 for p in photos if p.valid) == 120
+    sides = []
+    for photo in photos:
+        for entry in photo.valid:
+            x1, y1, x2, y2 = entry["box"]
+            assert 0 <= x1 < x2 <= photo.image.width and 0 <= y1 < y2 <= photo.image.height
+            sides.append(min(x2 - x1, y2 - y1))
+    assert 9 <= min(sides) < 16
+    for bad in ("hard", "easy:7", "plain:x"):
+        with pytest.raises(argparse.ArgumentTypeError, match="hard:SEED or plain:SEED"):
+            _generated_kind(bad)
+
+
 def test_reidentification_figures_tell_the_attackers_direction_from_the_floor() -> None:
     """real_photos.py's independent check, on a hand-made distance matrix (rows: originals, columns:
     outputs): face 0 is within 0.6 of its original but another output is nearer to that original
