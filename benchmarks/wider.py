@@ -393,15 +393,14 @@ def write_generated(folder: Path, hard: bool, seed: int) -> None:
     format: ``images/<name>`` and ``annotations.json`` (boxes without WIDER's attributes)."""
     import json
 
-    from sampledata.labelled_faces import generate_labelled_set
+    from sampledata.labelled_faces import write_labelled_set
 
-    (folder / "images").mkdir(parents=True)
-    annotations: dict[str, list[dict[str, Any]]] = {}
     extra: dict[str, Any] = {"smallest": 10.0} if hard else {}
-    for item, data in generate_labelled_set(with_faces=120, faceless=30, seed=seed, hard=hard, **extra):
-        (folder / "images" / item.name).write_bytes(data)
-        annotations[item.name] = [{"box": [round(v, 2) for v in box]} for box in item.boxes]
-    (folder / "annotations.json").write_text(json.dumps(annotations))
+    boxes_path = write_labelled_set(folder / "images", with_faces=120, faceless=30, seed=seed, hard=hard, **extra)
+    boxes = json.loads(boxes_path.read_text())
+    boxes_path.unlink()
+    (folder / "annotations.json").write_text(json.dumps(
+        {name: [{"box": box} for box in found] for name, found in boxes.items()}))
 
 
 def _score_configurations(args: argparse.Namespace, photos_folder: Path, limit: int) -> int:
