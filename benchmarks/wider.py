@@ -144,7 +144,7 @@ def quantized_centerface(threads: int) -> Built:
     """CenterFace (its full-resolution pass only, as ``centerface``) on an int8 copy of its model:
     static QDQ quantization, per-channel weights, calibrated on 32 generated 640x480 photos of
     ``sampledata/labelled_faces.py`` (never on the photos it is scored on). Made in a temporary
-    folder on each run (about a minute); an experiment for CPUs with int8 dot products (AVX512-VNNI),
+    folder on each run (about 10 s); an experiment for CPUs with int8 dot products (AVX512-VNNI),
     not a product path."""
     import onnx
     from onnx import version_converter
